@@ -1,0 +1,168 @@
+"""YuNet face detection: pre-processing, anchor-free decoding and NMS in numpy.
+
+YuNet predicts, on three feature maps (strides 8, 16, 32), a class score, an objectness score, a box
+(centre offset and log size) and five landmarks per grid cell. Images are resized so that their
+longer side is at most ``max_side`` (never enlarged), padded bottom-right to a multiple of 32 (to a
+common size for a batch), and detections are mapped back to the original pixel coordinates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from facecore.models import YUNET, ModelSpec, converted_model_path, create_session
+
+STRIDES = (8, 16, 32)
+PAD_MULTIPLE = 32
+DEFAULT_MAX_SIDE = 640
+NMS_IOU = 0.3
+
+
+@dataclass
+class Detection:
+    """One detected face in original image coordinates.
+
+    ``box`` is ``(x1, y1, x2, y2)`` in pixels; ``landmarks`` is ``(5, 2)``: right eye, left eye (of
+    the person: image left first), nose tip, right and left mouth corner; ``score`` is in [0, 1].
+    """
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+
+    @property
+    def width(self) -> float:
+        return float(self.box[2] - self.box[0])
+
+    @property
+    def height(self) -> float:
+        return float(self.box[3] - self.box[1])
+
+    @property
+    def area(self) -> float:
+        return max(self.width, 0.0) * max(self.height, 0.0)
+
+
+def box_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """IoU of one ``(4,)`` box against ``(N, 4)`` boxes, all ``(x1, y1, x2, y2)``."""
+    x1 = np.maximum(box[0], others[:, 0])
+    y1 = np.maximum(box[1], others[:, 1])
+    x2 = np.minimum(box[2], others[:, 2])
+    y2 = np.minimum(box[3], others[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = NMS_IOU) -> np.ndarray:
+    """Greedy non-maximum suppression; returns kept indices, best score first."""
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while order.size:
+        best = order[0]
+        keep.append(best)
+        if order.size == 1:
+            break
+        rest = order[1:]
+        order = rest[box_iou(boxes[best], boxes[rest]) <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _grid(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    ys, xs = np.mgrid[0:rows, 0:cols]
+    return xs.reshape(-1).astype(np.float32), ys.reshape(-1).astype(np.float32)
+
+
+def decode_outputs(outputs: dict[str, np.ndarray], index: int, pad_h: int, pad_w: int,
+                   threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode one image of a batch into ``(boxes (N,4), scores (N,), landmarks (N,5,2))``."""
+    all_boxes, all_scores, all_kps = [], [], []
+    for stride in STRIDES:
+        rows, cols = pad_h // stride, pad_w // stride
+        cls = np.clip(outputs[f"cls_{stride}"][index, :, 0], 0.0, 1.0)
+        obj = np.clip(outputs[f"obj_{stride}"][index, :, 0], 0.0, 1.0)
+        scores = np.sqrt(cls * obj)
+        hits = np.nonzero(scores >= threshold)[0]
+        if hits.size == 0:
+            continue
+        xs, ys = _grid(rows, cols)
+        xs, ys = xs[hits], ys[hits]
+        bbox = outputs[f"bbox_{stride}"][index, hits]
+        kps = outputs[f"kps_{stride}"][index, hits].reshape(-1, 5, 2)
+        cx = (xs + bbox[:, 0]) * stride
+        cy = (ys + bbox[:, 1]) * stride
+        w = np.exp(bbox[:, 2]) * stride
+        h = np.exp(bbox[:, 3]) * stride
+        all_boxes.append(np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1))
+        all_scores.append(scores[hits])
+        all_kps.append((kps + np.stack([xs, ys], axis=1)[:, None, :]) * stride)
+    if not all_boxes:
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32)
+    return np.concatenate(all_boxes), np.concatenate(all_scores), np.concatenate(all_kps)
+
+
+def _padded_size(height: int, width: int) -> tuple[int, int]:
+    def up(value: int) -> int:
+        return max(PAD_MULTIPLE, -(-value // PAD_MULTIPLE) * PAD_MULTIPLE)
+
+    return up(height), up(width)
+
+
+class YuNetDetector:
+    """Batched YuNet face detector on an ONNX Runtime session."""
+
+    def __init__(self, session, spec: ModelSpec = YUNET, max_side: int = DEFAULT_MAX_SIDE):
+        self.session = session
+        self.spec = spec
+        self.max_side = max_side
+        self.input_name = session.get_inputs()[0].name
+        self.output_names = [out.name for out in session.get_outputs()]
+
+    @classmethod
+    def from_registry(cls, threads: int | None = None, providers: list[str] | None = None,
+                      max_side: int = DEFAULT_MAX_SIDE, cache_dir=None) -> "YuNetDetector":
+        session = create_session(converted_model_path(YUNET, cache_dir), providers, threads)
+        return cls(session, YUNET, max_side)
+
+    def _scale(self, image: np.ndarray) -> float:
+        longest = max(image.shape[:2])
+        return min(1.0, self.max_side / longest) if self.max_side else 1.0
+
+    def detect_batch(self, images: list[np.ndarray], threshold: float = 0.5,
+                     limit: int = 0) -> list[list[Detection]]:
+        """Detect faces in several BGR images at once.
+
+        Returns, per image, faces with ``score >= threshold``, largest first, at most ``limit``
+        of them when ``limit > 0``.
+        """
+        if not images:
+            return []
+        scales = [self._scale(image) for image in images]
+        sizes = [(max(1, round(im.shape[0] * s)), max(1, round(im.shape[1] * s)))
+                 for im, s in zip(images, scales)]
+        pad_h, pad_w = _padded_size(max(h for h, _ in sizes), max(w for _, w in sizes))
+        batch = np.zeros((len(images), pad_h, pad_w, 3), dtype=np.float32)
+        for slot, (image, (h, w)) in enumerate(zip(images, sizes)):
+            resized = image if (h, w) == image.shape[:2] else cv2.resize(
+                image, (w, h), interpolation=cv2.INTER_AREA)
+            batch[slot, :h, :w] = resized
+        raw = self.session.run(self.output_names, {self.input_name: batch.transpose(0, 3, 1, 2)})
+        outputs = dict(zip(self.output_names, raw))
+        results = []
+        for slot, (image, scale) in enumerate(zip(images, scales)):
+            boxes, scores, kps = decode_outputs(outputs, slot, pad_h, pad_w, threshold)
+            keep = nms(boxes, scores)
+            faces = [Detection(box=self._clip(boxes[i] / scale, image.shape),
+                               score=float(scores[i]), landmarks=kps[i] / scale) for i in keep]
+            faces.sort(key=lambda face: face.area, reverse=True)
+            results.append(faces[:limit] if limit > 0 else faces)
+        return results
+
+    @staticmethod
+    def _clip(box: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        height, width = shape[:2]
+        return np.clip(box, [0, 0, 0, 0], [width, height, width, height]).astype(np.float32)

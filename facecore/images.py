@@ -1,0 +1,95 @@
+"""Safe decoding of uploaded images into 8-bit BGR arrays.
+
+Size and pixel-count limits are checked before any pixel is decoded (the pixel count comes from the
+header), so a small file that declares a huge image cannot exhaust memory. Every failure raises a
+typed :mod:`facecore.errors` exception with a message a user can act on.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from facecore.errors import ImageTooLarge, InvalidImage, TooManyPixels, UnsupportedFormat
+
+SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "WEBP", "TIFF", "GIF", "MPO"})
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+DEFAULT_MAX_PIXELS = 50_000_000
+
+# We enforce our own pixel limit before decoding; Pillow's warning/error would fire on a different one.
+Image.MAX_IMAGE_PIXELS = None
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Limits applied to every decoded upload."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+def _to_rgb_array(image: Image.Image) -> np.ndarray:
+    """Normalise any Pillow mode (grey, palette, RGBA, 16-bit, CMYK, ...) to 8-bit RGB."""
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        grey = np.clip(values * (255.0 / peak), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    if mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image)
+
+
+def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> np.ndarray:
+    """Decode image bytes to an ``(H, W, 3)`` uint8 BGR array, upright per its EXIF orientation.
+
+    Accepts JPEG, PNG, BMP, WebP, TIFF and GIF (first frame). Raises :class:`InvalidImage`,
+    :class:`UnsupportedFormat`, :class:`ImageTooLarge` or :class:`TooManyPixels`.
+    """
+    if not data:
+        raise InvalidImage("the image is empty (0 bytes)")
+    if len(data) > limits.max_bytes:
+        raise ImageTooLarge(f"the image is {len(data)} bytes; the limit is {limits.max_bytes} bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise InvalidImage("the data is not an image in a known format "
+                           "(JPEG, PNG, BMP, WebP, TIFF or GIF expected)") from None
+    except Exception as exc:  # Pillow raises assorted errors on corrupt headers
+        raise InvalidImage(f"the image header is corrupt: {exc}") from None
+    if image.format not in SUPPORTED_FORMATS:
+        raise UnsupportedFormat(f"image format {image.format} is not supported; "
+                                "send JPEG, PNG, BMP, WebP, TIFF or GIF")
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise InvalidImage(f"the image has no pixels ({width}x{height})")
+    if width * height > limits.max_pixels:
+        raise TooManyPixels(f"the image is {width}x{height} = {width * height} pixels; "
+                            f"the limit is {limits.max_pixels} pixels")
+    try:
+        image.seek(0)
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        rgb = _to_rgb_array(image)
+    except Exception as exc:  # truncated or corrupt pixel data
+        reason = "truncated" if "truncated" in str(exc).lower() else f"corrupt ({exc})"
+        raise InvalidImage(f"the image data is {reason}") from None
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def encode_jpeg(bgr: np.ndarray, quality: int = 90) -> bytes:
+    """Encode a BGR array as JPEG bytes (used for stored face crops)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(bgr[:, :, ::-1])).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()

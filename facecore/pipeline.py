@@ -1,0 +1,131 @@
+"""FacePipeline: images in, faces out (box, landmarks, score, pose, quality, embedding).
+
+Composes the detector, the aligner and the embedder. Every method takes a list of images (bytes or
+BGR arrays) and works batched: detection runs over several images at once, embedding over all the
+faces of all the images.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from facecore.align import align_face
+from facecore.detect import DEFAULT_MAX_SIDE, Detection, YuNetDetector
+from facecore.embed import SFaceEmbedder
+from facecore.images import ImageLimits, decode_image
+from facecore.quality import Pose, Quality, assess_quality, estimate_pose
+
+ImageInput = bytes | bytearray | memoryview | np.ndarray
+DEFAULT_DET_PROB_THRESHOLD = 0.8
+
+
+@dataclass
+class Face:
+    """One face of an image. ``embedding`` and ``quality`` are set by :meth:`FacePipeline.analyze`."""
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+    pose: Pose
+    chip: np.ndarray | None = None
+    quality: Quality | None = None
+    embedding: np.ndarray | None = None
+
+
+@dataclass
+class PipelineConfig:
+    """Knobs of the pipeline; the service fills these from its settings."""
+
+    threads: int | None = None
+    providers: list[str] | None = None
+    max_side: int = DEFAULT_MAX_SIDE
+    detect_batch: int = 8
+    embed_batch: int = 32
+    limits: ImageLimits = field(default_factory=ImageLimits)
+    cache_dir: str | None = None
+
+
+@dataclass
+class StageTimer:
+    """Milliseconds spent per stage, reported as ``execution_time``."""
+
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def add(self, stage: str, started: float) -> None:
+        self.stages[stage] = self.stages.get(stage, 0.0) + (time.perf_counter() - started) * 1000.0
+
+
+class FacePipeline:
+    """Decode -> detect -> align -> embed, batched."""
+
+    def __init__(self, config: PipelineConfig | None = None):
+        self.config = config or PipelineConfig()
+        cfg = self.config
+        self.detector = YuNetDetector.from_registry(cfg.threads, cfg.providers, cfg.max_side, cfg.cache_dir)
+        self.embedder = SFaceEmbedder.from_registry(cfg.threads, cfg.providers, cfg.embed_batch,
+                                                    cfg.cache_dir)
+
+    @property
+    def model_id(self) -> str:
+        return self.embedder.model_id
+
+    def decode(self, images: Sequence[ImageInput], timer: StageTimer | None = None) -> list[np.ndarray]:
+        """Bytes are decoded (with the configured limits); arrays pass through as BGR."""
+        started = time.perf_counter()
+        decoded = [image if isinstance(image, np.ndarray) else decode_image(bytes(image), self.config.limits)
+                   for image in images]
+        if timer:
+            timer.add("decode", started)
+        return decoded
+
+    def detect(self, images: Sequence[ImageInput], det_prob_threshold: float = DEFAULT_DET_PROB_THRESHOLD,
+               limit: int = 0, timer: StageTimer | None = None) -> list[list[Face]]:
+        """Faces of every image (box, score, landmarks, pose), largest first."""
+        decoded = self.decode(images, timer)
+        return self._detect_decoded(decoded, det_prob_threshold, limit, timer)
+
+    def _detect_decoded(self, decoded: list[np.ndarray], det_prob_threshold: float, limit: int,
+                        timer: StageTimer | None) -> list[list[Face]]:
+        started = time.perf_counter()
+        detections: list[list[Detection]] = []
+        step = max(1, self.config.detect_batch)
+        for start in range(0, len(decoded), step):
+            detections.extend(self.detector.detect_batch(decoded[start:start + step], det_prob_threshold, limit))
+        if timer:
+            timer.add("detect", started)
+        return [[Face(box=d.box, score=d.score, landmarks=d.landmarks, pose=estimate_pose(d.landmarks))
+                 for d in per_image] for per_image in detections]
+
+    def analyze(self, images: Sequence[ImageInput], det_prob_threshold: float = DEFAULT_DET_PROB_THRESHOLD,
+                limit: int = 0, timer: StageTimer | None = None) -> list[list[Face]]:
+        """Faces of every image with aligned chip, quality and embedding."""
+        decoded = self.decode(images, timer)
+        faces = self._detect_decoded(decoded, det_prob_threshold, limit, timer)
+        started = time.perf_counter()
+        flat = []
+        for image, per_image in zip(decoded, faces):
+            for face in per_image:
+                face.chip = align_face(image, face.landmarks)
+                face.quality = assess_quality(face.score, face.box[2] - face.box[0],
+                                              face.box[3] - face.box[1], face.chip, face.pose)
+                flat.append(face)
+        if timer:
+            timer.add("align", started)
+        started = time.perf_counter()
+        vectors = self.embedder.embed([face.chip for face in flat])
+        for face, vector in zip(flat, vectors):
+            face.embedding = vector
+        if timer:
+            timer.add("embed", started)
+        return faces
+
+    def embed(self, images: Sequence[ImageInput], det_prob_threshold: float = DEFAULT_DET_PROB_THRESHOLD,
+              limit: int = 0) -> list[np.ndarray]:
+        """Per image, an ``(n_faces, D)`` array of unit-length embeddings, largest face first."""
+        dimension = self.embedder.dimension
+        return [np.stack([f.embedding for f in per_image]) if per_image else np.zeros((0, dimension), np.float32)
+                for per_image in self.analyze(images, det_prob_threshold, limit)]

@@ -1,0 +1,29 @@
+"""Entry point of the ``faces`` console script."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from faces_cli import pipeline_commands
+from facecore.settings import get_settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="faces", description="Face recognition platform on Ray")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    pipeline_commands.add_parsers(subparsers, get_settings().det_prob_threshold)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

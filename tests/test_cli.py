@@ -1,0 +1,60 @@
+"""The ``faces`` command line on real photos, including the LFW protocol on the dev pairs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from faces_cli.main import main
+from facecore.similarity import COSINE_THRESHOLD
+
+
+@pytest.fixture(autouse=True)
+def model_cache(monkeypatch, models_dir):
+    monkeypatch.setenv("FACES_DATA_DIR", str(models_dir.parent))
+
+
+def run_json(capsys, *argv):
+    code = main([*argv, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("folder", ["lfw-dev", "lfw-dev-raw150"])
+def test_eval_pairs_accuracy(capsys, data_dir, folder):
+    root = data_dir / folder
+    code, report = run_json(capsys, "eval-pairs", "--pairs", str(root / "pairs.txt"), "--root", str(root))
+    assert code == 0
+    assert report["pairs"] == 600 and report["folds"] == 10
+    assert report["images_without_face"] == 0
+    assert report["accuracy_mean"] >= 0.985
+    assert abs(report["threshold"] - COSINE_THRESHOLD) < 0.05
+    assert report["tar_at_far_1e3"] is None  # 300 impostor pairs cannot resolve FAR 1e-3
+
+
+def test_detect_command(capsys, data_dir):
+    group = data_dir / "group"
+    code, result = run_json(capsys, "detect", str(group / "dlib_2008_001322.jpg"), str(group / "boxes_dlib.tsv"))
+    assert code == 1  # one of the two inputs is not an image
+    assert len(result[0]["faces"]) == 3
+    assert {"box", "landmarks", "pose"} <= set(result[0]["faces"][0])
+    assert "not an image" in result[1]["error"]
+
+
+def test_embed_command(capsys, lfw_image, data_dir):
+    path = data_dir / "lfw-dev" / "Abel_Pacheco" / "Abel_Pacheco_0001.jpg"
+    code, result = run_json(capsys, "embed", str(path), "--limit", "1")
+    assert code == 0
+    face = result[0]["faces"][0]
+    assert len(face["embedding"]) == 128 and 0 < face["quality"] <= 1
+
+
+def test_verify_command(capsys, data_dir):
+    lfw = data_dir / "lfw-dev"
+    same_code, same = run_json(capsys, "verify", str(lfw / "Abel_Pacheco" / "Abel_Pacheco_0001.jpg"),
+                               str(lfw / "Abel_Pacheco" / "Abel_Pacheco_0002.jpg"))
+    other_code, other = run_json(capsys, "verify", str(lfw / "Abel_Pacheco" / "Abel_Pacheco_0001.jpg"),
+                                 str(lfw / "Ari_Fleischer" / "Ari_Fleischer_0002.jpg"))
+    assert same_code == other_code == 0
+    assert same["same_person"] is True and other["same_person"] is False
+    assert same["similarity"] > other["similarity"]

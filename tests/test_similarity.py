@@ -1,0 +1,21 @@
+"""The calibrated cosine -> similarity mapping."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facecore.similarity import (COSINE_THRESHOLD, DEFAULT_SIMILARITY_THRESHOLD, cosine_from_similarity,
+                                 similarity_from_cosine)
+
+
+def test_anchor_points_and_range():
+    assert abs(similarity_from_cosine(COSINE_THRESHOLD) - DEFAULT_SIMILARITY_THRESHOLD) < 1e-9
+    assert abs(similarity_from_cosine(0.0) - 0.02) < 1e-9
+    values = similarity_from_cosine(np.linspace(-1, 1, 201))
+    assert np.all(np.diff(values) > 0)
+    assert values.min() >= 0 and values.max() <= 1
+
+
+def test_inverse():
+    for similarity in (0.1, 0.5, 0.85, 0.99):
+        assert abs(similarity_from_cosine(cosine_from_similarity(similarity)) - similarity) < 1e-9
