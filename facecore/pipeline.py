@@ -86,9 +86,9 @@ class FacePipeline:
                limit: int = 0, timer: StageTimer | None = None) -> list[list[Face]]:
         """Faces of every image (box, score, landmarks, pose), largest first."""
         decoded = self.decode(images, timer)
-        return self._detect_decoded(decoded, det_prob_threshold, limit, timer)
+        return self.detect_decoded(decoded, det_prob_threshold, limit, timer)
 
-    def _detect_decoded(self, decoded: list[np.ndarray], det_prob_threshold: float, limit: int,
+    def detect_decoded(self, decoded: list[np.ndarray], det_prob_threshold: float, limit: int,
                         timer: StageTimer | None) -> list[list[Face]]:
         started = time.perf_counter()
         detections: list[list[Detection]] = []
@@ -104,7 +104,12 @@ class FacePipeline:
                 limit: int = 0, timer: StageTimer | None = None) -> list[list[Face]]:
         """Faces of every image with aligned chip, quality and embedding."""
         decoded = self.decode(images, timer)
-        faces = self._detect_decoded(decoded, det_prob_threshold, limit, timer)
+        faces = self.detect_decoded(decoded, det_prob_threshold, limit, timer)
+        self.describe(decoded, faces, timer)
+        return faces
+
+    def describe(self, decoded: list[np.ndarray], faces: list[list[Face]], timer: StageTimer | None = None) -> None:
+        """Fill chip, quality and embedding of detected ``faces`` (one list per decoded image), batched."""
         started = time.perf_counter()
         flat = []
         for image, per_image in zip(decoded, faces):
@@ -121,7 +126,6 @@ class FacePipeline:
             face.embedding = vector
         if timer:
             timer.add("embed", started)
-        return faces
 
     def embed(self, images: Sequence[ImageInput], det_prob_threshold: float = DEFAULT_DET_PROB_THRESHOLD,
               limit: int = 0) -> list[np.ndarray]:

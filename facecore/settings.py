@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from facecore.detect import DEFAULT_MAX_SIDE
 from facecore.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageLimits
 from facecore.pipeline import DEFAULT_DET_PROB_THRESHOLD, PipelineConfig
-from facecore.similarity import DEFAULT_SIMILARITY_THRESHOLD
+from facecore.similarity import DEFAULT_RECOGNITION_THRESHOLD, DEFAULT_SIMILARITY_THRESHOLD
 
 
 class Settings(BaseSettings):
@@ -26,11 +26,36 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(DEFAULT_MAX_BYTES, description="largest accepted image, in bytes")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, description="largest accepted image, in pixels")
     det_prob_threshold: float = Field(DEFAULT_DET_PROB_THRESHOLD, ge=0, le=1)
-    similarity_threshold: float = Field(DEFAULT_SIMILARITY_THRESHOLD, ge=0, le=1)
+    similarity_threshold: float = Field(DEFAULT_SIMILARITY_THRESHOLD, ge=0, le=1,
+                                        description="1:1 verification: same person at or above this similarity")
+    recognition_threshold: float = Field(DEFAULT_RECOGNITION_THRESHOLD, ge=0, le=1,
+                                         description="1:N recognition: below this the face is 'unknown'")
+
+    postgres_dsn: str | None = Field(None, description="PostgreSQL DSN (unset: an embedded server under the data dir)")
+    lancedb_uri: str | None = Field(None, description="LanceDB URI (unset: <data dir>/lancedb; s3://... on a cluster)")
+    admin_token: str | None = Field(None, description="admin API token (unset: generated on first start, printed once)")
+    ray_address: str | None = Field(None, description="Ray cluster to join (unset: RAY_ADDRESS, else a new local one)")
+    host: str = Field("127.0.0.1", description="HTTP host")
+    port: int = Field(8000, description="HTTP port")
+    ingress_replicas: int = Field(1, ge=1, description="HTTP ingress replicas")
+    embedder_replicas: int = Field(1, ge=1, description="embedder replicas")
+    embedder_num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per embedder replica")
+    embedder_num_gpus: float = Field(0.0, ge=0, description="GPU fraction per embedder replica (e.g. 0.25)")
+    batch_max_size: int = Field(16, ge=1, description="requests per embedder batch (@serve.batch)")
+    batch_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill")
+    default_shards: int = Field(1, ge=1, description="index shards of a new service")
 
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def faces_uri(self) -> str:
+        return self.lancedb_uri or str(self.data_dir / "lancedb")
+
+    def resolved(self) -> "Settings":
+        """A copy with the data dir made absolute, safe to ship to processes with another cwd."""
+        return self.model_copy(update={"data_dir": self.data_dir.resolve()})
 
     def pipeline_config(self) -> PipelineConfig:
         return PipelineConfig(

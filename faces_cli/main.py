@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from faces_cli import pipeline_commands
+from faces_cli import pipeline_commands, serve_command
 from facecore.settings import get_settings
 
 
@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     subparsers = parser.add_subparsers(dest="command", required=True)
     pipeline_commands.add_parsers(subparsers, get_settings().det_prob_threshold)
+    serve_command.add_parsers(subparsers)
     return parser
 
 

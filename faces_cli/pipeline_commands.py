@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from faces_cli.face_json import face_to_dict
+from facecore.face_json import face_to_dict
 from facecore.errors import FaceError
 from facecore.evaluation import evaluate_pairs, parse_pairs
 from facecore.pipeline import FacePipeline

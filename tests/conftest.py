@@ -38,3 +38,42 @@ def pipeline(models_dir) -> FacePipeline:
 @pytest.fixture(scope="session")
 def lfw_image(data_dir) -> bytes:
     return (data_dir / "lfw-dev" / "Abel_Pacheco" / "Abel_Pacheco_0001.jpg").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, models_dir):
+    """The whole platform on one local Ray cluster (2 CPUs, no dashboard) for the test session.
+
+    Two ingress replicas, so that tests can check that replicas share the index shards.
+    """
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    from facecore.settings import Settings
+    from serve_app.platform import start_platform
+
+    data_dir = tmp_path_factory.mktemp("platform")
+    (data_dir / "models").symlink_to(models_dir, target_is_directory=True)
+    settings = Settings(data_dir=data_dir, port=free_port(), admin_token="test-admin-token",
+                        ingress_replicas=2, threads=2, max_upload_bytes=2 * 1024 * 1024)
+    platform = start_platform(settings, ray_init_options={"num_cpus": 2, "log_to_driver": False})
+    platform.admin_token = settings.admin_token
+    yield platform
+    platform.stop()
+    assert not ray.is_initialized()
+
+
+@pytest.fixture(scope="session")
+def admin(server):
+    from serve_app.client import FaceClient
+
+    with FaceClient(server.url, admin_token=server.admin_token) as client:
+        yield client
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

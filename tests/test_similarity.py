@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from facecore.similarity import (COSINE_THRESHOLD, DEFAULT_SIMILARITY_THRESHOLD, cosine_from_similarity,
-                                 similarity_from_cosine)
+from facecore.similarity import (COSINE_THRESHOLD, DEFAULT_RECOGNITION_THRESHOLD, DEFAULT_SIMILARITY_THRESHOLD,
+                                 cosine_from_similarity, similarity_from_cosine)
 
 
 def test_anchor_points_and_range():
@@ -19,3 +19,8 @@ def test_anchor_points_and_range():
 def test_inverse():
     for similarity in (0.1, 0.5, 0.85, 0.99):
         assert abs(similarity_from_cosine(cosine_from_similarity(similarity)) - similarity) < 1e-9
+
+
+def test_recognition_threshold_is_stricter_than_verification():
+    assert DEFAULT_RECOGNITION_THRESHOLD > DEFAULT_SIMILARITY_THRESHOLD
+    assert abs(cosine_from_similarity(DEFAULT_RECOGNITION_THRESHOLD) - 0.40) < 0.005

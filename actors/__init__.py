@@ -1,0 +1,1 @@
+"""Ray actors and Serve deployments: embedder, index shards, video workers."""

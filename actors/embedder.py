@@ -1,0 +1,101 @@
+"""Embedder deployment: decode -> detect -> align -> embed, batched across concurrent requests.
+
+Each replica holds one :class:`FacePipeline` (CUDA provider when present, CPU otherwise). Requests
+arriving within ``batch_wait_ms`` of each other are processed together (``@serve.batch``): detection
+runs over all their images at once, embedding over all their faces at once. Per-request parameters
+(threshold, limit) are applied after the shared detection. Errors are returned per request, so one
+bad image never fails the other requests of its batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import numpy as np
+from ray import serve
+
+from facecore.errors import FaceError
+from facecore.images import encode_jpeg
+from facecore.pipeline import Face, FacePipeline, StageTimer
+from facecore.settings import Settings
+
+
+
+@dataclass
+class FaceRequest:
+    """One image to process. ``embed`` adds quality and embedding; ``crops`` adds aligned JPEG chips."""
+
+    image: bytes
+    det_prob_threshold: float
+    limit: int = 0
+    embed: bool = True
+    crops: bool = False
+
+
+@dataclass
+class FaceResponse:
+    faces: list[Face] = field(default_factory=list)
+    crops: list[bytes] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    error: FaceError | None = None
+
+    def unwrap(self) -> "FaceResponse":
+        """Raise the request's own error, if any."""
+        if self.error is not None:
+            raise self.error
+        return self
+
+
+def _select(faces: list[Face], threshold: float, limit: int) -> list[Face]:
+    kept = [face for face in faces if face.score >= threshold]
+    return kept[:limit] if limit > 0 else kept
+
+
+def process_batch(pipeline: FacePipeline, requests: list[FaceRequest]) -> list[FaceResponse]:
+    """Run a batch of requests through one pipeline; the core of the deployment, Ray-free."""
+    responses = [FaceResponse() for _ in requests]
+    timer = StageTimer()
+    decoded: list[np.ndarray] = []
+    live: list[int] = []
+    for index, request in enumerate(requests):
+        try:
+            decoded.extend(pipeline.decode([request.image], timer))
+            live.append(index)
+        except FaceError as exc:
+            responses[index].error = exc
+    if live:
+        threshold = min(requests[i].det_prob_threshold for i in live)
+        detected = pipeline.detect_decoded(decoded, threshold, 0, timer)
+        selected = [_select(faces, requests[i].det_prob_threshold, requests[i].limit)
+                    for i, faces in zip(live, detected)]
+        to_embed = [n for n, i in enumerate(live) if requests[i].embed]
+        pipeline.describe([decoded[n] for n in to_embed], [selected[n] for n in to_embed], timer)
+        for n, index in enumerate(live):
+            response = responses[index]
+            response.faces = selected[n]
+            if requests[index].crops:
+                response.crops = [encode_jpeg(face.chip) for face in response.faces]
+            for face in response.faces:
+                face.chip = None  # large and not needed by the caller
+    for response in responses:
+        response.timings = dict(timer.stages)
+    return responses
+
+
+@serve.deployment(name="Embedder")
+class Embedder:
+    """Serve deployment wrapping :func:`process_batch` with dynamic batching."""
+
+    def __init__(self, settings: Settings):
+        self.pipeline = FacePipeline(settings.pipeline_config())
+        self.process.set_max_batch_size(settings.batch_max_size)
+        self.process.set_batch_wait_timeout_s(settings.batch_wait_ms / 1000.0)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def process(self, requests: list[FaceRequest]) -> list[FaceResponse]:
+        return await asyncio.to_thread(process_batch, self.pipeline, requests)
+
+    def model_versions(self) -> dict[str, str]:
+        detector = self.pipeline.detector.spec
+        return {"detector": f"{detector.name}@{detector.version}", "calculator": self.pipeline.model_id}

@@ -1,0 +1,471 @@
+"""IndexShard: one LanceDB face table plus an in-memory copy of its embeddings for exact search.
+
+The caller makes it an actor (``ray.remote(IndexShard).options(...)``); this module does not import
+Ray. Every write commits to LanceDB first and changes the in-memory copy only after the commit, so a
+write is acknowledged only once it is durable, and a new IndexShard on the same table (after a crash
+or restart) loads exactly the acknowledged faces.
+
+Memory layout: a float32 matrix of unit embeddings whose capacity doubles as it fills, a parallel
+int32 array of subject codes, a parallel list of face ids and a dict face id -> row. A subject code
+indexes the subject name and its face count, so subject filters and renames are array operations.
+Deletes move the last row into the hole (bulk deletes compact instead), so rows stay dense.
+
+Search is exact: one matrix product of the queries with all rows (cosine, since both sides are unit
+length), then a partial top (argpartition) of a few times ``k`` candidates per query.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import threading
+import time
+
+import numpy as np
+
+from store.faces import FaceRecord, FaceTable
+
+logger = logging.getLogger(__name__)
+
+MIN_CAPACITY = 1024
+CANDIDATE_FACTOR = 4      # distinct-subject search looks at CANDIDATE_FACTOR * k + CANDIDATE_SLACK faces
+CANDIDATE_SLACK = 16
+CANDIDATE_GROWTH = 16     # ...and at 16 times more when those hold fewer than k subjects, then all
+SCORE_BUDGET = 32_000_000  # most query x face scores held at once (128 MB of float32)
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    return (vectors / _row_norms(vectors)).astype(np.float32, copy=False)
+
+
+def _row_norms(vectors: np.ndarray) -> np.ndarray:
+    """``(N, 1)`` Euclidean norms of the rows, at least 1e-12."""
+    return np.maximum(np.sqrt(np.einsum("ij,ij->i", vectors, vectors))[:, None], 1e-12)
+
+
+def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest ``scores`` (1-D), best first."""
+    if k < len(scores):
+        part = np.argpartition(scores, len(scores) - k)[len(scores) - k:]
+    else:
+        part = np.arange(len(scores))
+    return part[np.argsort(-scores[part], kind="stable")]
+
+
+class IndexShard:
+    """One face table and its in-memory search index. All methods are synchronous and thread-safe."""
+
+    def __init__(self, db_uri: str, table_name: str, dim: int):
+        self.dim = int(dim)
+        self.table_name = table_name
+        self._lock = threading.RLock()
+        self._table: FaceTable | None = FaceTable.open(db_uri, table_name, self.dim)
+        self._load()
+
+    # ----------------------------------------------------------------------------------- state
+
+    def _reset(self, capacity: int) -> None:
+        """Empty in-memory state with room for ``capacity`` faces."""
+        self._vectors = np.zeros((capacity, self.dim), dtype=np.float32)
+        self._codes = np.zeros(capacity, dtype=np.int32)
+        self._ids: list[str] = []
+        self._rows: dict[str, int] = {}
+        self._code_of: dict[str, int] = {}          # subject -> code
+        self._subject_of: list[str | None] = []      # code -> subject (None: free code)
+        self._counts: list[int] = []                 # code -> number of faces
+        self._free_codes: list[int] = []
+        self._id_bytes = 0
+        self._n = 0
+
+    def _load(self) -> None:
+        """Fill memory from the table (start and restart)."""
+        started = time.perf_counter()
+        ids, subjects, vectors = self._writable_table().scan_index_columns()
+        rows = dict(zip(ids, range(len(ids))))
+        if len(rows) != len(ids):  # only a writer other than IndexShard can leave duplicates
+            keep = sorted(rows.values())
+            logger.warning("table %s holds %d duplicate face ids; keeping the last of each",
+                           self.table_name, len(ids) - len(keep))
+            ids = [ids[row] for row in keep]
+            subjects = [subjects[row] for row in keep]
+            vectors = vectors[keep]
+            rows = dict(zip(ids, range(len(ids))))
+        n = len(ids)
+        self._reset(max(n, MIN_CAPACITY))
+        if n >= MIN_CAPACITY:  # take the scanned matrix as is (full); the next add doubles it
+            self._vectors = vectors
+        else:
+            self._vectors[:n] = vectors
+        self._vectors[:n] /= _row_norms(self._vectors[:n])
+        code_of = self._code_of
+        self._codes[:n] = [code_of.setdefault(subject, len(code_of)) for subject in subjects]
+        self._subject_of = list(code_of)
+        self._counts = np.bincount(self._codes[:n], minlength=len(code_of)).tolist()
+        self._ids = ids
+        self._rows = rows
+        self._id_bytes = sum(map(sys.getsizeof, ids))
+        self._n = n
+        logger.info("shard %s loaded %d faces of %d subjects in %.2f s", self.table_name, self._n,
+                    len(self._code_of), time.perf_counter() - started)
+
+    def _writable_table(self) -> FaceTable:
+        if self._table is None:
+            raise RuntimeError(f"index shard {self.table_name!r} was dropped")
+        return self._table
+
+    def _acquire(self, subject: str, faces: int = 1) -> int:
+        """Code of ``subject`` (allocated when new), its count raised by ``faces``."""
+        code = self._code_of.get(subject)
+        if code is None:
+            if self._free_codes:
+                code = self._free_codes.pop()
+                self._subject_of[code] = subject
+                self._counts[code] = 0
+            else:
+                code = len(self._subject_of)
+                self._subject_of.append(subject)
+                self._counts.append(0)
+            self._code_of[subject] = code
+        self._counts[code] += faces
+        return code
+
+    def _release(self, code: int, faces: int = 1) -> None:
+        """Lower the count of subject ``code`` by ``faces``; free the code when it reaches zero."""
+        self._counts[code] -= faces
+        if self._counts[code] <= 0:
+            del self._code_of[self._subject_of[code]]
+            self._subject_of[code] = None
+            self._counts[code] = 0
+            self._free_codes.append(code)
+
+    def _ensure_capacity(self, needed: int) -> None:
+        """Grow the row arrays (doubling) to hold ``needed`` rows."""
+        capacity = len(self._codes)
+        if needed <= capacity:
+            return
+        while capacity < needed:
+            capacity *= 2
+        vectors = np.zeros((capacity, self.dim), dtype=np.float32)
+        vectors[:self._n] = self._vectors[:self._n]
+        codes = np.zeros(capacity, dtype=np.int32)
+        codes[:self._n] = self._codes[:self._n]
+        self._vectors, self._codes = vectors, codes
+
+    def _append(self, ids: list[str], subjects: list[str], vectors: np.ndarray) -> None:
+        """Append rows (ids not yet present) to memory."""
+        start, count = self._n, len(ids)
+        self._ensure_capacity(start + count)
+        self._vectors[start:start + count] = vectors
+        self._codes[start:start + count] = [self._acquire(subject) for subject in subjects]
+        self._ids.extend(ids)
+        self._rows.update(zip(ids, range(start, start + count)))
+        self._id_bytes += sum(sys.getsizeof(face_id) for face_id in ids)
+        self._n += count
+
+    def _remove_rows(self, rows: list[int]) -> list[tuple[str, str]]:
+        """Remove rows from memory; returns their (face_id, subject)."""
+        rows = sorted(set(rows), reverse=True)
+        removed = [(self._ids[row], self._subject_of[self._codes[row]]) for row in rows]
+        removed_codes = self._codes[rows]
+        for face_id, _ in removed:
+            del self._rows[face_id]
+        self._id_bytes -= sum(sys.getsizeof(face_id) for face_id, _ in removed)
+        if len(rows) <= max(64, self._n // 16):
+            for row in rows:  # highest first: the last row is never one still to delete
+                last = self._n - 1
+                if row != last:
+                    moved = self._ids[last]
+                    self._vectors[row] = self._vectors[last]
+                    self._codes[row] = self._codes[last]
+                    self._ids[row] = moved
+                    self._rows[moved] = row
+                self._ids.pop()
+                self._n -= 1
+        else:
+            keep = np.ones(self._n, dtype=bool)
+            keep[rows] = False
+            kept = np.flatnonzero(keep)
+            self._vectors[:len(kept)] = self._vectors[kept]
+            self._codes[:len(kept)] = self._codes[kept]
+            self._ids = [self._ids[row] for row in kept]
+            self._rows = dict(zip(self._ids, range(len(self._ids))))
+            self._n = len(kept)
+        for code, faces in zip(*np.unique(removed_codes, return_counts=True)):
+            self._release(int(code), int(faces))
+        return removed
+
+    def _queries(self, queries: np.ndarray) -> np.ndarray:
+        """Queries as a ``(Q, dim)`` float32 unit-row matrix (a single ``(dim,)`` vector is Q = 1)."""
+        matrix = np.asarray(queries, dtype=np.float32)
+        if matrix.ndim == 1:
+            matrix = matrix[None, :]
+        if matrix.ndim != 2 or matrix.shape[1] != self.dim:
+            raise ValueError(f"queries must have shape (Q, {self.dim}), got {np.shape(queries)}")
+        if not np.isfinite(matrix).all():
+            raise ValueError("queries must be finite")
+        return _unit_rows(matrix)
+
+    def _prepare(self, records: list[FaceRecord]) -> list[FaceRecord]:
+        """Records with unit float32 embeddings, the last one kept per face id."""
+        latest: dict[str, FaceRecord] = {}
+        for record in records:
+            if not isinstance(record.face_id, str) or not record.face_id:
+                raise ValueError("face_id must be a non-empty string")
+            if not isinstance(record.subject, str):
+                raise ValueError("subject must be a string")
+            latest.pop(record.face_id, None)
+            latest[record.face_id] = record
+        unique = list(latest.values())
+        vectors = np.stack([np.asarray(r.embedding, dtype=np.float32).ravel() for r in unique])
+        if vectors.shape[1] != self.dim:
+            raise ValueError(f"embeddings must have {self.dim} dimensions, got {vectors.shape[1]}")
+        if not np.isfinite(vectors).all():
+            raise ValueError("embeddings must be finite")
+        if (np.linalg.norm(vectors, axis=1) < 1e-6).any():
+            raise ValueError("embeddings must not be zero vectors")
+        vectors = _unit_rows(vectors)
+        return [dataclasses.replace(r, embedding=v) for r, v in zip(unique, vectors)]
+
+    def _score_chunks(self, queries: np.ndarray, matrix: np.ndarray):
+        """Yield (first query index, scores of a block of queries against ``matrix`` rows)."""
+        step = max(1, SCORE_BUDGET // max(1, len(matrix)))
+        for start in range(0, len(queries), step):
+            yield start, queries[start:start + step] @ matrix.T
+
+    # ---------------------------------------------------------------------------------- writes
+
+    def add(self, records: list[FaceRecord]) -> int:
+        """Store the faces (one commit), then index them; returns the number of faces in the shard.
+
+        A face id already present is replaced, so adding the same records again changes nothing.
+        Embeddings are stored scaled to unit length.
+        """
+        with self._lock:
+            table = self._writable_table()
+            if not records:
+                return self._n
+            prepared = self._prepare(records)
+            replaced = [r for r in prepared if r.face_id in self._rows]
+            if replaced:
+                table.upsert(prepared)
+            else:
+                table.add(prepared)
+            for record in replaced:
+                row = self._rows[record.face_id]
+                old_code = int(self._codes[row])
+                self._codes[row] = self._acquire(record.subject)
+                self._release(old_code)
+                self._vectors[row] = record.embedding
+            new = [r for r in prepared if r.face_id not in self._rows]
+            if new:
+                self._append([r.face_id for r in new], [r.subject for r in new],
+                             np.stack([r.embedding for r in new]))
+            return self._n
+
+    def delete_ids(self, ids: list[str]) -> list[tuple[str, str]]:
+        """Delete the faces with these ids held here; returns (face_id, subject) of those deleted."""
+        with self._lock:
+            table = self._writable_table()
+            present = [face_id for face_id in dict.fromkeys(ids) if face_id in self._rows]
+            if not present:
+                return []
+            table.delete_ids(present)
+            return self._remove_rows([self._rows[face_id] for face_id in present])
+
+    def delete_subject(self, subject: str) -> int:
+        """Delete every face of ``subject``; returns how many were deleted."""
+        with self._lock:
+            table = self._writable_table()
+            code = self._code_of.get(subject)
+            if code is None:
+                return 0
+            table.delete_subject(subject)
+            rows = np.flatnonzero(self._codes[:self._n] == code)
+            return len(self._remove_rows(rows.tolist()))
+
+    def delete_all(self) -> int:
+        """Delete every face (the table stays); returns how many were deleted."""
+        with self._lock:
+            table = self._writable_table()
+            deleted = self._n
+            if deleted:
+                table.delete_all()
+            self._reset(MIN_CAPACITY)
+            return deleted
+
+    def rename_subject(self, old: str, new: str) -> int:
+        """Move every face of ``old`` to ``new`` (merging when ``new`` exists); returns how many."""
+        if not isinstance(new, str):
+            raise ValueError("subject must be a string")
+        with self._lock:
+            table = self._writable_table()
+            old_code = self._code_of.get(old)
+            if old_code is None:
+                return 0
+            faces = self._counts[old_code]
+            if old == new:
+                return faces
+            table.rename_subject(old, new)
+            new_code = self._code_of.get(new)
+            if new_code is None:
+                del self._code_of[old]
+                self._code_of[new] = old_code
+                self._subject_of[old_code] = new
+            else:
+                codes = self._codes[:self._n]
+                codes[codes == old_code] = new_code
+                self._counts[new_code] += faces
+                self._release(old_code, faces)
+            return faces
+
+    def drop(self) -> None:
+        """Drop the table and clear memory; the shard accepts no writes afterwards."""
+        with self._lock:
+            if self._table is not None:
+                self._table.drop()
+                self._table = None
+            self._reset(1)
+
+    def optimize(self) -> None:
+        """Compact the table's small files (one per commit) and prune versions older than a week."""
+        with self._lock:
+            self._writable_table().optimize()
+
+    # ----------------------------------------------------------------------------------- reads
+
+    def search_subjects(self, queries: np.ndarray, k: int) -> list[list[tuple[str, float, str]]]:
+        """Per query, the top-``k`` distinct subjects as (subject, best cosine, face_id of that face).
+
+        ``queries`` is ``(Q, dim)``; results are best first; fewer than ``k`` when the shard holds
+        fewer subjects; empty lists when it is empty.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        matrix = self._queries(queries)
+        with self._lock:
+            n = self._n
+            results: list[list[tuple[str, float, str]]] = [[] for _ in range(len(matrix))]
+            if n == 0:
+                return results
+            wanted = min(k, len(self._code_of))
+            codes = self._codes[:n]
+            first_try = min(n, CANDIDATE_FACTOR * wanted + CANDIDATE_SLACK)
+            for start, scores in self._score_chunks(matrix, self._vectors[:n]):
+                if first_try < n:
+                    candidates = np.argpartition(scores, n - first_try, axis=1)[:, n - first_try:]
+                else:
+                    candidates = np.broadcast_to(np.arange(n), scores.shape)
+                for offset, row_scores in enumerate(scores):
+                    rows = self._distinct_subject_rows(row_scores, candidates[offset], codes, wanted)
+                    results[start + offset] = [
+                        (self._subject_of[codes[row]], float(row_scores[row]), self._ids[row])
+                        for row in rows]
+            return results
+
+    @staticmethod
+    def _distinct_subject_rows(scores: np.ndarray, candidates: np.ndarray, codes: np.ndarray,
+                               wanted: int) -> np.ndarray:
+        """Rows of the best face of each of the ``wanted`` best subjects, best first.
+
+        Looks among ``candidates`` (the top faces) first, then among 16 times more, then all faces.
+        """
+        n = len(scores)
+        pool = candidates
+        while True:
+            ordered = pool[np.argsort(-scores[pool], kind="stable")]
+            _, first = np.unique(codes[ordered], return_index=True)
+            if len(first) >= wanted or len(pool) >= n:
+                first.sort()
+                return ordered[first[:wanted]]
+            size = min(n, len(pool) * CANDIDATE_GROWTH)
+            pool = np.argpartition(scores, n - size)[n - size:] if size < n else np.arange(n)
+
+    def search_faces(self, queries: np.ndarray, k: int,
+                     subject: str | None = None) -> list[list[tuple[str, str, float]]]:
+        """Per query, the top-``k`` faces as (face_id, subject, cosine), best first.
+
+        With ``subject``, only that subject's faces are searched.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        matrix = self._queries(queries)
+        with self._lock:
+            results: list[list[tuple[str, str, float]]] = [[] for _ in range(len(matrix))]
+            if subject is None:
+                rows = None
+                vectors = self._vectors[:self._n]
+            else:
+                code = self._code_of.get(subject)
+                if code is None:
+                    return results
+                rows = np.flatnonzero(self._codes[:self._n] == code)
+                vectors = self._vectors[rows]
+            if len(vectors) == 0:
+                return results
+            for start, scores in self._score_chunks(matrix, vectors):
+                for offset, row_scores in enumerate(scores):
+                    top = _top_rows(row_scores, k)
+                    found = top if rows is None else rows[top]
+                    results[start + offset] = [
+                        (self._ids[row], self._subject_of[self._codes[row]], float(row_scores[local]))
+                        for row, local in zip(found, top)]
+            return results
+
+    def similarity_to(self, face_id: str, queries: np.ndarray) -> np.ndarray | None:
+        """Cosine of each query to face ``face_id``: ``(Q,)`` float32, or None if not held here."""
+        matrix = self._queries(queries)
+        with self._lock:
+            row = self._rows.get(face_id)
+            if row is None:
+                return None
+            return matrix @ self._vectors[row]
+
+    def list_faces(self, subject: str | None, offset: int,
+                   limit: int) -> tuple[list[tuple[str, str]], int]:
+        """A page of (face_id, subject) rows, of one subject when given, and the total matching.
+
+        Rows come in memory order: insertion order until a delete moves rows.
+        """
+        if offset < 0 or limit < 0:
+            raise ValueError("offset and limit must be >= 0")
+        with self._lock:
+            if subject is None:
+                total = self._n
+                rows = range(min(offset, total), min(offset + limit, total))
+            else:
+                code = self._code_of.get(subject)
+                if code is None:
+                    return [], 0
+                matching = np.flatnonzero(self._codes[:self._n] == code)
+                total = len(matching)
+                rows = matching[offset:offset + limit].tolist()
+            return [(self._ids[row], self._subject_of[self._codes[row]]) for row in rows], total
+
+    def get_face(self, face_id: str) -> FaceRecord | None:
+        """The stored face with its crop (read from the table), or None if not held here."""
+        with self._lock:
+            if face_id not in self._rows:
+                return None
+            return self._writable_table().get(face_id)
+
+    def count(self, subject: str | None = None) -> int:
+        """Number of faces, of one subject when given."""
+        with self._lock:
+            if subject is None:
+                return self._n
+            code = self._code_of.get(subject)
+            return 0 if code is None else self._counts[code]
+
+    def subjects(self) -> dict[str, int]:
+        """Face count per subject."""
+        with self._lock:
+            return {subject: self._counts[code] for subject, code in self._code_of.items()}
+
+    def memory_bytes(self) -> int:
+        """Approximate bytes held by the in-memory index (matrix capacity, ids, maps)."""
+        with self._lock:
+            return int(self._vectors.nbytes + self._codes.nbytes + sys.getsizeof(self._ids)
+                       + sys.getsizeof(self._rows) + self._id_bytes + sys.getsizeof(self._code_of)
+                       + sum(sys.getsizeof(s) for s in self._code_of))

@@ -1,0 +1,116 @@
+"""The shards of one service seen as one index: routing of writes, fan-out and merge of searches.
+
+A face lives in shard ``crc32(face_id) % shards``, so point operations (get, delete, verify) go to
+one shard and only searches and listings fan out. The shards are named, detached, restartable Ray
+actors: every ingress replica and batch job reaches the same ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+import ray
+
+from actors.index_shard import IndexShard
+from store.faces import FaceRecord, table_name
+
+NAMESPACE = "faces"
+
+
+def shard_of(face_id: str, shards: int) -> int:
+    return zlib.crc32(face_id.encode()) % shards
+
+
+def actor_name(service_id: int, shard: int) -> str:
+    return f"index-shard-s{service_id}-p{shard}"
+
+
+class ShardGroup:
+    """Async client of the ``shards`` IndexShard actors of one service."""
+
+    def __init__(self, service_id: int, shards: int, faces_uri: str, dim: int, num_cpus: float = 0.0):
+        self.service_id = service_id
+        self.faces_uri = faces_uri
+        self.actors = [
+            ray.remote(IndexShard).options(
+                name=actor_name(service_id, shard), namespace=NAMESPACE, get_if_exists=True,
+                lifetime="detached", max_restarts=-1, max_task_retries=-1, num_cpus=num_cpus,
+            ).remote(faces_uri, table_name(service_id, shard), dim)
+            for shard in range(shards)
+        ]
+
+    def _owner(self, face_id: str):
+        return self.actors[shard_of(face_id, len(self.actors))]
+
+    async def _all(self, method: str, *args) -> list:
+        return await asyncio.gather(*(getattr(actor, method).remote(*args) for actor in self.actors))
+
+    async def add(self, records: Sequence[FaceRecord]) -> None:
+        """Acknowledged once every owning shard has committed its part."""
+        parts: dict[int, list[FaceRecord]] = {}
+        for record in records:
+            parts.setdefault(shard_of(record.face_id, len(self.actors)), []).append(record)
+        await asyncio.gather(*(self.actors[shard].add.remote(part) for shard, part in parts.items()))
+
+    async def search_subjects(self, queries: np.ndarray, k: int) -> list[list[tuple[str, float, str]]]:
+        """Per query the top-k distinct subjects ``(subject, cosine, face_id)`` over all shards."""
+        per_shard = await self._all("search_subjects", queries, k)
+        merged = []
+        for query_index in range(len(queries)):
+            best: dict[str, tuple[str, float, str]] = {}
+            for results in per_shard:
+                for subject, cosine, face_id in results[query_index]:
+                    if subject not in best or cosine > best[subject][1]:
+                        best[subject] = (subject, cosine, face_id)
+            merged.append(sorted(best.values(), key=lambda item: -item[1])[:k])
+        return merged
+
+    async def similarity_to(self, face_id: str, queries: np.ndarray) -> np.ndarray | None:
+        return await self._owner(face_id).similarity_to.remote(face_id, queries)
+
+    async def get_face(self, face_id: str) -> FaceRecord | None:
+        return await self._owner(face_id).get_face.remote(face_id)
+
+    async def delete_ids(self, face_ids: Sequence[str]) -> list[tuple[str, str]]:
+        parts: dict[int, list[str]] = {}
+        for face_id in face_ids:
+            parts.setdefault(shard_of(face_id, len(self.actors)), []).append(face_id)
+        deleted = await asyncio.gather(*(self.actors[s].delete_ids.remote(ids) for s, ids in parts.items()))
+        return [row for rows in deleted for row in rows]
+
+    async def delete_subject(self, subject: str) -> int:
+        return sum(await self._all("delete_subject", subject))
+
+    async def delete_all(self) -> int:
+        return sum(await self._all("delete_all"))
+
+    async def rename_subject(self, old: str, new: str) -> int:
+        return sum(await self._all("rename_subject", old, new))
+
+    async def count(self, subject: str | None = None) -> int:
+        return sum(await self._all("count", subject))
+
+    async def list_faces(self, subject: str | None, offset: int, limit: int) -> tuple[list[tuple[str, str]], int]:
+        """A page of ``(face_id, subject)``: shard 0's faces first, then shard 1's, and so on."""
+        counts = await self._all("count", subject)
+        total = sum(counts)
+        rows: list[tuple[str, str]] = []
+        start = 0
+        for actor, count in zip(self.actors, counts):
+            end = start + count
+            if end > offset and len(rows) < limit:
+                local_offset = max(0, offset - start)
+                page, _ = await actor.list_faces.remote(subject, local_offset, limit - len(rows))
+                rows.extend(page)
+            start = end
+        return rows, total
+
+    async def drop(self) -> None:
+        """Drop every shard's table and stop its actor."""
+        await self._all("drop")
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
+

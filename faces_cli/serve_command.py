@@ -1,0 +1,33 @@
+"""``faces serve``: run the platform until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+
+from facecore.settings import get_settings
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from serve_app.platform import start_platform  # Ray is imported only by commands that need it
+
+    overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
+    platform = start_platform(get_settings().model_copy(update=overrides))
+    if platform.admin_token:
+        print(f"Admin token (shown once, keep it): {platform.admin_token}", flush=True)
+    print(f"Serving on {platform.url}  (API docs: {platform.url}/docs)  data: {platform.settings.data_dir}", flush=True)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
+    print("Stopping...", flush=True)
+    platform.stop()
+    return 0
+
+
+def add_parsers(subparsers) -> None:
+    serve = subparsers.add_parser("serve", help="serve the HTTP API (local Ray and embedded PostgreSQL by default)")
+    serve.add_argument("--host", default=None, help="HTTP host (default FACES_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="HTTP port (default FACES_PORT or 8000)")
+    serve.set_defaults(handler=serve_command)

@@ -1,0 +1,1 @@
+"""Ray Serve application: CompreFace-compatible REST API over the embedder and index shards."""

@@ -1,0 +1,119 @@
+"""Admin API: applications, their services (with API keys) and service statistics."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from serve_app.auth import require_admin
+from serve_app.context import AppContext, get_context
+from serve_app.schemas import ApplicationOut, NameBody, ServiceCreate, ServiceOut, ServiceUpdate
+from store.control import Application, Service
+
+router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+Ctx = Annotated[AppContext, Depends(get_context)]
+
+
+def _application(app: Application) -> ApplicationOut:
+    return ApplicationOut(id=app.id, name=app.name, created_at=app.created_at.isoformat())
+
+
+def _service(service: Service, api_key: str | None = None) -> ServiceOut:
+    return ServiceOut(id=service.id, application_id=service.application_id, name=service.name, type=service.type,
+                      similarity_threshold=service.similarity_threshold, shards=service.shards,
+                      created_at=service.created_at.isoformat(), api_key=api_key)
+
+
+async def _drop_faces(context: AppContext, service: Service) -> None:
+    if service.type == "recognition":
+        await context.shards(service).drop()
+        context.forget_shards(service.id)
+
+
+@router.post("/applications", response_model=ApplicationOut, status_code=201)
+async def create_application(body: NameBody, context: Ctx):
+    return _application(await (await context.control()).create_application(body.name.strip()))
+
+
+@router.get("/applications", response_model=list[ApplicationOut])
+async def list_applications(context: Ctx):
+    return [_application(app) for app in await (await context.control()).list_applications()]
+
+
+@router.put("/applications/{application_id}", response_model=ApplicationOut)
+async def rename_application(application_id: int, body: NameBody, context: Ctx):
+    return _application(await (await context.control()).rename_application(application_id, body.name.strip()))
+
+
+@router.delete("/applications/{application_id}", response_model=ApplicationOut)
+async def delete_application(application_id: int, context: Ctx):
+    """Delete an application, its services and all their faces."""
+    control = await context.control()
+    application = await control.get_application(application_id)
+    for service in await control.list_services(application_id):
+        await _drop_faces(context, service)
+    await control.delete_application(application_id)
+    return _application(application)
+
+
+@router.post("/applications/{application_id}/services", response_model=ServiceOut, status_code=201)
+async def create_service(application_id: int, body: ServiceCreate, context: Ctx):
+    """Create a service; the response carries its API key (shown only here and on regeneration)."""
+    service, api_key = await (await context.control()).create_service(
+        application_id, body.name.strip(), body.type, body.similarity_threshold,
+        body.shards or context.settings.default_shards)
+    return _service(service, api_key)
+
+
+@router.get("/applications/{application_id}/services", response_model=list[ServiceOut])
+async def list_services(application_id: int, context: Ctx):
+    control = await context.control()
+    await control.get_application(application_id)
+    return [_service(s) for s in await control.list_services(application_id)]
+
+
+@router.get("/services/{service_id}", response_model=ServiceOut)
+async def get_service(service_id: int, context: Ctx):
+    return _service(await (await context.control()).get_service(service_id))
+
+
+@router.put("/services/{service_id}", response_model=ServiceOut)
+async def update_service(service_id: int, body: ServiceUpdate, context: Ctx):
+    """Rename a service and/or set its default similarity threshold."""
+    control = await context.control()
+    service = await control.get_service(service_id)
+    if body.name is not None:
+        service = await control.rename_service(service_id, body.name.strip())
+    if "similarity_threshold" in body.model_fields_set:
+        service = await control.set_similarity_threshold(service_id, body.similarity_threshold)
+    return _service(service)
+
+
+@router.delete("/services/{service_id}", response_model=ServiceOut)
+async def delete_service(service_id: int, context: Ctx):
+    """Delete a service and all its faces."""
+    control = await context.control()
+    service = await control.get_service(service_id)
+    await _drop_faces(context, service)
+    await control.delete_service(service_id)
+    return _service(service)
+
+
+@router.post("/services/{service_id}/key", response_model=ServiceOut)
+async def regenerate_key(service_id: int, context: Ctx):
+    """A new API key for the service; the old one stops working at once."""
+    control = await context.control()
+    api_key = await control.regenerate_key(service_id)
+    return _service(await control.get_service(service_id), api_key)
+
+
+@router.get("/services/{service_id}/stats")
+async def service_stats(service_id: int, context: Ctx):
+    """Requests and errors per endpoint and day."""
+    control = await context.control()
+    service = await control.get_service(service_id)
+    await context.flush_stats()
+    stats = await control.service_stats(service_id)
+    faces = await context.shards(service).count() if service.type == "recognition" else None
+    return {"service_id": service_id, "faces": faces, "requests": stats}

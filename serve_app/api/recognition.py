@@ -1,0 +1,181 @@
+"""Recognition service: faces (examples) of subjects, 1:N recognition, 1:1 verification by face id."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+
+from facecore.similarity import similarity_from_cosine
+from serve_app.api.params import DetProbThreshold, FacePlugins, Limit, PredictionCount, Status, Threshold
+from serve_app.auth import recognition_service
+from serve_app.context import AppContext, get_context
+from serve_app.errors import BAD_PARAMETER, ApiError
+from serve_app.face_requests import analyze_image, embeddings_matrix
+from serve_app.plugins import execution_time, face_json, parse_plugins, plugins_versions
+from serve_app.schemas import Deleted, EmbeddingsBody, FaceRef, FacesPage
+from serve_app.uploads import image_request_body, read_images
+from store.control import Service
+from store.errors import NotFound
+from store.faces import FaceRecord
+
+router = APIRouter(prefix="/api/v1/recognition", tags=["recognition"])
+Ctx = Annotated[AppContext, Depends(get_context)]
+RecognitionService = Annotated[Service, Depends(recognition_service)]
+
+
+def _threshold(context: AppContext, value: float | None) -> float:
+    return context.settings.det_prob_threshold if value is None else value
+
+
+def _subject_name(subject: str | None) -> str:
+    name = (subject or "").strip()
+    if not name or len(name) > 255:
+        raise ApiError(400, "query parameter 'subject' is required (1-255 characters)", BAD_PARAMETER)
+    return name
+
+
+@router.post("/faces", response_model=FaceRef, openapi_extra=image_request_body("file"))
+async def add_face(request: Request, service: RecognitionService, context: Ctx,
+                   subject: str | None = Query(None, description="who the face belongs to"),
+                   det_prob_threshold: float | None = DetProbThreshold):
+    """Add an example of a subject: the largest face of the image is enrolled."""
+    name = _subject_name(subject)
+    image = (await read_images(request, ("file",), context.settings.max_upload_bytes))["file"]
+    response = await analyze_image(context, image, _threshold(context, det_prob_threshold), limit=1, crops=True)
+    face, crop = response.faces[0], response.crops[0]
+    record = FaceRecord(face_id=str(uuid.uuid4()), subject=name, embedding=face.embedding,
+                        model=(await context.model_versions())["calculator"], crop=crop, source=None,
+                        created_at=datetime.now(timezone.utc))
+    await (await context.control()).add_subject(service.id, name)
+    await context.shards(service).add([record])
+    return FaceRef(image_id=record.face_id, subject=name)
+
+
+@router.get("/faces", response_model=FacesPage)
+async def list_faces(service: RecognitionService, context: Ctx,
+                     page: int = Query(0, ge=0), size: int = Query(20, ge=1, le=1000),
+                     subject: str | None = Query(None)):
+    rows, total = await context.shards(service).list_faces(subject or None, page * size, size)
+    return FacesPage(faces=[FaceRef(image_id=i, subject=s) for i, s in rows], page_number=page, page_size=size,
+                     total_pages=-(-total // size), total_elements=total)
+
+
+@router.delete("/faces", response_model=Deleted)
+async def delete_faces(service: RecognitionService, context: Ctx, subject: str | None = Query(None)):
+    """Delete every face of ``subject``, or every face of the service when no subject is given."""
+    shards = context.shards(service)
+    if subject:
+        if not await (await context.control()).subject_exists(service.id, subject):
+            raise NotFound(f"subject '{subject}' not found")
+        return Deleted(deleted=await shards.delete_subject(subject))
+    return Deleted(deleted=await shards.delete_all())
+
+
+@router.delete("/faces/{image_id}", response_model=FaceRef)
+async def delete_face(image_id: str, service: RecognitionService, context: Ctx):
+    deleted = await context.shards(service).delete_ids([image_id])
+    if not deleted:
+        raise NotFound(f"face '{image_id}' not found")
+    return FaceRef(image_id=deleted[0][0], subject=deleted[0][1])
+
+
+@router.post("/faces/delete", response_model=list[FaceRef])
+async def delete_faces_by_id(service: RecognitionService, context: Ctx,
+                             image_ids: list[str] = Body(..., min_length=1, max_length=10000)):
+    """Delete several faces by id; unknown ids are skipped. Returns the faces deleted."""
+    deleted = await context.shards(service).delete_ids(image_ids)
+    return [FaceRef(image_id=i, subject=s) for i, s in deleted]
+
+
+@router.get("/faces/{image_id}/img", response_class=Response,
+            responses={200: {"content": {"image/jpeg": {}}, "description": "the aligned face crop"}})
+async def face_image(image_id: str, service: RecognitionService, context: Ctx):
+    record = await context.shards(service).get_face(image_id)
+    if record is None:
+        raise NotFound(f"face '{image_id}' not found")
+    return Response(content=record.crop, media_type="image/jpeg")
+
+
+def _subject_matches(matches: list[tuple[str, float, str]], threshold: float) -> tuple[list[dict], bool]:
+    scored = [{"subject": subject, "similarity": round(float(similarity_from_cosine(cosine)), 5)}
+              for subject, cosine, _ in matches]
+    kept = [m for m in scored if m["similarity"] >= threshold]
+    return kept, not kept
+
+
+@router.post("/recognize", openapi_extra=image_request_body("file"))
+async def recognize(request: Request, service: RecognitionService, context: Ctx,
+                    limit: int = Limit, det_prob_threshold: float | None = DetProbThreshold,
+                    prediction_count: int = PredictionCount, face_plugins: str | None = FacePlugins,
+                    status: bool = Status, threshold: float | None = Threshold):
+    """Who is each face of the image? Subjects below the similarity threshold are not named: the
+    face is reported ``unknown`` instead."""
+    plugins = parse_plugins(face_plugins)
+    image = (await read_images(request, ("file",), context.settings.max_upload_bytes))["file"]
+    response = await analyze_image(context, image, _threshold(context, det_prob_threshold), limit=limit)
+    cutoff = context.recognition_threshold(service) if threshold is None else threshold
+    started = time.perf_counter()
+    queries = np.stack([face.embedding for face in response.faces])
+    matches = await context.shards(service).search_subjects(queries, prediction_count)
+    search_ms = (time.perf_counter() - started) * 1000
+    timings = execution_time(response.timings, {"search": search_ms})
+    result = []
+    for face, face_matches in zip(response.faces, matches):
+        item = face_json(face, plugins, timings)
+        item["subjects"], item["unknown"] = _subject_matches(face_matches, cutoff)
+        result.append(item)
+    body = {"result": result}
+    if status:
+        body["plugins_versions"] = plugins_versions(await context.model_versions(), plugins)
+    return body
+
+
+@router.post("/faces/{image_id}/verify", openapi_extra=image_request_body("file"))
+async def verify_face(image_id: str, request: Request, service: RecognitionService, context: Ctx,
+                      limit: int = Limit, det_prob_threshold: float | None = DetProbThreshold,
+                      face_plugins: str | None = FacePlugins, status: bool = Status):
+    """Similarity of each face of the image to the stored face ``image_id``."""
+    plugins = parse_plugins(face_plugins)
+    shards = context.shards(service)
+    if await shards.get_face(image_id) is None:
+        raise NotFound(f"face '{image_id}' not found")
+    image = (await read_images(request, ("file",), context.settings.max_upload_bytes))["file"]
+    response = await analyze_image(context, image, _threshold(context, det_prob_threshold), limit=limit)
+    queries = np.stack([face.embedding for face in response.faces])
+    cosines = await shards.similarity_to(image_id, queries)
+    timings = execution_time(response.timings)
+    result = [{**face_json(face, plugins, timings), "similarity": round(float(similarity_from_cosine(c)), 5)}
+              for face, c in zip(response.faces, cosines)]
+    body = {"result": result}
+    if status:
+        body["plugins_versions"] = plugins_versions(await context.model_versions(), plugins)
+    return body
+
+
+@router.post("/embeddings/recognize")
+async def recognize_embeddings(body: EmbeddingsBody, service: RecognitionService, context: Ctx,
+                               prediction_count: int = PredictionCount, threshold: float | None = Threshold):
+    """1:N search for embeddings computed elsewhere (e.g. by the calculator plugin)."""
+    queries = embeddings_matrix(body.embeddings, "embeddings")
+    cutoff = context.recognition_threshold(service) if threshold is None else threshold
+    matches = await context.shards(service).search_subjects(queries, prediction_count)
+    result = []
+    for embedding, face_matches in zip(body.embeddings, matches):
+        similarities, unknown = _subject_matches(face_matches, cutoff)
+        result.append({"embedding": embedding, "similarities": similarities, "unknown": unknown})
+    return {"result": result}
+
+
+@router.post("/embeddings/faces/{image_id}/verify")
+async def verify_embeddings(image_id: str, body: EmbeddingsBody, service: RecognitionService, context: Ctx):
+    queries = embeddings_matrix(body.embeddings, "embeddings")
+    cosines = await context.shards(service).similarity_to(image_id, queries)
+    if cosines is None:
+        raise NotFound(f"face '{image_id}' not found")
+    return {"result": [{"embedding": e, "similarity": round(float(similarity_from_cosine(c)), 5)}
+                       for e, c in zip(body.embeddings, cosines)]}

@@ -1,0 +1,54 @@
+"""Subjects of a recognition service: create, list, rename (merging into an existing one), delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from serve_app.auth import recognition_service
+from serve_app.context import AppContext, get_context
+from serve_app.schemas import Deleted, SubjectBody, SubjectsList, Updated
+from store.control import Service
+
+router = APIRouter(prefix="/api/v1/recognition/subjects", tags=["subjects"])
+Ctx = Annotated[AppContext, Depends(get_context)]
+RecognitionService = Annotated[Service, Depends(recognition_service)]
+
+
+@router.post("", response_model=SubjectBody, status_code=201)
+async def add_subject(body: SubjectBody, service: RecognitionService, context: Ctx):
+    await (await context.control()).add_subject(service.id, body.subject.strip())
+    return SubjectBody(subject=body.subject.strip())
+
+
+@router.get("", response_model=SubjectsList)
+async def list_subjects(service: RecognitionService, context: Ctx):
+    return SubjectsList(subjects=await (await context.control()).list_subjects(service.id))
+
+
+@router.put("/{subject}", response_model=Updated)
+async def rename_subject(subject: str, body: SubjectBody, service: RecognitionService, context: Ctx):
+    """Rename ``subject``; if the new name exists, its faces are merged into it."""
+    new_name = body.subject.strip()
+    if new_name == subject:
+        return Updated(updated=False)
+    await (await context.control()).rename_subject(service.id, subject, new_name)
+    await context.shards(service).rename_subject(subject, new_name)
+    return Updated(updated=True)
+
+
+@router.delete("/{subject}", response_model=SubjectBody)
+async def delete_subject(subject: str, service: RecognitionService, context: Ctx):
+    """Delete a subject and all its faces."""
+    await (await context.control()).delete_subject(service.id, subject)
+    await context.shards(service).delete_subject(subject)
+    return SubjectBody(subject=subject)
+
+
+@router.delete("", response_model=Deleted)
+async def delete_all_subjects(service: RecognitionService, context: Ctx):
+    """Delete every subject of the service and all their faces."""
+    deleted = await (await context.control()).delete_all_subjects(service.id)
+    await context.shards(service).delete_all()
+    return Deleted(deleted=deleted)

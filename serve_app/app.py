@@ -1,0 +1,32 @@
+"""Builds the Serve application: the one place where deployments are wired together."""
+
+from __future__ import annotations
+
+from ray import serve
+from ray.serve import Application
+
+from actors.embedder import Embedder
+from facecore.settings import Settings
+from serve_app.ingress import Ingress
+
+APP_NAME = "faces"
+
+
+def build_app(settings: Settings) -> Application:
+    """Ingress (FastAPI, N replicas) -> Embedder (M replicas, fractional GPUs, dynamic batching)."""
+    embedder = Embedder.options(
+        num_replicas=settings.embedder_replicas,
+        ray_actor_options={"num_cpus": settings.embedder_num_cpus, "num_gpus": settings.embedder_num_gpus},
+        max_ongoing_requests=max(32, 2 * settings.batch_max_size),
+    ).bind(settings)
+    return Ingress.options(
+        num_replicas=settings.ingress_replicas,
+        ray_actor_options={"num_cpus": 0},
+        max_ongoing_requests=256,
+    ).bind(embedder, settings)
+
+
+def deploy(settings: Settings, blocking: bool = False) -> None:
+    """Start Serve's HTTP proxy on the configured host/port and deploy the application."""
+    serve.start(http_options={"host": settings.host, "port": settings.port}, logging_config={"enable_access_log": False})
+    serve.run(build_app(settings), name=APP_NAME, route_prefix="/", blocking=blocking)

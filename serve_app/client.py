@@ -1,0 +1,239 @@
+"""FaceClient: a Python client of the HTTP API, synchronous (``FaceClient``) and asynchronous
+(``AsyncFaceClient``), on httpx.
+
+    client = FaceClient("http://127.0.0.1:8000", api_key=recognition_key)
+    client.add_face("alice.jpg", subject="alice")
+    client.recognize("who.jpg")["result"][0]["subjects"]
+
+Every API method is defined once, in :class:`_FaceApi`, as a description of the HTTP call; the two
+clients differ only in how they send it. Errors raise :class:`FaceApiError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+Image = bytes | str | Path
+
+
+class FaceApiError(Exception):
+    def __init__(self, status: int, message: str, code: int | None):
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+        self.code = code
+
+
+@dataclass
+class _Call:
+    method: str
+    path: str
+    params: dict[str, Any] = field(default_factory=dict)
+    json: Any = None
+    files: dict[str, bytes] | None = None
+    admin: bool = False
+    raw: bool = False
+
+
+def _bytes(image: Image) -> bytes:
+    return image if isinstance(image, bytes) else Path(image).read_bytes()
+
+
+def _params(**values) -> dict[str, Any]:
+    return {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in values.items() if v is not None}
+
+
+class _FaceApi:
+    """The API surface; ``_send`` is provided by the sync and async clients."""
+
+    recognition = "/api/v1/recognition"
+
+    def _send(self, call: _Call):
+        raise NotImplementedError
+
+    # recognition: faces
+    def add_face(self, image: Image, subject: str, det_prob_threshold: float | None = None):
+        return self._send(_Call("POST", f"{self.recognition}/faces", _params(subject=subject,
+                          det_prob_threshold=det_prob_threshold), files={"file": _bytes(image)}))
+
+    def list_faces(self, page: int = 0, size: int = 20, subject: str | None = None):
+        return self._send(_Call("GET", f"{self.recognition}/faces", _params(page=page, size=size, subject=subject)))
+
+    def delete_faces(self, subject: str | None = None):
+        return self._send(_Call("DELETE", f"{self.recognition}/faces", _params(subject=subject)))
+
+    def delete_face(self, image_id: str):
+        return self._send(_Call("DELETE", f"{self.recognition}/faces/{image_id}"))
+
+    def delete_faces_by_id(self, image_ids: list[str]):
+        return self._send(_Call("POST", f"{self.recognition}/faces/delete", json=list(image_ids)))
+
+    def face_image(self, image_id: str):
+        return self._send(_Call("GET", f"{self.recognition}/faces/{image_id}/img", raw=True))
+
+    def recognize(self, image: Image, limit: int = 0, prediction_count: int = 1,
+                  det_prob_threshold: float | None = None, face_plugins: str | None = None,
+                  status: bool = False, threshold: float | None = None):
+        return self._send(_Call("POST", f"{self.recognition}/recognize", _params(
+            limit=limit, prediction_count=prediction_count, det_prob_threshold=det_prob_threshold,
+            face_plugins=face_plugins, status=status, threshold=threshold), files={"file": _bytes(image)}))
+
+    def verify_face(self, image_id: str, image: Image, limit: int = 0, det_prob_threshold: float | None = None,
+                    face_plugins: str | None = None):
+        return self._send(_Call("POST", f"{self.recognition}/faces/{image_id}/verify", _params(
+            limit=limit, det_prob_threshold=det_prob_threshold, face_plugins=face_plugins),
+            files={"file": _bytes(image)}))
+
+    def recognize_embeddings(self, embeddings: list[list[float]], prediction_count: int = 1,
+                             threshold: float | None = None):
+        return self._send(_Call("POST", f"{self.recognition}/embeddings/recognize",
+                                _params(prediction_count=prediction_count, threshold=threshold),
+                                json={"embeddings": embeddings}))
+
+    def verify_face_embeddings(self, image_id: str, embeddings: list[list[float]]):
+        return self._send(_Call("POST", f"{self.recognition}/embeddings/faces/{image_id}/verify",
+                                json={"embeddings": embeddings}))
+
+    # recognition: subjects
+    def add_subject(self, subject: str):
+        return self._send(_Call("POST", f"{self.recognition}/subjects", json={"subject": subject}))
+
+    def list_subjects(self):
+        return self._send(_Call("GET", f"{self.recognition}/subjects"))
+
+    def rename_subject(self, subject: str, new_name: str):
+        return self._send(_Call("PUT", f"{self.recognition}/subjects/{subject}", json={"subject": new_name}))
+
+    def delete_subject(self, subject: str):
+        return self._send(_Call("DELETE", f"{self.recognition}/subjects/{subject}"))
+
+    def delete_all_subjects(self):
+        return self._send(_Call("DELETE", f"{self.recognition}/subjects"))
+
+    # detection and verification services
+    def detect(self, image: Image, limit: int = 0, det_prob_threshold: float | None = None,
+               face_plugins: str | None = None, status: bool = False):
+        return self._send(_Call("POST", "/api/v1/detection/detect", _params(
+            limit=limit, det_prob_threshold=det_prob_threshold, face_plugins=face_plugins, status=status),
+            files={"file": _bytes(image)}))
+
+    def verify(self, source_image: Image, target_image: Image, limit: int = 0,
+               det_prob_threshold: float | None = None, face_plugins: str | None = None):
+        return self._send(_Call("POST", "/api/v1/verification/verify", _params(
+            limit=limit, det_prob_threshold=det_prob_threshold, face_plugins=face_plugins),
+            files={"source_image": _bytes(source_image), "target_image": _bytes(target_image)}))
+
+    def verify_embeddings(self, source: list[float], targets: list[list[float]]):
+        return self._send(_Call("POST", "/api/v1/verification/embeddings/verify",
+                                json={"source": source, "targets": targets}))
+
+    # admin
+    def create_application(self, name: str):
+        return self._send(_Call("POST", "/api/v1/admin/applications", json={"name": name}, admin=True))
+
+    def list_applications(self):
+        return self._send(_Call("GET", "/api/v1/admin/applications", admin=True))
+
+    def rename_application(self, application_id: int, name: str):
+        return self._send(_Call("PUT", f"/api/v1/admin/applications/{application_id}", json={"name": name},
+                                admin=True))
+
+    def delete_application(self, application_id: int):
+        return self._send(_Call("DELETE", f"/api/v1/admin/applications/{application_id}", admin=True))
+
+    def create_service(self, application_id: int, name: str, type: str,
+                       similarity_threshold: float | None = None, shards: int | None = None):
+        body = {"name": name, "type": type, "similarity_threshold": similarity_threshold, "shards": shards}
+        return self._send(_Call("POST", f"/api/v1/admin/applications/{application_id}/services",
+                                json={k: v for k, v in body.items() if v is not None}, admin=True))
+
+    def list_services(self, application_id: int):
+        return self._send(_Call("GET", f"/api/v1/admin/applications/{application_id}/services", admin=True))
+
+    def update_service(self, service_id: int, **changes):
+        return self._send(_Call("PUT", f"/api/v1/admin/services/{service_id}", json=changes, admin=True))
+
+    def delete_service(self, service_id: int):
+        return self._send(_Call("DELETE", f"/api/v1/admin/services/{service_id}", admin=True))
+
+    def regenerate_key(self, service_id: int):
+        return self._send(_Call("POST", f"/api/v1/admin/services/{service_id}/key", admin=True))
+
+    def service_stats(self, service_id: int):
+        return self._send(_Call("GET", f"/api/v1/admin/services/{service_id}/stats", admin=True))
+
+    # health
+    def readyz(self):
+        return self._send(_Call("GET", "/readyz"))
+
+
+class _Transport:
+    def __init__(self, api_key: str | None, admin_token: str | None):
+        self.api_key = api_key
+        self.admin_token = admin_token
+
+    def _request_args(self, call: _Call) -> dict:
+        headers = {}
+        if call.admin and self.admin_token:
+            headers["x-admin-token"] = self.admin_token
+        elif self.api_key:
+            headers["x-api-key"] = self.api_key
+        files = {name: (name, data) for name, data in call.files.items()} if call.files else None
+        return {"method": call.method, "url": call.path, "params": call.params, "json": call.json,
+                "files": files, "headers": headers}
+
+    @staticmethod
+    def _result(call: _Call, response: httpx.Response):
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                raise FaceApiError(response.status_code, body.get("message", response.text), body.get("code"))
+            except ValueError:
+                raise FaceApiError(response.status_code, response.text, None) from None
+        return response.content if call.raw else response.json()
+
+
+class FaceClient(_Transport, _FaceApi):
+    """Synchronous client."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, admin_token: str | None = None,
+                 timeout: float = 60.0):
+        super().__init__(api_key, admin_token)
+        self.http = httpx.Client(base_url=base_url, timeout=timeout)
+
+    def _send(self, call: _Call):
+        return self._result(call, self.http.request(**self._request_args(call)))
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> "FaceClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class AsyncFaceClient(_Transport, _FaceApi):
+    """Asynchronous client: the same methods, awaited."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, admin_token: str | None = None,
+                 timeout: float = 60.0):
+        super().__init__(api_key, admin_token)
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout)
+
+    async def _send(self, call: _Call):
+        return self._result(call, await self.http.request(**self._request_args(call)))
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def __aenter__(self) -> "AsyncFaceClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()

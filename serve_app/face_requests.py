@@ -1,0 +1,38 @@
+"""Sending uploaded images to the Embedder deployment, and embeddings sent by clients."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from actors.embedder import FaceRequest, FaceResponse
+from facecore.errors import NoFaceFound
+from facecore.models import SFACE
+from serve_app.context import AppContext
+from serve_app.errors import BAD_PARAMETER, ApiError
+
+
+async def analyze_image(context: AppContext, image: bytes, det_prob_threshold: float, limit: int = 0,
+                        embed: bool = True, crops: bool = False, require_face: bool = True) -> FaceResponse:
+    """Faces of one uploaded image; raises the image's own error, or NoFaceFound when required."""
+    request = FaceRequest(image=image, det_prob_threshold=det_prob_threshold, limit=limit, embed=embed, crops=crops)
+    response: FaceResponse = (await context.embedder.process.remote(request)).unwrap()
+    if require_face and not response.faces:
+        raise NoFaceFound("No face is found in the given image")
+    return response
+
+
+def embeddings_matrix(rows, field: str) -> np.ndarray:
+    """Client-sent embeddings as unit-length float32 rows; 400 for a wrong length or non-numbers."""
+    try:
+        matrix = np.asarray(rows, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ApiError(400, f"'{field}' must be a list of {SFACE.embedding_dim}-number lists", BAD_PARAMETER) from None
+    if matrix.ndim == 1:
+        matrix = matrix[None, :]
+    if matrix.ndim != 2 or matrix.shape[0] == 0 or matrix.shape[1] != SFACE.embedding_dim:
+        raise ApiError(400, f"'{field}' must hold embeddings of {SFACE.embedding_dim} numbers; got shape "
+                            f"{list(matrix.shape)}", BAD_PARAMETER)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    if not np.all(np.isfinite(matrix)) or np.any(norms == 0):
+        raise ApiError(400, f"'{field}' holds a zero or non-finite embedding", BAD_PARAMETER)
+    return matrix / norms

@@ -1,0 +1,1 @@
+"""Persistence: PostgreSQL control plane and LanceDB face tables."""

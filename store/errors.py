@@ -1,0 +1,18 @@
+"""Errors of the persistence layer.
+
+Each carries a message a user can act on ("application 7 not found", "an application named 'x'
+already exists"). The serving layer maps :class:`NotFound` to 404 and :class:`Conflict` to 409 in
+one place; invalid arguments (unknown service type, shards < 1) raise :class:`ValueError`.
+"""
+
+
+class StoreError(Exception):
+    """Base class of every error the store raises on purpose."""
+
+
+class NotFound(StoreError):
+    """The application, service or subject named by the caller does not exist."""
+
+
+class Conflict(StoreError):
+    """The operation would break a uniqueness rule (a duplicate name)."""

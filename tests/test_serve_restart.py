@@ -1,0 +1,88 @@
+"""`faces serve` end to end in its own process: first-start admin token, and durability across a
+complete stop of the app, Ray and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from conftest import free_port
+from serve_app.client import FaceClient
+
+START_TIMEOUT_S = 240
+
+
+class ServeProcess:
+    def __init__(self, env: dict[str, str]):
+        self.process = subprocess.Popen([sys.executable, "-m", "faces_cli.main", "serve"], env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.process.stdout:
+            self.lines.put(line)
+
+    def wait_until_serving(self) -> list[str]:
+        seen, deadline = [], time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=1)
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    pytest.fail("faces serve exited:\n" + "".join(seen))
+                continue
+            seen.append(line)
+            if line.startswith("Serving on"):
+                return seen
+        self.stop()
+        pytest.fail("faces serve did not start in time:\n" + "".join(seen))
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=120)
+
+
+def test_first_start_prints_the_admin_token_and_faces_survive_a_full_restart(tmp_path, data_dir, models_dir):
+    port = free_port()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "models").symlink_to(models_dir, target_is_directory=True)
+    env = {**os.environ, "FACES_DATA_DIR": str(tmp_path / "data"), "FACES_PORT": str(port),
+           "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    env.pop("FACES_ADMIN_TOKEN", None)
+    url = f"http://127.0.0.1:{port}"
+
+    first = ServeProcess(env)
+    output = "".join(first.wait_until_serving())
+    tokens = re.findall(r"Admin token \(shown once, keep it\): (\S+)", output)
+    assert len(tokens) == 1
+    admin = FaceClient(url, admin_token=tokens[0])
+    application = admin.create_application("durable")
+    key = admin.create_service(application["id"], "faces", "recognition")["api_key"]
+    api = FaceClient(url, api_key=key)
+    photos = {name: sorted((data_dir / "lfw-dev" / name).glob("*.jpg"))
+              for name in ("Ari_Fleischer", "Alvaro_Uribe", "Arianna_Huffington")}
+    acknowledged = {api.add_face(files[0], subject=name)["image_id"] for name, files in photos.items()}
+    first.stop()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/healthz", timeout=2)
+
+    second = ServeProcess(env)
+    output = "".join(second.wait_until_serving())
+    try:
+        assert "Admin token" not in output
+        assert {f["image_id"] for f in api.list_faces(size=100)["faces"]} == acknowledged
+        for name, files in photos.items():
+            assert api.recognize(files[1])["result"][0]["subjects"][0]["subject"] == name
+        assert admin.list_applications()[0]["name"] == "durable"
+    finally:
+        second.stop()
