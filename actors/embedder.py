@@ -24,9 +24,10 @@ from facecore.settings import Settings
 
 @dataclass
 class FaceRequest:
-    """One image to process. ``embed`` adds quality and embedding; ``crops`` adds aligned JPEG chips."""
+    """One image to process: encoded bytes, or a decoded BGR array (a video frame, no encode/decode
+    round trip). ``embed`` adds quality and embedding; ``crops`` adds aligned JPEG chips."""
 
-    image: bytes
+    image: bytes | np.ndarray
     det_prob_threshold: float
     limit: int = 0
     embed: bool = True
@@ -35,10 +36,13 @@ class FaceRequest:
 
 @dataclass
 class FaceResponse:
+    """``faces`` as selected by the request's limit; ``found`` counts the faces above its threshold."""
+
     faces: list[Face] = field(default_factory=list)
     crops: list[bytes] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     error: FaceError | None = None
+    found: int = 0
 
     def unwrap(self) -> "FaceResponse":
         """Raise the request's own error, if any."""
@@ -74,6 +78,7 @@ def process_batch(pipeline: FacePipeline, requests: list[FaceRequest]) -> list[F
         for n, index in enumerate(live):
             response = responses[index]
             response.faces = selected[n]
+            response.found = sum(1 for face in detected[n] if face.score >= requests[index].det_prob_threshold)
             if requests[index].crops:
                 response.crops = [encode_jpeg(face.chip) for face in response.faces]
             for face in response.faces:
@@ -91,10 +96,17 @@ class Embedder:
         self.pipeline = FacePipeline(settings.pipeline_config())
         self.process.set_max_batch_size(settings.batch_max_size)
         self.process.set_batch_wait_timeout_s(settings.batch_wait_ms / 1000.0)
+        self.embed_chips.set_max_batch_size(settings.batch_max_size)
+        self.embed_chips.set_batch_wait_timeout_s(settings.batch_wait_ms / 1000.0)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def process(self, requests: list[FaceRequest]) -> list[FaceResponse]:
         return await asyncio.to_thread(process_batch, self.pipeline, requests)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def embed_chips(self, chip_sets: list[np.ndarray]) -> list[np.ndarray]:
+        """Embeddings of aligned chips cut elsewhere (the video workers align their faces themselves)."""
+        return await asyncio.to_thread(self.pipeline.embedder.embed_groups, chip_sets)
 
     def model_versions(self) -> dict[str, str]:
         detector = self.pipeline.detector.spec

@@ -21,9 +21,14 @@ import logging
 import sys
 import threading
 import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
+from actors.ann_index import AnnIndex
 from store.faces import FaceRecord, FaceTable
 
 logger = logging.getLogger(__name__)
@@ -32,6 +37,8 @@ MIN_CAPACITY = 1024
 CANDIDATE_FACTOR = 4      # distinct-subject search looks at CANDIDATE_FACTOR * k + CANDIDATE_SLACK faces
 CANDIDATE_SLACK = 16
 CANDIDATE_GROWTH = 16     # ...and at 16 times more when those hold fewer than k subjects, then all
+CANDIDATES_PER_INDEXED = 5000  # approximate search re-scores at least one face in this many
+COMPACT_EVERY_COMMITS = 256  # each commit writes a small file: compact them before they slow reads
 SCORE_BUDGET = 32_000_000  # most query x face scores held at once (128 MB of float32)
 
 
@@ -54,15 +61,42 @@ def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:
     return part[np.argsort(-scores[part], kind="stable")]
 
 
+class ShardFull(Exception):
+    """Adding these faces would take the shard past its memory budget."""
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How a shard searches.
+
+    ``mode``: ``exact`` (always scan the matrix), ``ann`` (use the approximate index whenever one is
+    built) or ``auto`` (build one in the background once the shard holds ``ann_min_faces`` faces, and
+    again when the faces added since the last build exceed ``rebuild_fraction`` of it).
+    """
+
+    mode: str = "auto"
+    ann_min_faces: int = 100_000
+    rebuild_fraction: float = 0.2
+    candidates: int = 1024
+    memory_budget_bytes: int | None = None
+    index_dir: str | None = None
+
+
 class IndexShard:
     """One face table and its in-memory search index. All methods are synchronous and thread-safe."""
 
-    def __init__(self, db_uri: str, table_name: str, dim: int):
+    def __init__(self, db_uri: str, table_name: str, dim: int, search: SearchConfig = SearchConfig()):
+        if search.mode not in ("auto", "exact", "ann"):
+            raise ValueError(f"unknown search mode {search.mode!r}: auto, exact or ann")
         self.dim = int(dim)
         self.table_name = table_name
+        self.search = search
         self._lock = threading.RLock()
+        self._build_lock = threading.Lock()
         self._table: FaceTable | None = FaceTable.open(db_uri, table_name, self.dim)
+        self._commits_since_compaction = 0
         self._load()
+        self._restore_index()
 
     # ----------------------------------------------------------------------------------- state
 
@@ -78,6 +112,8 @@ class IndexShard:
         self._free_codes: list[int] = []
         self._id_bytes = 0
         self._n = 0
+        self._ann: AnnIndex | None = None
+        self._tail: dict[str, None] = {}  # ids added since the approximate index's snapshot
 
     def _load(self) -> None:
         """Fill memory from the table (start and restart)."""
@@ -247,6 +283,7 @@ class IndexShard:
             if not records:
                 return self._n
             prepared = self._prepare(records)
+            self._check_budget(sum(1 for r in prepared if r.face_id not in self._rows))
             replaced = [r for r in prepared if r.face_id in self._rows]
             if replaced:
                 table.upsert(prepared)
@@ -262,6 +299,12 @@ class IndexShard:
             if new:
                 self._append([r.face_id for r in new], [r.subject for r in new],
                              np.stack([r.embedding for r in new]))
+            self._tail.update(dict.fromkeys(r.face_id for r in prepared))
+            self._commits_since_compaction += 1
+            if self._commits_since_compaction >= COMPACT_EVERY_COMMITS:
+                table.optimize()
+                self._commits_since_compaction = 0
+            self._build_in_background_if_due()
             return self._n
 
     def delete_ids(self, ids: list[str]) -> list[tuple[str, str]]:
@@ -321,17 +364,52 @@ class IndexShard:
             return faces
 
     def drop(self) -> None:
-        """Drop the table and clear memory; the shard accepts no writes afterwards."""
+        """Drop the table and its saved index, and clear memory; the shard accepts no writes afterwards."""
         with self._lock:
             if self._table is not None:
                 self._table.drop()
                 self._table = None
             self._reset(1)
+            index_path = self._index_path()
+            if index_path is not None:
+                index_path.unlink(missing_ok=True)
 
     def optimize(self) -> None:
         """Compact the table's small files (one per commit) and prune versions older than a week."""
         with self._lock:
             self._writable_table().optimize()
+
+    def replace_from(self, source_table: str) -> list[str]:
+        """Replace every row by the rows of table ``source_table`` in one commit, then reload memory.
+
+        For migrations: the source holds re-embedded copies of this shard's faces. Faces deleted here
+        since the copy was made are left out; renamed subjects keep their current name. If the source
+        lacks faces held here (added since), nothing changes and their ids are returned, so that the
+        caller can copy them and call again; an empty list means the shard now serves the new rows.
+        """
+        with self._build_lock, self._lock:  # a running index build of the old rows finishes first
+            table = self._writable_table()
+            source = FaceTable.open(table.db_uri, source_table, self.dim, read_consistency_interval=timedelta(0))
+            copied = set(source.face_ids())
+            missing = [face_id for face_id in self._ids if face_id not in copied]
+            if missing:
+                return missing
+            table.overwrite(self._as_held_now(batch) for batch in source.batches())
+            self._load()
+            index_path = self._index_path()
+            if index_path is not None:
+                index_path.unlink(missing_ok=True)  # it indexes the replaced embeddings
+        self._build_in_background_if_due()
+        return []
+
+    def _as_held_now(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """``batch`` without the faces no longer held here, with their current subjects."""
+        ids = batch.column("face_id").to_pylist()
+        keep = [i for i, face_id in enumerate(ids) if face_id in self._rows]
+        subjects = [self._subject_of[self._codes[self._rows[ids[i]]]] for i in keep]
+        batch = batch.take(pa.array(keep, pa.int64()))
+        column = batch.schema.get_field_index("subject")
+        return batch.set_column(column, batch.schema.field(column), pa.array(subjects, pa.string()))
 
     # ----------------------------------------------------------------------------------- reads
 
@@ -350,6 +428,14 @@ class IndexShard:
             if n == 0:
                 return results
             wanted = min(k, len(self._code_of))
+            if self._use_ann():
+                for query, (rows, scores) in enumerate(self._ann_scores(matrix, CANDIDATE_FACTOR * wanted)):
+                    order = np.argsort(-scores, kind="stable")
+                    _, first = np.unique(self._codes[rows[order]], return_index=True)
+                    best = order[np.sort(first)[:wanted]]
+                    results[query] = [(self._subject_of[self._codes[rows[i]]], float(scores[i]),
+                                       self._ids[rows[i]]) for i in best]
+                return results
             codes = self._codes[:n]
             first_try = min(n, CANDIDATE_FACTOR * wanted + CANDIDATE_SLACK)
             for start, scores in self._score_chunks(matrix, self._vectors[:n]):
@@ -393,6 +479,12 @@ class IndexShard:
         matrix = self._queries(queries)
         with self._lock:
             results: list[list[tuple[str, str, float]]] = [[] for _ in range(len(matrix))]
+            if subject is None and self._use_ann():
+                for query, (rows, scores) in enumerate(self._ann_scores(matrix, k)):
+                    top = _top_rows(scores, k)
+                    results[query] = [(self._ids[rows[i]], self._subject_of[self._codes[rows[i]]],
+                                       float(scores[i])) for i in top]
+                return results
             if subject is None:
                 rows = None
                 vectors = self._vectors[:self._n]
@@ -450,6 +542,11 @@ class IndexShard:
                 return None
             return self._writable_table().get(face_id)
 
+    def existing(self, ids: list[str]) -> list[str]:
+        """Those of ``ids`` held here."""
+        with self._lock:
+            return [face_id for face_id in ids if face_id in self._rows]
+
     def count(self, subject: str | None = None) -> int:
         """Number of faces, of one subject when given."""
         with self._lock:
@@ -464,8 +561,105 @@ class IndexShard:
             return {subject: self._counts[code] for subject, code in self._code_of.items()}
 
     def memory_bytes(self) -> int:
-        """Approximate bytes held by the in-memory index (matrix capacity, ids, maps)."""
+        """Approximate bytes held in memory (matrix capacity, ids, maps, approximate index)."""
         with self._lock:
+            ann = self._ann.memory_bytes() if self._ann is not None else 0
             return int(self._vectors.nbytes + self._codes.nbytes + sys.getsizeof(self._ids)
                        + sys.getsizeof(self._rows) + self._id_bytes + sys.getsizeof(self._code_of)
-                       + sum(sys.getsizeof(s) for s in self._code_of))
+                       + sum(sys.getsizeof(s) for s in self._code_of) + ann + sys.getsizeof(self._tail))
+
+    def stats(self) -> dict:
+        """Faces, memory and disk use, and the state of the approximate index."""
+        with self._lock:
+            faces = self._n
+            ram = self.memory_bytes()
+            ann = self._ann
+            unindexed = len(self._tail) if ann is not None else faces
+        disk = self._writable_table().disk_bytes()
+        return {"faces": faces, "ram_bytes": ram, "disk_bytes": disk,
+                "ram_bytes_per_face": ram / faces if faces else None,
+                "disk_bytes_per_face": disk / faces if faces and disk is not None else None,
+                "search": "ann" if ann is not None and self.search.mode != "exact" else "exact",
+                "indexed_faces": len(ann) if ann is not None else 0, "unindexed_faces": unindexed,
+                "last_build_seconds": ann.build_seconds if ann is not None else None}
+
+    # ------------------------------------------------------------------- approximate index
+
+    def _use_ann(self) -> bool:
+        return self._ann is not None and self.search.mode != "exact"
+
+    def _build_in_background_if_due(self) -> None:
+        if self.search.mode != "auto" or self._n < self.search.ann_min_faces or self._build_lock.locked():
+            return
+        if self._ann is None or len(self._tail) > self.search.rebuild_fraction * len(self._ann):
+            threading.Thread(target=self.build_index, name=f"build-{self.table_name}", daemon=True).start()
+
+    def _ann_scores(self, matrix: np.ndarray, wanted: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query: candidate rows (index candidates plus the unindexed tail) and exact cosines."""
+        count = max(self.search.candidates, len(self._ann) // CANDIDATES_PER_INDEXED, 4 * wanted)
+        tail_rows = np.fromiter((self._rows[f] for f in self._tail if f in self._rows), dtype=np.int64)
+        scored = []
+        for query, candidates in zip(matrix, self._ann.candidates(matrix, count)):
+            indexed = np.fromiter((self._rows[f] for f in candidates if f in self._rows), dtype=np.int64)
+            rows = np.unique(np.concatenate([indexed, tail_rows]))
+            scored.append((rows, self._vectors[rows] @ query))
+        return scored
+
+    def _check_budget(self, new_faces: int) -> None:
+        budget = self.search.memory_budget_bytes
+        if budget is None or new_faces == 0:
+            return
+        held = self.memory_bytes()
+        per_face = held / self._n if self._n >= MIN_CAPACITY else 4 * self.dim + 200
+        needed = held + new_faces * per_face
+        if needed > budget:
+            raise ShardFull(f"shard {self.table_name} would need about {needed / 2**20:.0f} MiB for "
+                            f"{self._n + new_faces} faces; its memory budget is {budget / 2**20:.0f} MiB: "
+                            "re-shard the service onto more shards or raise FACES_SHARD_MEMORY_BUDGET_MB")
+
+    def _index_path(self) -> Path | None:
+        return Path(self.search.index_dir) / f"{self.table_name}.ivf.npz" if self.search.index_dir else None
+
+    def _restore_index(self) -> None:
+        """After a (re)start: the saved index with its tail recomputed, or a build when one is due."""
+        path = self._index_path()
+        saved = AnnIndex.load(path) if path is not None and self.search.mode != "exact" else None
+        if saved is not None:
+            indexed = set(saved.face_ids)
+            with self._lock:
+                self._ann = saved
+                self._tail = dict.fromkeys(f for f in self._ids if f not in indexed)
+            logger.info("shard %s restored its index of %d faces (%d unindexed)", self.table_name,
+                        len(saved), len(self._tail))
+        self._build_in_background_if_due()
+
+    def build_index(self) -> dict:
+        """Build the approximate index from a snapshot while searches go on; returns ``stats()``.
+
+        Faces added during the build stay in the exactly searched tail; faces deleted during it are
+        skipped at query time. A call while a build runs waits for that build instead of starting one.
+        """
+        if not self._build_lock.acquire(blocking=False):
+            with self._build_lock:
+                return self.stats()
+        try:
+            with self._lock:
+                # A view, not a copy (a copy would double the shard's memory at build time): rows that
+                # a concurrent delete moves get a stale code, which only costs recall until the next
+                # build, since candidates are re-scored exactly.
+                vectors = self._vectors[:self._n]
+                ids = list(self._ids)
+            if not ids:
+                return self.stats()
+            index = AnnIndex.build(vectors, ids)
+            del vectors
+            path = self._index_path()
+            if path is not None:
+                index.save(path)
+            snapshot = set(ids)
+            with self._lock:
+                self._tail = dict.fromkeys(f for f in self._tail if f not in snapshot)
+                self._ann = index
+            return self.stats()
+        finally:
+            self._build_lock.release()

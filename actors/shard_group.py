@@ -14,33 +14,52 @@ from collections.abc import Sequence
 import numpy as np
 import ray
 
-from actors.index_shard import IndexShard
+from actors.index_shard import IndexShard, SearchConfig
+from facecore.models import SFACE
+from facecore.settings import Settings
 from store.faces import FaceRecord, table_name
 
 NAMESPACE = "faces"
+SHARD_THREADS = 4
 
 
 def shard_of(face_id: str, shards: int) -> int:
     return zlib.crc32(face_id.encode()) % shards
 
 
-def actor_name(service_id: int, shard: int) -> str:
-    return f"index-shard-s{service_id}-p{shard}"
+def search_config(settings: Settings) -> SearchConfig:
+    """How index shards search, from the settings (approximate indexes saved under the data dir)."""
+    budget = settings.shard_memory_budget_mb * 2**20 if settings.shard_memory_budget_mb else None
+    return SearchConfig(mode=settings.search_mode, ann_min_faces=settings.ann_min_faces,
+                        candidates=settings.ann_candidates, memory_budget_bytes=budget,
+                        index_dir=str(settings.data_dir / "indexes"))
+
+
+def actor_name(service_id: int, shard: int, shards: int) -> str:
+    return f"index-shard-s{service_id}-n{shards}-p{shard}"
 
 
 class ShardGroup:
     """Async client of the ``shards`` IndexShard actors of one service."""
 
-    def __init__(self, service_id: int, shards: int, faces_uri: str, dim: int, num_cpus: float = 0.0):
+    def __init__(self, service_id: int, shards: int, faces_uri: str, dim: int,
+                 search: SearchConfig = SearchConfig(), num_cpus: float = 0.0):
         self.service_id = service_id
         self.faces_uri = faces_uri
+        # Threaded actors: an index build runs beside searches instead of blocking them.
         self.actors = [
             ray.remote(IndexShard).options(
-                name=actor_name(service_id, shard), namespace=NAMESPACE, get_if_exists=True,
+                name=actor_name(service_id, shard, shards), namespace=NAMESPACE, get_if_exists=True,
                 lifetime="detached", max_restarts=-1, max_task_retries=-1, num_cpus=num_cpus,
-            ).remote(faces_uri, table_name(service_id, shard), dim)
+                max_concurrency=SHARD_THREADS,
+            ).remote(faces_uri, table_name(service_id, shard, shards), dim, search)
             for shard in range(shards)
         ]
+
+    @classmethod
+    def for_service(cls, service_id: int, shards: int, settings: Settings) -> "ShardGroup":
+        """The shards of a service as every part of the platform must open them (same search setup)."""
+        return cls(service_id, shards, settings.faces_uri, SFACE.embedding_dim, search_config(settings))
 
     def _owner(self, face_id: str):
         return self.actors[shard_of(face_id, len(self.actors))]
@@ -107,6 +126,25 @@ class ShardGroup:
                 rows.extend(page)
             start = end
         return rows, total
+
+    async def existing(self, face_ids: Sequence[str]) -> set[str]:
+        """Those of ``face_ids`` stored in the service (one call per shard holding any)."""
+        parts: dict[int, list[str]] = {}
+        for face_id in face_ids:
+            parts.setdefault(shard_of(face_id, len(self.actors)), []).append(face_id)
+        found = await asyncio.gather(*(self.actors[s].existing.remote(ids) for s, ids in parts.items()))
+        return {face_id for ids in found for face_id in ids}
+
+    async def optimize(self) -> None:
+        """Compact every shard's table: one file per commit adds up after bulk writes."""
+        await self._all("optimize")
+
+    async def build_indexes(self) -> list[dict]:
+        """Build every shard's approximate index in parallel (searches go on); per-shard stats."""
+        return await self._all("build_index")
+
+    async def stats(self) -> list[dict]:
+        return await self._all("stats")
 
     async def drop(self) -> None:
         """Drop every shard's table and stop its actor."""

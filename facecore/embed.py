@@ -56,3 +56,11 @@ class SFaceEmbedder:
             blob = np.ascontiguousarray(part[:, :, :, ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
             outputs.append(self.session.run(None, {self.input_name: blob})[0])
         return l2_normalize(np.concatenate(outputs).reshape(len(stack), -1))
+
+    def embed_groups(self, groups: list[np.ndarray]) -> list[np.ndarray]:
+        """Embed several ``(N_i, 112, 112, 3)`` chip arrays in one batched run; one ``(N_i, D)`` array each."""
+        sizes = [len(chips) for chips in groups]
+        if not sum(sizes):
+            return [np.zeros((0, self.dimension), np.float32) for _ in groups]
+        vectors = self.embed(np.concatenate([chips for chips in groups if len(chips)]))
+        return np.split(vectors, np.cumsum(sizes)[:-1])

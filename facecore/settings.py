@@ -42,8 +42,25 @@ class Settings(BaseSettings):
     embedder_num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per embedder replica")
     embedder_num_gpus: float = Field(0.0, ge=0, description="GPU fraction per embedder replica (e.g. 0.25)")
     batch_max_size: int = Field(16, ge=1, description="requests per embedder batch (@serve.batch)")
-    batch_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill")
+    batch_wait_ms: float = Field(10.0, ge=0, description="how long a batch waits to fill")
     default_shards: int = Field(1, ge=1, description="index shards of a new service")
+    search_mode: str = Field("auto", pattern="^(auto|exact|ann)$",
+                             description="shard search: exact, ann, or auto (ann from ann_min_faces faces)")
+    ann_min_faces: int = Field(100_000, ge=1, description="auto mode builds an approximate index from this size")
+    ann_candidates: int = Field(1024, ge=1, description="approximate candidates re-scored exactly per query "
+                                                         "(at least one in 5000 faces of the shard)")
+    shard_memory_budget_mb: int | None = Field(8192, ge=1, description="a shard refuses faces beyond this RAM")
+    video_worker_num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per video stream worker")
+    video_reconcile_s: float = Field(5.0, gt=0, description="how often the video supervisor checks the streams table")
+    video_reconnect_max_s: float = Field(30.0, gt=0, description="longest wait between reconnects to a dropped video source")
+    enroll_embedders: int = Field(0, ge=0, description="embedder actors of a bulk job (0: sized to the cluster, "
+                                  "see batch_jobs.embedding.plan_pool)")
+    enroll_embedder_num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per bulk-job embedder actor")
+    enroll_embedder_num_gpus: float = Field(0.25, gt=0, le=1,
+                                            description="GPU fraction per bulk-job embedder actor (GPU clusters)")
+    enroll_batch_size: int = Field(64, ge=1, description="images per bulk-job embedder call")
+    enroll_readers: int = Field(2, ge=1, description="concurrent read tasks of a bulk job")
+    enroll_commit_faces: int = Field(2000, ge=1, description="faces per batched commit of a bulk job")
 
     @property
     def models_dir(self) -> Path:
@@ -52,6 +69,11 @@ class Settings(BaseSettings):
     @property
     def faces_uri(self) -> str:
         return self.lancedb_uri or str(self.data_dir / "lancedb")
+
+    @property
+    def video_media_dir(self) -> Path:
+        """Where event crops and frames are written (shared storage on a multi-node cluster)."""
+        return self.data_dir / "video"
 
     def resolved(self) -> "Settings":
         """A copy with the data dir made absolute, safe to ship to processes with another cwd."""

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from faces_cli import pipeline_commands, serve_command
+from faces_cli import enroll_commands, index_commands, pipeline_commands, serve_command, video_commands
 from facecore.settings import get_settings
 
 
@@ -16,6 +16,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     pipeline_commands.add_parsers(subparsers, get_settings().det_prob_threshold)
     serve_command.add_parsers(subparsers)
+    index_commands.add_parsers(subparsers)
+    video_commands.add_parsers(subparsers, get_settings().det_prob_threshold)
+    enroll_commands.add_parsers(subparsers)
     return parser
 
 

@@ -42,6 +42,23 @@ async def require_admin(x_admin_token: str | None = Header(None), authorization:
         raise ApiError(401, "invalid admin token", ADMIN_TOKEN_REQUIRED)
 
 
+def admin_or_service_key(kind: str):
+    """Dependency: a ``kind`` service's ``x-api-key`` (returns the service) or the admin token (returns None)."""
+    key_check = service_key(kind)
+
+    async def dependency(request: Request, x_api_key: str | None = Header(None),
+                         x_admin_token: str | None = Header(None), authorization: str | None = Header(None),
+                         context: AppContext = Depends(get_context)) -> Service | None:
+        if x_api_key:
+            return await key_check(request, x_api_key, context)
+        if not x_admin_token and not authorization:
+            raise ApiError(401, f"an admin token or a {kind} service key (x-api-key) is required", MISSING_API_KEY)
+        await require_admin(x_admin_token, authorization, context)
+        return None
+
+    return dependency
+
+
 recognition_service = service_key("recognition")
 detection_service = service_key("detection")
 verification_service = service_key("verification")

@@ -166,6 +166,60 @@ class _FaceApi:
     def service_stats(self, service_id: int):
         return self._send(_Call("GET", f"/api/v1/admin/services/{service_id}/stats", admin=True))
 
+    # video (admin token, or a video service key for its own streams)
+    video = "/api/v1/video"
+
+    def add_stream(self, source_url: str, **settings):
+        """Settings: name, watchlist_service_id, max_fps, min_face_size, roi, mode, det_prob_threshold,
+        save_frame, enabled, webhook_url, webhook_secret."""
+        return self._send(_Call("POST", f"{self.video}/streams", json={"source_url": source_url, **settings},
+                                admin=True))
+
+    def list_streams(self):
+        return self._send(_Call("GET", f"{self.video}/streams", admin=True))
+
+    def get_stream(self, stream_id: int):
+        return self._send(_Call("GET", f"{self.video}/streams/{stream_id}", admin=True))
+
+    def update_stream(self, stream_id: int, **changes):
+        return self._send(_Call("PATCH", f"{self.video}/streams/{stream_id}", json=changes, admin=True))
+
+    def delete_stream(self, stream_id: int):
+        return self._send(_Call("DELETE", f"{self.video}/streams/{stream_id}", admin=True))
+
+    def list_events(self, stream: int | None = None, subject: str | None = None, unknown: bool | None = None,
+                    since: str | None = None, after_id: int | None = None, limit: int = 100):
+        return self._send(_Call("GET", f"{self.video}/events", _params(
+            stream=stream, subject=subject, unknown=unknown, since=since, after_id=after_id, limit=limit), admin=True))
+
+    def get_event(self, event_id: int):
+        return self._send(_Call("GET", f"{self.video}/events/{event_id}", admin=True))
+
+    def event_crop(self, event_id: int):
+        return self._send(_Call("GET", f"{self.video}/events/{event_id}/crop", admin=True, raw=True))
+
+    def event_frame(self, event_id: int):
+        return self._send(_Call("GET", f"{self.video}/events/{event_id}/frame", admin=True, raw=True))
+
+    # bulk jobs (admin)
+    def start_enroll_job(self, service_id: int, path: str | None = None, manifest: str | None = None,
+                         on_multiple: str = "largest", report: str | None = None):
+        body = {"service_id": service_id, "path": path, "manifest": manifest, "on_multiple": on_multiple,
+                "report": report}
+        return self._send(_Call("POST", "/api/v1/admin/jobs/enroll",
+                                json={k: v for k, v in body.items() if v is not None}, admin=True))
+
+    def start_migrate_job(self, service_id: int, model: str | None = None):
+        body = {"service_id": service_id, "model": model}
+        return self._send(_Call("POST", "/api/v1/admin/jobs/migrate",
+                                json={k: v for k, v in body.items() if v is not None}, admin=True))
+
+    def get_job(self, job_id: int):
+        return self._send(_Call("GET", f"/api/v1/admin/jobs/{job_id}", admin=True))
+
+    def list_jobs(self, service_id: int | None = None, limit: int = 100):
+        return self._send(_Call("GET", "/api/v1/admin/jobs", _params(service_id=service_id, limit=limit), admin=True))
+
     # health
     def readyz(self):
         return self._send(_Call("GET", "/readyz"))

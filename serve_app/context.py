@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import defaultdict
 
 from actors.shard_group import ShardGroup
-from facecore.models import SFACE
 from facecore.settings import Settings
 from store.control import ControlPlane, Service
 
 log = logging.getLogger(__name__)
 
-STATS_FLUSH_SECONDS = 5.0
+STATS_FLUSH_SECONDS = 2.0
 
 
 class AppContext:
@@ -28,8 +26,9 @@ class AppContext:
         self._control_lock = asyncio.Lock()
         self._groups: dict[tuple[int, int], ShardGroup] = {}
         self._stats: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
-        self._last_flush = time.monotonic()
+        self._stats_flusher: asyncio.Task | None = None
         self._model_versions: dict[str, str] | None = None
+        self._background: set[asyncio.Task] = set()
 
     async def control(self) -> ControlPlane:
         if self._control is None:
@@ -41,12 +40,24 @@ class AppContext:
     def shards(self, service: Service) -> ShardGroup:
         key = (service.id, service.shards)
         if key not in self._groups:
-            self._groups[key] = ShardGroup(service.id, service.shards, self.settings.faces_uri, SFACE.embedding_dim)
+            self._groups[key] = ShardGroup.for_service(service.id, service.shards, self.settings)
         return self._groups[key]
 
     def forget_shards(self, service_id: int) -> None:
         for key in [k for k in self._groups if k[0] == service_id]:
             del self._groups[key]
+
+    def start_background(self, work) -> None:
+        """Run a coroutine after the response, keeping a reference until it ends; failures are logged."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+
+        def finished(done: asyncio.Task) -> None:
+            self._background.discard(done)
+            if not done.cancelled() and done.exception() is not None:
+                log.error("background work failed", exc_info=done.exception())
+
+        task.add_done_callback(finished)
 
     async def model_versions(self) -> dict[str, str]:
         if self._model_versions is None:
@@ -59,16 +70,20 @@ class AppContext:
             return service.similarity_threshold
         return self.settings.recognition_threshold
 
-    async def count_request(self, service_id: int, endpoint: str, failed: bool) -> None:
-        """Buffer request statistics; written to PostgreSQL every few seconds, not per request."""
+    def count_request(self, service_id: int, endpoint: str, failed: bool) -> None:
+        """Buffer request statistics; a background task writes them to PostgreSQL every few seconds."""
         counters = self._stats[(service_id, endpoint)]
         counters[0] += 1
         counters[1] += int(failed)
-        if time.monotonic() - self._last_flush >= STATS_FLUSH_SECONDS:
+        if self._stats_flusher is None:
+            self._stats_flusher = asyncio.get_running_loop().create_task(self._flush_periodically())
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(STATS_FLUSH_SECONDS)
             await self.flush_stats()
 
     async def flush_stats(self) -> None:
-        self._last_flush = time.monotonic()
         if not self._stats:
             return
         pending = {key: (counts[0], counts[1]) for key, counts in self._stats.items()}

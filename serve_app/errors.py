@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from facecore.errors import (FaceError, ImageTooLarge, InvalidImage, NoFaceFound, TooManyPixels,
                              UnsupportedFormat)
+from actors.index_shard import ShardFull
 from store.errors import Conflict, NotFound
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ ADMIN_TOKEN_REQUIRED = 23
 UNSUPPORTED_MEDIA_TYPE = 24
 NO_FACE_FOUND = 28
 RATE_LIMITED = 29
+SHARD_FULL = 30
 INTERNAL = 99
 
 
@@ -86,6 +88,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Conflict)
     async def conflict(_: Request, exc: Conflict) -> JSONResponse:
         return error_response(409, str(exc), CONFLICT)
+
+    @app.exception_handler(ShardFull)
+    async def shard_full(_: Request, exc: ShardFull) -> JSONResponse:
+        return error_response(507, str(exc), SHARD_FULL)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from ray import serve
 
 from facecore.settings import Settings
-from serve_app.api import admin, detection, health, recognition, subjects, verification
+from serve_app.api import admin, detection, health, jobs, recognition, subjects, verification, video
 from serve_app.context import AppContext, get_context, set_context
 from serve_app.errors import install_error_handlers
 from serve_app.metrics import LATENCY, REQUESTS
@@ -17,7 +17,7 @@ from serve_app.metrics import LATENCY, REQUESTS
 def create_fastapi_app() -> FastAPI:
     app = FastAPI(title="rayfaces", version="0.1.0",
                   description="Face detection, verification and recognition; CompreFace-compatible API.")
-    for module in (recognition, subjects, detection, verification, admin, health):
+    for module in (recognition, subjects, detection, verification, admin, health, video, jobs):
         app.include_router(module.router)
     install_error_handlers(app)
 
@@ -32,7 +32,7 @@ def create_fastapi_app() -> FastAPI:
         response.headers["x-faces-replica"] = get_context().replica
         service_id = getattr(request.state, "service_id", None)
         if service_id is not None:
-            await get_context().count_request(service_id, endpoint, response.status_code >= 400)
+            get_context().count_request(service_id, endpoint, response.status_code >= 400)
         return response
 
     return app

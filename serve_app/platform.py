@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import ray
 from ray import serve
 
+from actors.video_supervisor import ensure_supervisor, stop_video
 from facecore.settings import Settings
-from serve_app.app import deploy
+from serve_app.app import APP_NAME, deploy
 from store.control import ControlPlane
 from store.embedded_pg import EmbeddedPostgres, resolve_dsn
 
@@ -34,6 +35,7 @@ class Platform:
 
     def stop(self) -> None:
         """Stop the application; the Ray cluster and PostgreSQL too when this process started them."""
+        stop_video()
         serve.shutdown()
         if self.owns_ray:
             ray.shutdown()
@@ -65,5 +67,6 @@ def start_platform(settings: Settings, ray_init_options: dict | None = None) -> 
         address = settings.ray_address or os.environ.get("RAY_ADDRESS") or "local"
         ray.init(address=address, include_dashboard=False, **(ray_init_options or {}))
     deploy(settings)
+    ensure_supervisor(settings, APP_NAME)  # video streams resume with the platform
     log.info("serving on http://%s:%s", settings.host, settings.port)
     return Platform(settings=settings, admin_token=admin_token, embedded_postgres=embedded, owns_ray=owns_ray)

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from batch_jobs.outcomes import OnMultiple
+
 
 class FaceRef(BaseModel):
     image_id: str
@@ -51,7 +53,7 @@ class NameBody(BaseModel):
 
 class ServiceCreate(BaseModel):
     name: str = Field(min_length=1, max_length=255)
-    type: Literal["recognition", "detection", "verification"]
+    type: Literal["recognition", "detection", "verification", "video"]
     similarity_threshold: float | None = Field(None, ge=0, le=1)
     shards: int | None = Field(None, ge=1, le=256)
 
@@ -76,3 +78,41 @@ class ServiceOut(BaseModel):
     shards: int
     created_at: str
     api_key: str | None = None
+
+
+class EnrollJobCreate(BaseModel):
+    """A bulk enrollment: exactly one of ``path`` (a folder per subject) or ``manifest``."""
+
+    service_id: int
+    path: str | None = Field(None, min_length=1, description="folder tree: one sub-folder of images per subject")
+    manifest: str | None = Field(None, min_length=1,
+                                 description="CSV, JSON-lines or Parquet with path (or uri), subject, face_id")
+    on_multiple: OnMultiple = Field(OnMultiple.LARGEST, description="images with several faces: largest, reject, all")
+    report: str | None = Field(None, description="where to write the report (default: under the data dir)")
+
+
+class MigrateJobCreate(BaseModel):
+    service_id: int
+    model: str | None = Field(None, description="embedder NAME@VERSION (default: the platform's)")
+
+
+class JobOut(BaseModel):
+    id: int
+    kind: str
+    service_id: int
+    input: str
+    policy: str | None
+    options: dict
+    status: str = Field(description="pending, running, succeeded, failed, or lost (running without a heartbeat)")
+    total: int | None
+    processed: int
+    progress: float | None
+    images_per_s: float | None
+    eta_s: float | None
+    counts: dict[str, int]
+    report_path: str | None
+    error: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    updated_at: str

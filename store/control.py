@@ -379,6 +379,16 @@ class ControlPlane:
             raise NotFound(f"service {service_id} not found")
         return _service(row)
 
+    async def set_shards(self, service_id: int, shards: int) -> Service:
+        """Switch the service to a layout of ``shards`` index shards (the re-shard job's last step)."""
+        if shards < 1:
+            raise ValueError("a service needs at least one shard")
+        row = await self._pool.fetchrow(
+            f"UPDATE services SET shards = $2 WHERE id = $1 RETURNING {_SERVICE_COLUMNS}", service_id, shards)
+        if row is None:
+            raise NotFound(f"service {service_id} not found")
+        return _service(row)
+
     async def regenerate_key(self, service_id: int) -> str:
         """Give a service a new API key and return it; the old key stops working at once."""
         api_key = _new_api_key()

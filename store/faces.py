@@ -12,8 +12,10 @@ String values in filter expressions are quoted with :func:`sql_string`, so subje
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import lancedb
 import numpy as np
@@ -57,9 +59,12 @@ def face_schema(dim: int) -> pa.Schema:
     ])
 
 
-def table_name(service_id: int, shard: int) -> str:
-    """Name of the face table of shard ``shard`` of service ``service_id``: ``faces_s7_p0``."""
-    return f"faces_s{int(service_id)}_p{int(shard)}"
+def table_name(service_id: int, shard: int, shards: int) -> str:
+    """Face table of shard ``shard`` of the ``shards``-shard layout of a service: ``faces_s7_n1_p0``.
+
+    The shard count is part of the name so that a re-shard can fill a new layout beside the old one.
+    """
+    return f"faces_s{int(service_id)}_n{int(shards)}_p{int(shard)}"
 
 
 def sql_string(value: str) -> str:
@@ -89,6 +94,14 @@ def _embedding_dim(schema: pa.Schema) -> int | None:
     if not pa.types.is_fixed_size_list(kind) or kind.value_type != pa.float32():
         return None
     return kind.list_size
+
+
+def records_from_rows(rows: pa.Table | pa.RecordBatch) -> list[FaceRecord]:
+    """Whole rows of a face table as records."""
+    return [FaceRecord(face_id=row["face_id"], subject=row["subject"],
+                       embedding=np.asarray(row["embedding"], dtype=np.float32), model=row["model"],
+                       crop=row["crop"], source=row["source"], created_at=_utc(row["created_at"]))
+            for row in rows.to_pylist()]
 
 
 class FaceTable:
@@ -131,6 +144,14 @@ class FaceTable:
         if not existing.equals(schema):
             raise ValueError(f"face table {name!r} has schema {existing}, expected {schema}")
         return cls(table, db_uri, name, dim)
+
+    @staticmethod
+    def exists(db_uri: str, name: str) -> bool:
+        try:
+            lancedb.connect(db_uri).open_table(name)
+        except ValueError:
+            return False
+        return True
 
     @staticmethod
     def drop_table(db_uri: str, name: str) -> None:
@@ -238,24 +259,50 @@ class FaceTable:
                 .where(f"face_id = {sql_string(face_id)}")
                 .limit(1)
                 .to_arrow())
-        if data.num_rows == 0:
-            return None
-        row = data.slice(0, 1).to_pylist()[0]
-        return FaceRecord(
-            face_id=row["face_id"],
-            subject=row["subject"],
-            embedding=np.asarray(row["embedding"], dtype=np.float32),
-            model=row["model"],
-            crop=row["crop"],
-            source=row["source"],
-            created_at=_utc(row["created_at"]),
-        )
+        records = records_from_rows(data.slice(0, 1))
+        return records[0] if records else None
 
     def count(self, subject: str | None = None) -> int:
         """Number of faces, of one subject when ``subject`` is given."""
         if subject is None:
             return self._table.count_rows()
         return self._table.count_rows(f"subject = {sql_string(subject)}")
+
+    def disk_bytes(self) -> int | None:
+        """Bytes of the table's files (all kept versions), or None for a table in object storage."""
+        if "://" in self.db_uri:
+            return None
+        folder = Path(self.db_uri) / f"{self.name}.lance"
+        return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+    @property
+    def version(self) -> int:
+        """The table version this handle reads."""
+        return self._table.version
+
+    def checkout(self, version: int) -> None:
+        """Pin this handle to ``version`` (read-only from then on): a stable snapshot to scan."""
+        self._table.checkout(version)
+
+    def face_ids(self) -> list[str]:
+        """Every face id, in table order (reads only that column)."""
+        batches = self._table.search().select(["face_id"]).limit(None).to_batches(batch_size=SCAN_BATCH_ROWS)
+        return [face_id for batch in batches for face_id in batch.column("face_id").to_pylist()]
+
+    def batches(self, columns: list[str] | None = None, batch_rows: int = 1024) -> Iterator[pa.RecordBatch]:
+        """Every row (of ``columns``, default all), streamed in record batches of at most ``batch_rows``."""
+        query = self._table.search().limit(None)
+        if columns is not None:
+            query = query.select(columns)
+        return iter(query.to_batches(batch_size=batch_rows))
+
+    def overwrite(self, batches: Iterable[pa.RecordBatch]) -> None:
+        """Replace every row by ``batches`` (this table's schema), streamed, in one commit.
+
+        Readers see the old rows or the new ones, never a mix; the old version stays on disk until
+        :meth:`optimize` prunes it.
+        """
+        self._table.add(pa.RecordBatchReader.from_batches(self.schema, batches), mode="overwrite")
 
     def optimize(self, keep_versions_for: timedelta = timedelta(days=7)) -> None:
         """Compact small data files (one per commit) and remove versions older than the given age."""

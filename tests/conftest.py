@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,26 @@ def test_data_dir() -> Path:
     if not (root / "lfw-dev" / "pairs.txt").is_file():
         pytest.fail(f"test photos not found at {root}: set FACES_TEST_DATA")
     return root
+
+
+@pytest.fixture(scope="session")
+def postgres_dir_factory():
+    """Make folders for data dirs that hold an embedded PostgreSQL.
+
+    PostgreSQL runs as its own system user, which must traverse the parents of its folder; pytest's
+    own temporary folders are private to the user running pytest (and pytest makes them private
+    again whenever another pytest session starts), so these folders live directly under the system
+    temporary folder.
+    """
+    made: list[Path] = []
+
+    def make(prefix: str) -> Path:
+        made.append(Path(tempfile.mkdtemp(prefix=f"faces-test-{prefix}-")))
+        return made[-1]
+
+    yield make
+    for folder in made:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +63,7 @@ def lfw_image(data_dir) -> bytes:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory, models_dir):
+def server(postgres_dir_factory, models_dir):
     """The whole platform on one local Ray cluster (2 CPUs, no dashboard) for the test session.
 
     Two ingress replicas, so that tests can check that replicas share the index shards.
@@ -52,7 +74,7 @@ def server(tmp_path_factory, models_dir):
     from facecore.settings import Settings
     from serve_app.platform import start_platform
 
-    data_dir = tmp_path_factory.mktemp("platform")
+    data_dir = postgres_dir_factory("platform")
     (data_dir / "models").symlink_to(models_dir, target_is_directory=True)
     settings = Settings(data_dir=data_dir, port=free_port(), admin_token="test-admin-token",
                         ingress_replicas=2, threads=2, max_upload_bytes=2 * 1024 * 1024)
@@ -77,3 +99,9 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture
+def postgres_tmp_path(postgres_dir_factory) -> Path:
+    """A fresh folder that an embedded PostgreSQL can live in (see ``postgres_dir_factory``)."""
+    return postgres_dir_factory("case")

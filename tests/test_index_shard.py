@@ -72,7 +72,7 @@ def uri(tmp_path) -> str:
 def filled(uri):
     """A shard with 2000 faces of 200 subjects, and the data it holds."""
     ids, names, vectors = population(7, 2000, 200)
-    shard = IndexShard(uri, table_name(1, 0), DIM)
+    shard = IndexShard(uri, table_name(1, 0, 1), DIM)
     assert shard.add(records(ids, names, vectors)) == 2000
     return shard, ids, names, vectors
 
@@ -92,7 +92,7 @@ def test_schema_and_names():
     assert not schema.field("face_id").nullable and not schema.field("embedding").nullable
     assert schema.field("source").nullable
     assert str(schema.field("created_at").type) == "timestamp[us, tz=UTC]"
-    assert table_name(3, 1) == "faces_s3_p1"
+    assert table_name(3, 1, 2) == "faces_s3_n2_p1"
     assert sql_string("O'Brien") == "'O''Brien'"
 
 
@@ -234,7 +234,7 @@ def test_delete_ids(filled, uri):
     assert sorted(deleted) == sorted((ids[i], names[i]) for i in [0, 1, 2, 3, 4, 1999, 1000])
     assert shard.count() == 1993
     assert shard.delete_ids(gone) == []
-    assert stored_ids(uri, table_name(1, 0)) == set(ids) - set(gone)
+    assert stored_ids(uri, table_name(1, 0, 1)) == set(ids) - set(gone)
     for i in [0, 1000, 1999]:
         assert shard.get_face(ids[i]) is None
         assert shard.similarity_to(ids[i], vectors[:1]) is None
@@ -250,7 +250,7 @@ def test_bulk_delete_ids_compacts(filled, uri):
     gone = ids[::3]
     assert len(shard.delete_ids(gone)) == len(gone)
     kept = [i for i in range(2000) if i % 3]
-    assert shard.count() == len(kept) and stored_ids(uri, table_name(1, 0)) == {ids[i] for i in kept}
+    assert shard.count() == len(kept) and stored_ids(uri, table_name(1, 0, 1)) == {ids[i] for i in kept}
     queries = unit(np.random.default_rng(8), 5)
     expected_ids = [ids[i] for i in kept]
     for q, got in enumerate(shard.search_subjects(queries, 7)):
@@ -265,13 +265,13 @@ def test_delete_subject_and_all(filled, uri):
     assert shard.count("person 3") == 0 and "person 3" not in shard.subjects()
     assert shard.delete_subject("person 3") == 0
     assert shard.count() == 1990 and len(shard.subjects()) == 199
-    assert FaceTable.open(uri, table_name(1, 0), DIM).count("person 3") == 0
+    assert FaceTable.open(uri, table_name(1, 0, 1), DIM).count("person 3") == 0
     assert all(s != "person 3" for s, _, _ in shard.search_subjects(vectors[3], 199)[0])
     assert shard.delete_all() == 1990
     assert shard.count() == 0 and shard.subjects() == {}
-    assert FaceTable.open(uri, table_name(1, 0), DIM).count() == 0
+    assert FaceTable.open(uri, table_name(1, 0, 1), DIM).count() == 0
     assert shard.add(records(ids[:3], names[:3], vectors[:3])) == 3
-    assert IndexShard(uri, table_name(1, 0), DIM).count() == 3
+    assert IndexShard(uri, table_name(1, 0, 1), DIM).count() == 3
 
 
 def test_rename_and_merge(filled, uri):
@@ -291,7 +291,7 @@ def test_rename_and_merge(filled, uri):
     # a new subject code freed by the merge is reused without confusion
     shard.add(records(["new-face"], ["Newcomer"], unit(np.random.default_rng(1), 1)))
     assert shard.count("Newcomer") == 1 and shard.count("person 4") == 20
-    reopened = IndexShard(uri, table_name(1, 0), DIM)
+    reopened = IndexShard(uri, table_name(1, 0, 1), DIM)
     assert reopened.subjects() == shard.subjects()
     assert shard.get_face(ids[1]).subject == "Zed"
 
@@ -352,7 +352,7 @@ def test_add_normalizes_and_rejects_bad_embeddings(uri):
 def test_readd_is_idempotent_and_replaces(filled, uri):
     shard, ids, names, vectors = filled
     assert shard.add(records(ids[:100], names[:100], vectors[:100])) == 2000
-    assert FaceTable.open(uri, table_name(1, 0), DIM).count() == 2000
+    assert FaceTable.open(uri, table_name(1, 0, 1), DIM).count() == 2000
     # a face id seen again with another subject and embedding replaces the old face
     moved = unit(np.random.default_rng(77), 1)
     assert shard.add(records([ids[0]], ["Moved"], moved)) == 2000
@@ -362,7 +362,7 @@ def test_readd_is_idempotent_and_replaces(filled, uri):
     twice = records(["dup", "dup"], ["first", "second"], unit(np.random.default_rng(78), 2))
     assert shard.add(twice) == 2001
     assert shard.get_face("dup").subject == "second" and shard.count("first") == 0
-    reopened = IndexShard(uri, table_name(1, 0), DIM)
+    reopened = IndexShard(uri, table_name(1, 0, 1), DIM)
     assert reopened.count() == 2001 and reopened.subjects() == shard.subjects()
     assert reopened.get_face(ids[0]).subject == "Moved"
 
@@ -391,7 +391,7 @@ def test_quotes_in_subject_names(uri):
 
 
 def test_recovery_holds_exactly_the_acknowledged_faces(uri):
-    name = table_name(9, 2)
+    name = table_name(9, 2, 4)
     ids, names, vectors = population(21, 1500, 120)
     shard = IndexShard(uri, name, DIM)
     for start in range(0, 1500, 300):
@@ -444,7 +444,7 @@ def test_drop(filled, uri):
     assert shard.count() == 0 and shard.search_faces(vectors[:1], 3) == [[]]
     with pytest.raises(RuntimeError):
         shard.add(records(ids[:1], names[:1], vectors[:1]))
-    assert IndexShard(uri, table_name(1, 0), DIM).count() == 0
+    assert IndexShard(uri, table_name(1, 0, 1), DIM).count() == 0
 
 
 def test_load_keeps_the_last_of_duplicate_ids_written_around_the_shard(uri):
@@ -460,7 +460,7 @@ def test_load_keeps_the_last_of_duplicate_ids_written_around_the_shard(uri):
 
 def test_dim_mismatch(filled, uri):
     with pytest.raises(ValueError, match="dimension"):
-        IndexShard(uri, table_name(1, 0), 512)
+        IndexShard(uri, table_name(1, 0, 1), 512)
 
 
 # ------------------------------------------------------------------------------- timing
@@ -504,3 +504,16 @@ def test_scan_and_search_timing_200k(uri):
           f"scan {scan * 1000:.0f} ms; shard load {load * 1000:.0f} ms; one query: search_subjects "
           f"{search_subjects * 1000:.1f} ms, search_faces {search_faces * 1000:.1f} ms; "
           f"memory {shard.memory_bytes() / 2**20:.0f} MiB")
+
+
+def test_many_small_commits_are_compacted(uri):
+    from actors.index_shard import COMPACT_EVERY_COMMITS
+
+    shard = IndexShard(uri, "compacted", DIM)
+    rng = np.random.default_rng(7)
+    for i in range(COMPACT_EVERY_COMMITS + 3):
+        shard.add(records([f"face-{i}"], ["someone"], unit(rng, 1)))
+    fragments = shard._table._table.stats()["fragment_stats"]["num_fragments"]
+    assert fragments <= 4  # one compacted fragment plus the few commits since
+    assert shard.count() == COMPACT_EVERY_COMMITS + 3
+    assert IndexShard(uri, "compacted", DIM).count() == COMPACT_EVERY_COMMITS + 3

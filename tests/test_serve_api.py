@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -206,11 +207,15 @@ def test_two_ingress_replicas_see_each_others_faces_at_once(server, admin, app_s
 
 def test_service_stats_count_requests(server, admin, app_services, lfw_image):
     service = app_services["services"]["detection"]
-    before = admin.service_stats(service["id"])
+    def total() -> int:
+        return sum(row["requests"] for row in admin.service_stats(service["id"])["requests"])
+
+    before = total()
     client(server, app_services["detection"]).detect(lfw_image)
-    after = admin.service_stats(service["id"])
-    total = lambda stats: sum(row["requests"] for row in stats["requests"])  # noqa: E731
-    assert total(after) >= total(before) + 1
+    deadline = time.monotonic() + 15  # every replica writes its counts every 2 s
+    while total() < before + 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert total() >= before + 1
 
 
 def test_health_and_metrics(server):

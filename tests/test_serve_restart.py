@@ -52,7 +52,9 @@ class ServeProcess:
         self.process.wait(timeout=120)
 
 
-def test_first_start_prints_the_admin_token_and_faces_survive_a_full_restart(tmp_path, data_dir, models_dir):
+def test_first_start_prints_the_admin_token_and_faces_survive_a_full_restart(postgres_dir_factory, data_dir,
+                                                                            models_dir):
+    tmp_path = postgres_dir_factory("restart")
     port = free_port()
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "models").symlink_to(models_dir, target_is_directory=True)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 
 from serve_app.auth import require_admin
 from serve_app.context import AppContext, get_context
+from serve_app.errors import BAD_PARAMETER, ApiError
 from serve_app.schemas import ApplicationOut, NameBody, ServiceCreate, ServiceOut, ServiceUpdate
 from store.control import Application, Service
 
@@ -63,6 +64,8 @@ async def create_service(application_id: int, body: ServiceCreate, context: Ctx)
     service, api_key = await (await context.control()).create_service(
         application_id, body.name.strip(), body.type, body.similarity_threshold,
         body.shards or context.settings.default_shards)
+    if service.type == "recognition":
+        await context.shards(service).count()  # start the shard actors now, not on the first request
     return _service(service, api_key)
 
 
@@ -117,3 +120,29 @@ async def service_stats(service_id: int, context: Ctx):
     stats = await control.service_stats(service_id)
     faces = await context.shards(service).count() if service.type == "recognition" else None
     return {"service_id": service_id, "faces": faces, "requests": stats}
+
+
+def _search_service(service: Service) -> Service:
+    if service.type != "recognition":
+        raise ApiError(400, f"service {service.id} is a {service.type} service; only recognition services have "
+                            "search indexes", BAD_PARAMETER)
+    return service
+
+
+@router.get("/services/{service_id}/index")
+async def index_stats(service_id: int, context: Ctx):
+    """Per shard: faces, RAM and disk bytes (per face too), search mode, indexed and unindexed faces."""
+    service = _search_service(await (await context.control()).get_service(service_id))
+    shards = await context.shards(service).stats()
+    faces = sum(s["faces"] for s in shards)
+    ram = sum(s["ram_bytes"] for s in shards)
+    return {"service_id": service_id, "faces": faces, "ram_bytes": ram,
+            "ram_bytes_per_face": ram / faces if faces else None, "shards": shards}
+
+
+@router.post("/services/{service_id}/index/rebuild", status_code=202)
+async def rebuild_index(service_id: int, context: Ctx):
+    """Start rebuilding every shard's approximate index; searches go on. Follow it with GET .../index."""
+    service = _search_service(await (await context.control()).get_service(service_id))
+    context.start_background(context.shards(service).build_indexes())
+    return {"service_id": service_id, "shards": service.shards, "status": "started"}

@@ -1,0 +1,252 @@
+"""VideoWorker: one Ray actor per video stream: source -> frames -> tracks -> best shots -> events.
+
+Frames go to the Embedder deployment (detection batched with the HTTP traffic, embeddings of the
+chips the tracker asks for); best shots are matched against the watchlist service's index shards.
+Events are stored in PostgreSQL (crops under the data dir), announced to the SSE relays by NOTIFY,
+and POSTed to the stream's webhook. The worker reports its status to PostgreSQL every second.
+
+A source that drops (or cannot be reached) is retried with exponential backoff, state
+``reconnecting``; one that can never work (not a video, corrupt, unknown protocol) ends in
+``failed`` with the reason; a file that reaches its end is ``finished``. The supervisor
+(``actors/video_supervisor.py``) creates, replaces and removes workers; it does not run a finished or
+failed stream again until its settings change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import secrets
+import time
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+from ray import serve
+
+from actors.embedder import FaceRequest, FaceResponse
+from actors.shard_group import ShardGroup
+from facecore.pipeline import Face
+from facecore.settings import Settings
+from facevideo.config import ProcessingOptions
+from facevideo.events import VideoEvent
+from facevideo.processor import StreamProcessor
+from facevideo.source import FrameReader, SourceError
+from facevideo.webhooks import WebhookSender
+from serve_app.video_json import event_json
+from store.control import ControlPlane
+from store.event_media import EventMedia
+from store.errors import NotFound
+from store.video_store import StoredEvent, Stream, VideoStore
+
+log = logging.getLogger(__name__)
+
+STATUS_INTERVAL_S = 1.0
+FPS_WINDOW_S = 5.0
+RECONNECT_FIRST_S = 1.0
+WEBHOOK_FLUSH_S = 30.0
+
+
+class ServeBackend:
+    """Detection and embedding on the Embedder deployment."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    async def detect(self, image: np.ndarray, threshold: float) -> list[Face]:
+        request = FaceRequest(image=image, det_prob_threshold=threshold, embed=False)
+        response: FaceResponse = await self.handle.process.remote(request)
+        return response.unwrap().faces
+
+    async def embed(self, chips: np.ndarray) -> np.ndarray:
+        return await self.handle.embed_chips.remote(chips)
+
+
+class ShardWatchlist:
+    """A recognition service's faces, searched on its index shards."""
+
+    def __init__(self, shards: ShardGroup):
+        self.shards = shards
+
+    async def best_matches(self, queries: np.ndarray) -> list[tuple[str, float] | None]:
+        results = await self.shards.search_subjects(queries, 1)
+        return [(found[0][0], found[0][1]) if found else None for found in results]
+
+
+class VideoWorker:
+    """Runs one stream until it is finished, failed or killed by the supervisor."""
+
+    def __init__(self, stream: Stream, settings: Settings, app_name: str):
+        self.stream = stream
+        self.settings = settings
+        self.app_name = app_name
+        self.session = secrets.token_hex(4)
+        self.state = "starting"
+        self.reason: str | None = None
+        self.frames = self.faces = self.events = 0
+        self.started_at = datetime.now(timezone.utc)
+        self._frame_times: collections.deque[float] = collections.deque()
+        self._store: VideoStore | None = None
+        self._media = EventMedia(settings.video_media_dir)
+        self._webhook: WebhookSender | None = None
+        self._changed = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._main())
+
+    async def status(self) -> dict:
+        """The worker's own view, for operators (the API reads the status table, written each second)."""
+        return {"stream_id": self.stream.id, "state": self.state, "reason": self.reason, "frames": self.frames,
+                "faces": self.faces, "events": self.events, "fps": self._fps()}
+
+    def _fps(self) -> float:
+        now = time.monotonic()
+        while self._frame_times and now - self._frame_times[0] > FPS_WINDOW_S:
+            self._frame_times.popleft()
+        if len(self._frame_times) < 2:
+            return 0.0
+        return (len(self._frame_times) - 1) / max(now - self._frame_times[0], 1e-6)
+
+    def _set_state(self, state: str, reason: str | None = None) -> None:
+        if (state, reason) != (self.state, self.reason):
+            log.info("stream %d: %s%s", self.stream.id, state, f" ({reason})" if reason else "")
+        self.state, self.reason = state, reason
+        self._changed.set()
+
+    async def _connect(self) -> ControlPlane:
+        while True:
+            try:
+                return await ControlPlane.connect(self.settings.postgres_dsn, min_size=1, max_size=2)
+            except Exception as exc:  # PostgreSQL not reachable (yet): keep trying, the stream waits
+                log.warning("stream %d: cannot reach PostgreSQL (%s); retrying", self.stream.id, exc)
+                await asyncio.sleep(RECONNECT_FIRST_S * 5)
+
+    async def _main(self) -> None:
+        control = await self._connect()
+        self._store = VideoStore(control.pool)
+        reporter = asyncio.create_task(self._report_status())
+        sender: asyncio.Task | None = None
+        try:
+            watchlist, threshold = await self._watchlist(control)
+            if self.stream.webhook_url:
+                self._webhook = WebhookSender(self.stream.webhook_url, self.stream.webhook_secret or "")
+                sender = asyncio.create_task(self._webhook.run())
+            state, reason = await self._run(watchlist, threshold)
+        except Exception as exc:  # a worker must report why it stopped rather than die silently
+            log.exception("stream %d stopped", self.stream.id)
+            state, reason = "failed", f"internal error: {exc}"
+        # The final state is published once the webhooks are delivered: the supervisor stops finished
+        # and failed workers.
+        await self._flush_webhooks()
+        if sender is not None:
+            sender.cancel()
+        reporter.cancel()
+        self._set_state(state, reason)
+        await self._write_status()
+        await control.close()
+
+    async def _watchlist(self, control: ControlPlane) -> tuple[ShardWatchlist | None, float]:
+        service_id = self.stream.watchlist_service_id
+        if service_id is None:
+            return None, self.settings.recognition_threshold
+        try:
+            service = await control.get_service(service_id)
+        except NotFound:
+            return None, self.settings.recognition_threshold
+        shards = ShardGroup.for_service(service.id, service.shards, self.settings)
+        threshold = (service.similarity_threshold if service.similarity_threshold is not None
+                     else self.settings.recognition_threshold)
+        return ShardWatchlist(shards), threshold
+
+    def _options(self, threshold: float) -> ProcessingOptions:
+        stream = self.stream
+        return ProcessingOptions(
+            mode=stream.mode, max_fps=stream.max_fps, min_face_size=stream.min_face_size, roi=stream.roi,
+            det_prob_threshold=(stream.det_prob_threshold if stream.det_prob_threshold is not None
+                                else self.settings.det_prob_threshold),
+            recognition_threshold=threshold, save_frame=stream.save_frame)
+
+    async def _run(self, watchlist: ShardWatchlist | None, threshold: float) -> tuple[str, str | None]:
+        """Connect, process, and reconnect with backoff until the source finishes or fails for good;
+        returns that final state and its reason."""
+        backend = ServeBackend(serve.get_deployment_handle("Embedder", app_name=self.app_name))
+        options = self._options(threshold)
+        failures = 0
+        connection = 0
+        while True:
+            connection += 1
+            processor = StreamProcessor(backend, watchlist, options, session=f"{self.session}.{connection}")
+            reader = FrameReader(self.stream.source_url, options.max_fps, realtime=True)
+            origin = datetime.now(timezone.utc)
+            try:
+                await reader.start()
+                self._set_state("running")
+                while (frame := await reader.next()) is not None:
+                    failures = 0  # the backoff restarts once frames flow again
+                    faces_before = processor.faces
+                    events = await processor.process(frame)
+                    self.frames += 1
+                    self.faces += processor.faces - faces_before
+                    self._frame_times.append(time.monotonic())
+                    await self._publish(events, origin)
+                await self._publish(await processor.finish(), origin)
+                return "finished", None
+            except SourceError as exc:
+                await self._finish_tracks(processor, origin)
+                if exc.permanent:
+                    return "failed", str(exc)
+                reason = str(exc)
+            except Exception as exc:  # the embedder, the shards or PostgreSQL: retried like a drop
+                log.exception("stream %d: processing failed", self.stream.id)
+                await self._finish_tracks(processor, origin)
+                reason = f"processing failed: {exc}"
+            finally:
+                reader.stop()
+            failures += 1
+            delay = min(self.settings.video_reconnect_max_s, RECONNECT_FIRST_S * 2 ** (failures - 1))
+            self._set_state("reconnecting", f"{reason}; attempt {failures}, next in {delay:.0f} s")
+            await asyncio.sleep(delay)
+
+    async def _finish_tracks(self, processor: StreamProcessor, origin: datetime) -> None:
+        """End the tracks of a dropped connection (``overall`` mode reports them now)."""
+        try:
+            await self._publish(await processor.finish(), origin)
+        except Exception:
+            log.exception("stream %d: could not report the tracks of a dropped connection", self.stream.id)
+
+    async def _publish(self, events: list[VideoEvent], origin: datetime) -> None:
+        for event in events:
+            stored = await self._store_event(event, origin)
+            self.events += 1
+            if self._webhook is not None:
+                self._webhook.submit(stored.id, event_json(stored))
+
+    async def _store_event(self, event: VideoEvent, origin: datetime) -> StoredEvent:
+        key = f"{event.track_id}-{secrets.token_hex(4)}"
+        crop_path = await asyncio.to_thread(self._media.save, self.stream.id, f"{key}-crop", event.crop)
+        frame_path = (await asyncio.to_thread(self._media.save, self.stream.id, f"{key}-frame", event.frame)
+                      if event.frame is not None else None)
+        return await self._store.add_event(
+            self.stream.id, event.track_id, event.reason, origin + timedelta(seconds=event.first_seen),
+            origin + timedelta(seconds=event.last_seen), event.box, event.quality, event.detection_score,
+            event.subject, event.similarity, crop_path, frame_path)
+
+    async def _flush_webhooks(self, timeout_s: float = WEBHOOK_FLUSH_S) -> None:
+        """Give queued webhook deliveries (and their retries) time before the worker stops."""
+        deadline = time.monotonic() + timeout_s
+        while self._webhook is not None and self._webhook.pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
+    async def _report_status(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._changed.wait(), STATUS_INTERVAL_S)
+            except asyncio.TimeoutError:
+                pass
+            self._changed.clear()
+            await self._write_status()
+
+    async def _write_status(self) -> None:
+        try:
+            await self._store.set_status(self.stream.id, self.state, self.reason, self.stream.settings_digest(),
+                                         self.frames, self.faces, self.events, self._fps(), self.started_at)
+        except Exception:  # status is best effort; the next report retries
+            log.exception("stream %d: could not write its status", self.stream.id)

@@ -1,0 +1,149 @@
+"""The embedding stage of enrollment: an actor pool running the face pipeline on fetched images.
+
+Each actor holds one :class:`FacePipeline` and runs :func:`actors.embedder.process_batch` (the same
+batch core as the Serve embedder) on batches of images, then applies the policy for images with
+several faces. Errors stay per image: one bad file never fails its batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from actors.embedder import FaceRequest, FaceResponse, process_batch
+from batch_jobs.outcomes import OnMultiple, Outcome
+from facecore.errors import InvalidImage
+from facecore.pipeline import FacePipeline, PipelineConfig
+from facecore.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def embedded_schema(dim: int) -> pa.Schema:
+    """Rows leaving the embedding stage: one per input, with its faces' embeddings and crops."""
+    return pa.schema([
+        pa.field("source", pa.string()),
+        pa.field("subject", pa.string()),
+        pa.field("face_id", pa.string()),
+        pa.field("status", pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("faces", pa.int32()),
+        pa.field("model", pa.string()),
+        pa.field("embeddings", pa.list_(pa.list_(pa.float32(), dim))),
+        pa.field("crops", pa.list_(pa.binary())),
+    ])
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """Size and resources of the embedder actor pool, and ONNX Runtime threads per actor."""
+
+    actors: int
+    num_cpus: float
+    num_gpus: float
+    threads: int | None
+
+
+def plan_pool(settings: Settings, total: dict[str, float], available: dict[str, float]) -> PoolPlan:
+    """Size the pool to the cluster.
+
+    With GPUs: one actor per ``enroll_embedder_num_gpus`` of the cluster's GPUs. CPU only: one actor
+    per ``enroll_embedder_num_cpus`` of the free CPUs, less one CPU for reading, the driver and the
+    shard actors when there are two or more; a single actor runs on all cores of its node. Each
+    actor reserves at most the free CPUs, so a busy cluster still gets one embedder.
+    ``enroll_embedders`` > 0 fixes the number of actors.
+    """
+    free_cpus = available.get("CPU", 0.0)
+    wanted = settings.enroll_embedder_num_cpus
+    gpus = total.get("GPU", 0.0)
+    if gpus > 0:
+        num_gpus = settings.enroll_embedder_num_gpus
+        actors = settings.enroll_embedders or max(1, math.floor(gpus / num_gpus + 1e-9))
+    else:
+        num_gpus = 0.0
+        fits = math.floor(free_cpus / wanted + 1e-9)
+        actors = settings.enroll_embedders or max(1, fits - 1 if fits >= 2 else fits)
+    num_cpus = min(wanted, free_cpus / actors)
+    if num_cpus < wanted:
+        log.warning("only %.2f CPUs are free for %d embedder(s); each reserves %.2f instead of %.2f", free_cpus,
+                    actors, num_cpus, wanted)
+    threads = settings.threads or (None if actors == 1 and not num_gpus else max(1, round(wanted)))
+    return PoolPlan(actors, num_cpus, num_gpus, threads)
+
+
+def _embeddings_column(per_row: list[list[np.ndarray]], dim: int) -> pa.ListArray:
+    counts = [len(vectors) for vectors in per_row]
+    flat = [vector for vectors in per_row for vector in vectors]
+    matrix = np.stack(flat).astype(np.float32, copy=False) if flat else np.zeros((0, dim), np.float32)
+    values = pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel()), dim)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    return pa.ListArray.from_arrays(offsets, values)
+
+
+class EmbedImages:
+    """Ray Data callable class: detect, align and embed the images of a batch (``image`` column)."""
+
+    def __init__(self, config: PipelineConfig, det_prob_threshold: float, on_multiple: str):
+        self.pipeline = FacePipeline(config)
+        self.threshold = det_prob_threshold
+        self.policy = OnMultiple(on_multiple)
+        self.dim = self.pipeline.embedder.dimension
+        self.schema = embedded_schema(self.dim)
+
+    def _run(self, requests: list[FaceRequest]) -> list[FaceResponse]:
+        """:func:`process_batch`, redone image by image if the batch raises anything unexpected."""
+        try:
+            return process_batch(self.pipeline, requests)
+        except Exception:
+            log.exception("a batch of %d images failed; retrying them one by one", len(requests))
+        responses = []
+        for request in requests:
+            try:
+                responses.extend(process_batch(self.pipeline, [request]))
+            except Exception as exc:
+                responses.append(FaceResponse(error=InvalidImage(f"the image could not be processed: {exc}")))
+        return responses
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.num_rows
+        statuses = batch.column("status").to_pylist()
+        reasons = batch.column("reason").to_pylist()
+        images = batch.column("image")
+        todo = [i for i, status in enumerate(statuses) if status is None]
+        limit = 0 if self.policy is OnMultiple.ALL else 1
+        requests = [FaceRequest(image=images[i].as_py(), det_prob_threshold=self.threshold, limit=limit, crops=True)
+                    for i in todo]
+        faces = [0] * rows
+        models: list[str | None] = [None] * rows
+        embeddings: list[list[np.ndarray]] = [[] for _ in range(rows)]
+        crops: list[list[bytes]] = [[] for _ in range(rows)]
+        for i, response in zip(todo, self._run(requests) if requests else []):
+            faces[i] = response.found
+            if response.error is not None:
+                statuses[i], reasons[i] = Outcome.INVALID.value, str(response.error)
+            elif response.found == 0:
+                statuses[i], reasons[i] = Outcome.NO_FACE.value, "no face above the detection threshold"
+            elif response.found > 1 and self.policy is OnMultiple.REJECT:
+                statuses[i], reasons[i] = Outcome.MULTIPLE_FACES.value, f"{response.found} faces; the policy is reject"
+            else:
+                statuses[i] = Outcome.ENROLLED.value
+                models[i] = self.pipeline.model_id
+                embeddings[i] = [face.embedding for face in response.faces]
+                crops[i] = response.crops
+        return pa.table({
+            "source": batch.column("source"), "subject": batch.column("subject"),
+            "face_id": batch.column("face_id"), "status": statuses, "reason": reasons,
+            "faces": pa.array(faces, pa.int32()), "model": models,
+            "embeddings": _embeddings_column(embeddings, self.dim),
+            "crops": pa.array(crops, pa.list_(pa.binary())),
+        }, schema=self.schema)
+
+
+def pipeline_config(settings: Settings, plan: PoolPlan) -> PipelineConfig:
+    """The pipeline configuration of the pool's actors: the platform's, with the plan's threads."""
+    return dataclasses.replace(settings.pipeline_config(), threads=plan.threads)

@@ -1,0 +1,138 @@
+"""Where bulk-job inputs live: local paths and URIs resolved to pyarrow filesystems (no Ray here).
+
+Any location pyarrow's filesystems open (local paths, ``s3://``, ``gs://``, ``hdfs://``, ...) works,
+and fsspec's for other schemes. Options go in the URI, e.g.
+``s3://bucket/manifest.csv?endpoint_override=minio:9000&scheme=http``; credentials come from the usual
+environment (``AWS_ACCESS_KEY_ID``, ...) or the URI. A resolved :class:`Location` pickles with its
+filesystem, so paths inside a manifest that use the input's scheme share its options in every task.
+
+A canonical URI is an absolute local path, or ``scheme://bucket/key`` without credentials or options.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from batch_jobs.errors import JobInputError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
+
+
+def _scheme(value: str) -> str:
+    match = _SCHEME.match(value)
+    return match.group(1).lower() if match else ""
+
+
+@dataclass(frozen=True)
+class Location:
+    """A file or folder: its filesystem, its path there and its canonical URI.
+
+    ``address`` is what :func:`resolve` maps back to this location: the absolute path of a local
+    file, else the URI as given, options and all (what a job records to run later elsewhere).
+    """
+
+    filesystem: pafs.FileSystem = field(repr=False)
+    path: str
+    uri: str
+    address: str = field(default="", repr=False)
+
+    @property
+    def scheme(self) -> str:
+        """The URI scheme; empty for a local path."""
+        return _scheme(self.uri)
+
+    def info(self) -> pafs.FileInfo:
+        return self.filesystem.get_file_info(self.path)
+
+
+def resolve(uri: str) -> Location:
+    """The location of a local path (relative to the working directory) or of a URI."""
+    scheme = _scheme(uri)
+    if not scheme or scheme == "file":
+        path = os.path.abspath(os.path.expanduser(uri[len("file://"):] if scheme == "file" else uri))
+        return Location(pafs.LocalFileSystem(), path, path, path)
+    try:
+        filesystem, path = pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # a scheme pyarrow lacks: try fsspec
+        import fsspec
+
+        try:
+            fs, path = fsspec.core.url_to_fs(uri)
+        except (ImportError, ValueError) as exc:
+            raise JobInputError(f"no filesystem for {uri!r}: {exc}") from None
+        filesystem = pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+    path = path.rstrip("/")
+    return Location(filesystem, path, f"{scheme}://{path}", uri)
+
+
+class Locator:
+    """Resolves the paths of a job's rows against its input location.
+
+    A relative path is taken relative to the input's folder (the manifest's folder, or the tree's
+    root); a URI of the input's scheme uses the input's filesystem (and so its options and
+    credentials); other URIs get their own filesystem, resolved once per ``scheme://host``.
+    """
+
+    def __init__(self, base: Location, base_is_folder: bool):
+        self.base = base
+        self.folder = base.path if base_is_folder else posixpath.dirname(base.path)
+        self._filesystems: dict[str, pafs.FileSystem] = {}
+
+    def canonical(self, value: str) -> str:
+        """The canonical URI of a row's path, without any I/O."""
+        scheme = _scheme(value)
+        if scheme == "file":
+            value, scheme = value[len("file://"):], ""
+        if not scheme:
+            if value.startswith("/"):
+                return posixpath.normpath(value)
+            path = posixpath.normpath(posixpath.join(self.folder, value))
+            return f"{self.base.scheme}://{path}" if self.base.scheme else path
+        parts = urlsplit(value)
+        host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+        return f"{scheme}://{host}{parts.path}"
+
+    def locate(self, value: str) -> Location:
+        """The location of a row's path; may resolve (and then cache) a filesystem for a new host."""
+        uri = self.canonical(value)
+        scheme = _scheme(uri)
+        if not scheme:
+            return Location(pafs.LocalFileSystem(), uri, uri, uri)
+        path = uri[len(scheme) + 3:]
+        if scheme == self.base.scheme:
+            return Location(self.base.filesystem, path, uri, uri)
+        host = "/".join(uri.split("/", 3)[:3])
+        if host not in self._filesystems:
+            self._filesystems[host] = resolve(value).filesystem
+        return Location(self._filesystems[host], path, uri, value)
+
+
+def is_image_name(path: str) -> bool:
+    """Whether the file name ends in an image extension (``.jpg``, ``.png``, ...)."""
+    return posixpath.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+
+
+def check_input(uri: str, manifest: bool) -> Location:
+    """Resolve a job's input and check that it exists and is of the right kind.
+
+    Raises :class:`JobInputError` for an unreachable or missing input, or a file given as a tree.
+    """
+    location = resolve(uri)
+    try:
+        kind = location.info().type
+    except OSError as exc:
+        raise JobInputError(f"cannot reach {location.uri}: {exc}") from None
+    if kind == pafs.FileType.NotFound:
+        raise JobInputError(f"{'manifest' if manifest else 'folder'} {location.uri} not found")
+    if not manifest and kind != pafs.FileType.Directory:
+        raise JobInputError(f"{location.uri} is a file, not a folder of subject folders "
+                            "(pass --manifest if it is a manifest)")
+    return location

@@ -1,0 +1,157 @@
+"""Re-shard a service: move its faces from S shards to S' shards without losing or duplicating one.
+
+The new layout's tables and actors have their own names (the shard count is part of a table's
+name), so both layouts exist side by side while the job runs:
+
+1. copy every face of the old shards into the new ones (each face to ``crc32(id) % S'``);
+2. catch up: copy faces added and delete faces deleted in the meantime (compared by id);
+3. switch: the service's shard count in PostgreSQL becomes S', so new requests use the new layout;
+4. after a grace period for requests in flight, catch up once more and drop the old layout.
+
+    faces reshard --service NAME --shards 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from batch_jobs.errors import JobInputError
+from facecore.settings import Settings, get_settings
+from store.control import ControlPlane, Service
+
+log = logging.getLogger(__name__)
+
+COPY_BATCH = 5000
+SWITCH_GRACE_SECONDS = 2.0
+MAX_SHARDS = 256
+
+
+@dataclass
+class ReshardResult:
+    faces: int
+    old_shards: int
+    new_shards: int
+    seconds: float
+
+
+def _open_tables(settings: Settings, service_id: int, shards: int):
+    from facecore.models import SFACE
+    from store.faces import FaceTable, table_name
+
+    return [FaceTable.open(settings.faces_uri, table_name(service_id, shard, shards), SFACE.embedding_dim,
+                           read_consistency_interval=timedelta(0)) for shard in range(shards)]
+
+
+def _placements(tables) -> set[tuple[str, str]]:
+    """Every (face id, subject) held by ``tables``."""
+    return {(face_id, subject) for table in tables for batch in table.batches(["face_id", "subject"], COPY_BATCH)
+            for face_id, subject in zip(batch.column("face_id").to_pylist(), batch.column("subject").to_pylist())}
+
+
+async def _copy(tables, target, wanted: set[str] | None, progress: Callable[[int], None]) -> int:
+    """Copy the rows of ``tables`` (only ids in ``wanted`` when given) into the ``target`` group."""
+    from store.faces import records_from_rows
+
+    copied = 0
+    for table in tables:
+        for batch in table.batches(batch_rows=COPY_BATCH):
+            records = records_from_rows(batch)
+            if wanted is not None:
+                records = [r for r in records if r.face_id in wanted]
+            if records:
+                await target.add(records)
+                copied += len(records)
+                progress(copied)
+    return copied
+
+
+async def _catch_up(old_tables, new_tables, target) -> tuple[int, int]:
+    """Make the new layout hold exactly the old layout's faces and subjects; returns (copied, deleted).
+
+    Faces deleted or renamed since the copy are deleted first; faces added or renamed are then copied.
+    """
+    old, new = _placements(old_tables), _placements(new_tables)
+    stale = {face_id for face_id, _ in new - old}
+    if stale:
+        await target.delete_ids(sorted(stale))
+    missing = {face_id for face_id, _ in old - new} | (stale & {face_id for face_id, _ in old})
+    copied = await _copy(old_tables, target, missing, lambda _: None) if missing else 0
+    return copied, len(stale)
+
+
+async def reshard(settings: Settings, control: ControlPlane, service: Service, shards: int,
+                  progress: Callable[[int], None] = lambda copied: None) -> ReshardResult:
+    """Move ``service``'s faces onto ``shards`` shards and switch the service to them."""
+    from actors.shard_group import ShardGroup
+
+    if not 1 <= shards <= MAX_SHARDS:
+        raise JobInputError(f"shards must be between 1 and {MAX_SHARDS}, got {shards}")
+    if shards == service.shards:
+        raise JobInputError(f"service {service.name!r} already has {shards} shard(s)")
+    started = time.perf_counter()
+    old = ShardGroup.for_service(service.id, service.shards, settings)
+    new = ShardGroup.for_service(service.id, shards, settings)
+    await new.delete_all()  # leftovers of an interrupted earlier run
+    old_tables = _open_tables(settings, service.id, service.shards)
+    new_tables = _open_tables(settings, service.id, shards)
+    await _copy(old_tables, new, None, progress)
+    await _catch_up(old_tables, new_tables, new)
+    await control.set_shards(service.id, shards)
+    await asyncio.sleep(SWITCH_GRACE_SECONDS)
+    await _catch_up(old_tables, new_tables, new)
+    faces = await new.count()
+    await old.drop()
+    log.info("service %d re-sharded from %d to %d shards (%d faces)", service.id, service.shards, shards, faces)
+    return ReshardResult(faces=faces, old_shards=service.shards, new_shards=shards,
+                         seconds=time.perf_counter() - started)
+
+
+async def _reshard(settings: Settings, args: argparse.Namespace) -> int:
+    from batch_jobs.runtime import control_plane, resolve_service
+
+    async with control_plane(settings) as control:
+        service = await resolve_service(control, args.service)
+        result = await reshard(settings, control, service, args.shards,
+                               lambda copied: print(f"\rcopied {copied} faces", end="", flush=True))
+    print(f"\nservice {service.name!r}: {result.faces} faces moved from {result.old_shards} to "
+          f"{result.new_shards} shard(s) in {result.seconds:.1f} s")
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--service", required=True, help="service id, APP/SERVICE, or a unique service name")
+    parser.add_argument("--shards", type=int, required=True, help="the new number of shards")
+
+
+def reshard_command(args: argparse.Namespace) -> int:
+    from batch_jobs.runtime import connect_ray
+
+    settings = get_settings()
+    owns_ray = connect_ray(settings)
+    try:
+        return asyncio.run(_reshard(settings, args))
+    except JobInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if owns_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Move a service's faces onto another number of shards")
+    add_arguments(parser)
+    return reshard_command(parser.parse_args())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

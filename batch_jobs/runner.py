@@ -1,0 +1,54 @@
+"""Runs bulk jobs inside the cluster for the admin API: one detached actor per job.
+
+The actor reserves no CPU (its Ray Data stages reserve their own), outlives the HTTP request and the
+ingress replica that started it, records progress and outcome in the job's row, and exits when the
+job ends. Heavy imports (Ray Data, the pipeline) happen in the actor, not in the ingress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import ray
+
+from actors.shard_group import NAMESPACE
+from facecore.settings import Settings
+
+
+async def run_job(settings: Settings, job_id: int) -> None:
+    """Run recorded job ``job_id`` to its end (its row says what to do)."""
+    from batch_jobs.enroll import EnrollSpec, run_enroll
+    from batch_jobs.migrate import run_migrate
+    from batch_jobs.outcomes import OnMultiple
+    from batch_jobs.runtime import control_plane, require_recognition
+    from batch_jobs.tracking import JobTracker
+    from store.jobs import JobStore
+
+    async with control_plane(settings) as control:
+        jobs = JobStore(control.pool)
+        job = await jobs.get(job_id)
+        async with JobTracker(jobs, job_id) as tracker:
+            service = require_recognition(await control.get_service(job.service_id))
+            if job.kind == "enroll":
+                spec = EnrollSpec(job.input, bool(job.options.get("manifest")), OnMultiple(job.policy),
+                                  job.options.get("report"))
+                await run_enroll(settings, control, tracker, service, spec)
+            else:
+                await run_migrate(settings, tracker, service, job.input)
+
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class JobRunner:
+    """A detached actor that runs one job and exits."""
+
+    def run(self, settings: Settings, job_id: int) -> None:
+        try:
+            asyncio.run(run_job(settings, job_id))
+        finally:
+            ray.actor.exit_actor()
+
+
+def start_job(settings: Settings, job_id: int) -> None:
+    """Start recorded job ``job_id`` in the cluster and return at once."""
+    runner = JobRunner.options(name=f"job-{job_id}", namespace=NAMESPACE, lifetime="detached").remote()
+    runner.run.remote(settings, job_id)

@@ -1,0 +1,100 @@
+"""What the entry points of bulk jobs share: joining Ray, opening the control plane, naming a service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+import pyarrow as pa
+import ray
+from ray.data import Dataset
+
+from batch_jobs.errors import JobInputError
+from facecore.settings import Settings
+from store.control import ControlPlane, Service
+from store.embedded_pg import resolve_dsn
+from store.errors import NotFound
+
+log = logging.getLogger(__name__)
+
+# Ray Data coalesces a task's output into blocks of up to 128 MiB by default, so a whole input block
+# of images would reach the next stage (and the driver) at once. Jobs set this smaller target on
+# their datasets to keep every stage, and the commits, streaming.
+BLOCK_BYTES = 1 << 20
+
+
+def connect_ray(settings: Settings) -> bool:
+    """Join ``FACES_RAY_ADDRESS`` or ``RAY_ADDRESS`` (as under ``ray job submit``), else start a local
+    Ray. Returns whether this call started the connection (and so should shut it down)."""
+    if ray.is_initialized():
+        return False
+    address = settings.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(include_dashboard=False)
+    return True
+
+
+@asynccontextmanager
+async def control_plane(settings: Settings) -> AsyncIterator[ControlPlane]:
+    """The control plane of ``FACES_POSTGRES_DSN``, or of the embedded PostgreSQL under the data dir."""
+    dsn, embedded = resolve_dsn(settings.postgres_dsn, settings.data_dir.resolve())
+    try:
+        control = await ControlPlane.connect(dsn)
+        try:
+            yield control
+        finally:
+            await control.close()
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+async def resolve_service(control: ControlPlane, ref: str) -> Service:
+    """The recognition service named by ``ref``: its id, ``APP/SERVICE``, or a name unique to one app."""
+    ref = ref.strip()
+    if ref.isdigit():
+        try:
+            service = await control.get_service(int(ref))
+        except NotFound:
+            raise JobInputError(f"service {ref} not found") from None
+    elif "/" in ref:
+        app_name, service_name = ref.split("/", 1)
+        apps = [app for app in await control.list_applications() if app.name == app_name]
+        matches = [s for app in apps for s in await control.list_services(app.id) if s.name == service_name]
+        if not matches:
+            raise JobInputError(f"no service {service_name!r} in an application named {app_name!r}")
+        service = matches[0]
+    else:
+        matches = [s for s in await control.list_all_services() if s.name == ref]
+        if not matches:
+            raise JobInputError(f"no service named {ref!r}")
+        if len(matches) > 1:
+            ids = ", ".join(str(s.id) for s in matches)
+            raise JobInputError(f"{len(matches)} applications have a service named {ref!r} (ids {ids}): "
+                                "name it as APP/SERVICE or by its id")
+        service = matches[0]
+    return require_recognition(service)
+
+
+def require_recognition(service: Service) -> Service:
+    """``service`` if it stores faces; :class:`JobInputError` otherwise."""
+    if service.type != "recognition":
+        raise JobInputError(f"service {service.name!r} ({service.id}) is a {service.type} service; "
+                            "bulk jobs need a recognition service")
+    return service
+
+
+async def dataset_batches(dataset: Dataset) -> AsyncIterator[pa.Table]:
+    """The dataset's output blocks as Arrow tables, pulled on one helper thread so that the event loop
+    (progress, heartbeat, commits) stays free while Ray Data works."""
+    iterator = iter(dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2))
+    with ThreadPoolExecutor(1, thread_name_prefix="dataset-batches") as pull:
+        loop = asyncio.get_running_loop()
+        while (batch := await loop.run_in_executor(pull, next, iterator, None)) is not None:
+            yield batch

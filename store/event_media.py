@@ -1,0 +1,42 @@
+"""JPEG files of video events (best-shot crops and full frames) under one root directory.
+
+Files live at ``<root>/<stream id>/<yyyymmdd>/<name>.jpg``; the event rows store the path relative
+to the root. On a multi-node cluster the root must be shared storage (every ingress replica reads
+what any worker wrote).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+
+class EventMedia:
+    """Write, read and delete event images under ``root``."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def save(self, stream_id: int, name: str, data: bytes) -> str:
+        """Write ``data`` atomically (temp file, then rename) and return its relative path."""
+        day = datetime.now(timezone.utc).strftime("%Y%m%d")
+        relative = Path(str(int(stream_id))) / day / f"{name}.jpg"
+        target = self.root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_bytes(data)
+        temporary.replace(target)
+        return relative.as_posix()
+
+    def read(self, relative: str) -> bytes | None:
+        """The file's bytes, or None when it is missing (or the path leaves the root)."""
+        path = (self.root / relative).resolve()
+        if not path.is_relative_to(self.root.resolve()) or not path.is_file():
+            return None
+        return path.read_bytes()
+
+    def delete_stream(self, stream_id: int) -> None:
+        """Remove every file of a stream."""
+        shutil.rmtree(self.root / str(int(stream_id)), ignore_errors=True)

@@ -1,0 +1,358 @@
+"""Bulk enrollment on Ray Data against the running platform: real Ray, PostgreSQL, LanceDB, photos.
+
+The lfw-dev tree is enrolled once through the admin API (module fixture) and then re-run, resumed
+after a real kill, and searched over HTTP; smaller trees and manifests cover broken files, the
+several-faces policies, bad requests and a manifest on an S3 server (moto).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import re
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pytest
+from PIL import Image
+
+from batch_jobs.embedding import plan_pool
+from batch_jobs.enroll import EnrollSpec
+from batch_jobs.errors import JobInputError
+from batch_jobs.face_ids import face_id
+from batch_jobs.locations import Locator, resolve
+from batch_jobs.outcomes import OnMultiple
+from batch_jobs.report import read_report
+from batch_jobs.runtime import control_plane, resolve_service
+from bulk_helpers import enroll_in_process, stored_faces, wait_for_job
+from conftest import free_port
+from facecore.models import SFACE
+from facecore.settings import Settings
+from serve_app.client import FaceApiError, FaceClient
+
+MODEL_ID = f"{SFACE.name}@{SFACE.version}"
+
+
+@pytest.fixture(scope="module")
+def bulk_app(admin):
+    return admin.create_application("bulk-enroll-tests")
+
+
+def new_service(admin, app: dict, name: str, kind: str = "recognition", shards: int | None = None) -> dict:
+    return admin.create_service(app["id"], name, kind, shards=shards)
+
+
+def lfw_tree(data_dir: Path) -> Path:
+    return (data_dir / "lfw-dev").resolve()
+
+
+@pytest.fixture(scope="module")
+def lfw_job(server, admin, bulk_app, data_dir):
+    """The lfw-dev tree enrolled into a two-shard service by a job started through the admin API."""
+    service = new_service(admin, bulk_app, "lfw", shards=2)
+    started = admin.start_enroll_job(service["id"], path=str(lfw_tree(data_dir)))
+    assert started["status"] == "pending" and started["kind"] == "enroll"
+    job = wait_for_job(admin, started["id"])
+    assert job["status"] == "succeeded", job["error"]
+    return {"service": service, "job": job, "report": read_report(job["report_path"]).to_pylist()}
+
+
+def test_api_job_enrolls_the_lfw_tree_and_reports_every_image(server, admin, lfw_job, data_dir):
+    service, job, rows = lfw_job["service"], lfw_job["job"], lfw_job["report"]
+    files = {str(path) for path in lfw_tree(data_dir).glob("*/*.jpg")}
+    assert len(files) == 522
+    assert len(rows) == 522 and {row["source"] for row in rows} == files  # each image exactly once
+    assert job["total"] == job["processed"] == 522 and job["progress"] == 1.0 and job["images_per_s"] > 0
+    assert Counter(row["status"] for row in rows) == {"enrolled": 522}
+    assert job["counts"] == {"enrolled": 522, "faces": 522}
+    assert all(row["subject"] == Path(row["source"]).parent.name and len(row["face_ids"]) == 1 for row in rows)
+    assert sum(row["faces"] > 1 for row in rows) > 10  # background people: the largest face was taken
+
+    api = FaceClient(server.url, api_key=service["api_key"])
+    people = {folder.name for folder in lfw_tree(data_dir).iterdir() if folder.is_dir()}
+    assert set(api.list_subjects()["subjects"]) == people and len(people) == 162
+    assert api.list_faces(size=1)["total_elements"] == 522
+    stored = stored_faces(server.settings, service["id"], shards=2)
+    by_id = {face["face_id"]: face for face in stored}
+    assert len(stored) == len(by_id) == 522
+    assert by_id.keys() == {row["face_ids"][0] for row in rows}
+    for row in rows:
+        face = by_id[row["face_ids"][0]]
+        assert (face["source"], face["subject"], face["model"]) == (row["source"], row["subject"], MODEL_ID)
+        assert row["face_ids"][0] == face_id(service["id"], row["source"], 0)
+    assert job["id"] in [listed["id"] for listed in admin.list_jobs(service_id=service["id"])]
+
+
+def test_a_rerun_enrolls_nothing_new(server, lfw_job, data_dir):
+    service = lfw_job["service"]
+    before = sorted(face["face_id"] for face in stored_faces(server.settings, service["id"], shards=2))
+    result, report = enroll_in_process(server.settings, service["id"], EnrollSpec(str(lfw_tree(data_dir))))
+    assert Counter(report.column("status").to_pylist()) == {"already_enrolled": 522}
+    assert result.counts.get("faces", 0) == 0 and result.counts.get("enrolled", 0) == 0
+    after = sorted(face["face_id"] for face in stored_faces(server.settings, service["id"], shards=2))
+    assert after == before
+
+
+def job_env(server, **extra: str) -> dict[str, str]:
+    """Environment of a job process that joins the test session's cluster, database and tables."""
+    import ray
+
+    settings = server.settings
+    return {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "RAY_AUTH_MODE": "disabled",
+            "FACES_DATA_DIR": str(settings.data_dir), "FACES_POSTGRES_DSN": settings.postgres_dsn,
+            "FACES_THREADS": "2", "FACES_MAX_UPLOAD_BYTES": str(settings.max_upload_bytes), "PYTHONUNBUFFERED": "1",
+            **extra}
+
+
+def test_a_killed_job_resumes_to_exactly_the_faces_of_an_uninterrupted_run(server, admin, bulk_app, lfw_job,
+                                                                            data_dir):
+    service = new_service(admin, bulk_app, "resumed")
+    env = job_env(server, FACES_ENROLL_COMMIT_FACES="32", FACES_ENROLL_BATCH_SIZE="16")
+    tree = str(lfw_tree(data_dir))
+    # The Ray Job entry point, killed for real once some commits are acknowledged.
+    killed = subprocess.Popen([sys.executable, "-m", "batch_jobs.enroll", tree, "--service",
+                               f"{bulk_app['name']}/resumed", "--quiet"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    while admin.service_stats(service["id"])["faces"] < 96:
+        if killed.poll() is not None or time.monotonic() > deadline:
+            killed.kill()
+            pytest.fail("the job ended or stalled before it could be killed:\n" + killed.stdout.read())
+        time.sleep(0.2)
+    killed.kill()
+    killed.wait(timeout=30)
+    time.sleep(2)  # let a commit that was in flight land before counting
+    committed = admin.service_stats(service["id"])["faces"]
+    assert 96 <= committed < 522
+
+    # `faces enroll` resumes it: only the missing inputs are processed.
+    resumed = subprocess.run([sys.executable, "-m", "faces_cli.main", "enroll", tree, "--service",
+                              str(service["id"]), "--quiet"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert int(re.search(r"already_enrolled\s+(\d+)", resumed.stdout).group(1)) == committed
+    assert int(re.search(r"faces stored\s+(\d+)", resumed.stdout).group(1)) == 522 - committed
+
+    stored = stored_faces(server.settings, service["id"])
+    ids = [face["face_id"] for face in stored]
+    uninterrupted = [row for row in lfw_job["report"] if row["status"] == "enrolled"]
+    assert len(ids) == len(set(ids)) == len(uninterrupted)  # no duplicates, none missing
+    assert set(ids) == {face_id(service["id"], row["source"], 0) for row in uninterrupted}
+    reference = stored_faces(server.settings, lfw_job["service"]["id"], shards=2)
+    assert sorted((f["source"], f["subject"]) for f in stored) == sorted((f["source"], f["subject"]) for f in reference)
+
+
+def test_recognize_finds_each_person_from_another_of_their_images(server, admin, lfw_job):
+    """Each person's first photo is taken out of the index, then recognised from the others."""
+    api = FaceClient(server.url, api_key=lfw_job["service"]["api_key"])
+    photos: dict[str, list[dict]] = {}
+    for row in sorted(lfw_job["report"], key=lambda row: row["source"]):
+        photos.setdefault(row["subject"], []).append(row)
+    queries = {person: rows[0] for person, rows in photos.items() if len(rows) >= 2}
+    assert len(queries) == 150
+    deleted = api.delete_faces_by_id([row["face_ids"][0] for row in queries.values()])
+    assert len(deleted) == 150
+    with ThreadPoolExecutor(8) as pool:
+        found = list(pool.map(lambda row: api.recognize(row["source"])["result"][0]["subjects"], queries.values()))
+    correct = sum(1 for person, subjects in zip(queries, found) if subjects and subjects[0]["subject"] == person)
+    assert correct / len(queries) >= 0.97
+
+
+def _png_header(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IEND", b""))
+
+
+def _blank_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (200, 200), (128, 128, 128)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def test_broken_files_are_reported_with_their_reason_and_the_job_finishes(server, admin, bulk_app, data_dir, tmp_path):
+    good = sorted((data_dir / "lfw-dev" / "Ari_Fleischer").glob("*.jpg"))[:2]
+    (tmp_path / "Ari_Fleischer").mkdir()
+    for path in good:
+        (tmp_path / "Ari_Fleischer" / path.name).write_bytes(path.read_bytes())
+    broken = tmp_path / "Broken"
+    broken.mkdir()
+    jpeg = good[0].read_bytes()
+    (broken / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 3])
+    (broken / "text.jpg").write_text("this is a text file, not a photo\n")
+    (broken / "empty.jpg").write_bytes(b"")
+    (broken / "huge.png").write_bytes(_png_header(100_000, 100_000))
+    (broken / "blank.jpg").write_bytes(_blank_jpeg())
+    (tmp_path / "Group").mkdir()
+    (tmp_path / "Group" / "group.jpg").write_bytes((data_dir / "group" / "dlib_2008_001322.jpg").read_bytes())
+    (tmp_path / "loose.jpg").write_bytes(jpeg)
+    (tmp_path / "notes.txt").write_text("not an image name: ignored")
+
+    service = new_service(admin, bulk_app, "broken")
+    result, report = enroll_in_process(server.settings, service["id"],
+                                       EnrollSpec(str(tmp_path), on_multiple=OnMultiple.REJECT))
+    rows = {Path(row["source"]).name: row for row in report.to_pylist()}
+    assert len(rows) == report.num_rows == 9
+    expected = {"truncated.jpg": ("invalid", "truncated"), "text.jpg": ("invalid", "not an image"),
+                "empty.jpg": ("invalid", "empty"), "huge.png": ("invalid", "pixels"),
+                "blank.jpg": ("no_face", "no face"), "group.jpg": ("multiple_faces", "3 faces"),
+                "loose.jpg": ("invalid", "not inside a subject folder")}
+    for name, (status, reason) in expected.items():
+        assert rows[name]["status"] == status and reason in rows[name]["reason"], rows[name]
+    assert [rows[path.name]["status"] for path in good] == ["enrolled", "enrolled"]
+    assert result.counts == {"invalid": 5, "no_face": 1, "multiple_faces": 1, "enrolled": 2, "faces": 2}
+    api = FaceClient(server.url, api_key=service["api_key"])
+    assert api.list_subjects()["subjects"] == ["Ari_Fleischer"]
+
+
+def test_policy_all_enrolls_every_face_of_a_group_photo(server, admin, bulk_app, data_dir, tmp_path):
+    (tmp_path / "Crowd").mkdir()
+    photo = tmp_path / "Crowd" / "group.jpg"
+    photo.write_bytes((data_dir / "group" / "dlib_2008_001322.jpg").read_bytes())
+    service = new_service(admin, bulk_app, "crowd")
+    _, report = enroll_in_process(server.settings, service["id"], EnrollSpec(str(tmp_path), on_multiple=OnMultiple.ALL))
+    row = report.to_pylist()[0]
+    assert row["status"] == "enrolled" and row["faces"] == 3
+    assert row["face_ids"] == [face_id(service["id"], str(photo), index) for index in range(3)]
+    assert {face["face_id"] for face in stored_faces(server.settings, service["id"])} == set(row["face_ids"])
+
+
+@pytest.fixture
+def s3_endpoint():
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    yield f"127.0.0.1:{port}"
+    moto.stop()
+
+
+def test_a_manifest_on_object_storage(server, admin, bulk_app, data_dir, s3_endpoint):
+    options = f"endpoint_override={s3_endpoint}&scheme=http&region=us-east-1"
+    bucket = pafs.S3FileSystem(access_key="testing", secret_key="testing", endpoint_override=s3_endpoint,
+                               scheme="http", region="us-east-1", allow_bucket_creation=True)
+    bucket.create_dir("photos")
+    people = ["Abel_Pacheco", "Alvaro_Uribe", "Angelina_Jolie"]
+    lines = ["path,subject,face_id"]
+    for person in people:
+        for number, path in enumerate(sorted((data_dir / "lfw-dev" / person).glob("*.jpg"))[:2]):
+            with bucket.open_output_stream(f"photos/imgs/{person}/{path.name}") as out:
+                out.write(path.read_bytes())
+            # relative to the manifest, or a full URI of the same bucket; one explicit face id
+            where = f"imgs/{person}/{path.name}" if number == 0 else f"s3://photos/imgs/{person}/{path.name}"
+            lines.append(f"{where},{person},{'badge-' + person if person == 'Alvaro_Uribe' and number == 0 else ''}")
+    lines += ["imgs/Nobody/missing.jpg,Nobody,", f"imgs/{people[0]}/x.jpg,,"]
+    with bucket.open_output_stream("photos/manifest.csv") as out:
+        out.write(("\n".join(lines) + "\n").encode())
+
+    service = new_service(admin, bulk_app, "from-s3")
+    manifest = f"s3://testing:testing@photos/manifest.csv?{options}"
+    report_uri = f"s3://testing:testing@photos/reports/run.jsonl?{options}"
+    result, report = enroll_in_process(server.settings, service["id"],
+                                       EnrollSpec(manifest, manifest=True, report=report_uri))
+    rows = report.to_pylist()
+    assert result.report == "s3://photos/reports/run.jsonl" and len(rows) == 8
+    enrolled = [row for row in rows if row["status"] == "enrolled"]
+    assert len(enrolled) == 6 and all(row["source"].startswith("s3://photos/imgs/") for row in enrolled)
+    assert "badge-Alvaro_Uribe" in {row["face_ids"][0] for row in enrolled}
+    failures = {row["source"]: row["reason"] for row in rows if row["status"] == "invalid"}
+    assert "cannot read" in failures["s3://photos/imgs/Nobody/missing.jpg"]
+    assert "no subject" in failures[f"s3://photos/imgs/{people[0]}/x.jpg"]
+    api = FaceClient(server.url, api_key=service["api_key"])
+    assert sorted(api.list_subjects()["subjects"]) == people
+    unseen = sorted((data_dir / "lfw-dev" / "Angelina_Jolie").glob("*.jpg"))[2]  # not in the manifest
+    assert api.recognize(unseen)["result"][0]["subjects"][0]["subject"] == "Angelina_Jolie"
+
+
+def test_bad_job_requests_are_clear_4xx(server, admin, bulk_app, data_dir, tmp_path):
+    recognition = new_service(admin, bulk_app, "bad-requests")
+    detection = new_service(admin, bulk_app, "detector", kind="detection")
+    tree = str(lfw_tree(data_dir))
+    cases = [
+        (dict(service_id=999_999, path=tree), 404, "not found"),
+        (dict(service_id=detection["id"], path=tree), 400, "recognition service"),
+        (dict(service_id=recognition["id"], path=str(tmp_path / "nowhere")), 400, "not found"),
+        (dict(service_id=recognition["id"], path=tree, on_multiple="first"), 400, "on_multiple"),
+        (dict(service_id=recognition["id"], path=tree, manifest=tree), 400, "exactly one"),
+        (dict(service_id=recognition["id"], path=str(data_dir / "lfw-dev" / "pairs.txt")), 400, "not a folder"),
+    ]
+    for body, status, message in cases:
+        with pytest.raises(FaceApiError) as error:
+            admin.start_enroll_job(**body)
+        assert error.value.status == status and message in error.value.message, (body, error.value)
+    with pytest.raises(FaceApiError) as error:
+        admin.start_migrate_job(recognition["id"], model="arcface")
+    assert error.value.status == 400 and "unknown embedding model" in error.value.message
+    with pytest.raises(FaceApiError) as error:
+        admin.get_job(999_999)
+    assert error.value.status == 404
+
+    manifest = tmp_path / "people.csv"
+    manifest.write_text("file,name\nx.jpg,someone\n")
+    failed = wait_for_job(admin, admin.start_enroll_job(recognition["id"], manifest=str(manifest))["id"])
+    assert failed["status"] == "failed" and "'subject' column" in failed["error"]
+
+
+def test_services_are_named_by_name_app_and_name_or_id(server, admin):
+    first, second = admin.create_application("bulk-names-1"), admin.create_application("bulk-names-2")
+    one = admin.create_service(first["id"], "twin", "recognition")
+    admin.create_service(second["id"], "twin", "recognition")
+    admin.create_service(first["id"], "only-detects", "detection")
+
+    async def resolve_all() -> list:
+        async with control_plane(server.settings) as control:
+            results = []
+            for ref in ("twin", "bulk-names-1/twin", str(one["id"]), "only-detects", "ghost"):
+                try:
+                    results.append((await resolve_service(control, ref)).id)
+                except JobInputError as exc:
+                    results.append(str(exc))
+            return results
+
+    ambiguous, by_app, by_id, wrong_type, missing = asyncio.run(resolve_all())
+    assert "APP/SERVICE" in ambiguous and by_app == by_id == one["id"]
+    assert "detection service" in wrong_type and "no service named 'ghost'" in missing
+
+
+def test_face_ids_are_deterministic_per_service_source_and_index():
+    assert face_id(1, "/a.jpg", 0) == face_id(1, "/a.jpg", 0)
+    assert len({face_id(1, "/a.jpg", 0), face_id(2, "/a.jpg", 0), face_id(1, "/b.jpg", 0),
+                face_id(1, "/a.jpg", 1)}) == 4
+    assert face_id(1, "/a.jpg", 0, given="emp-7") == "emp-7" and face_id(1, "/a.jpg", 2, given="emp-7") == "emp-7#2"
+
+
+def test_the_embedder_pool_leaves_room_on_a_small_machine_and_uses_gpus_where_present():
+    settings = Settings()
+    two_cores = plan_pool(settings, {"CPU": 2}, {"CPU": 2})
+    assert (two_cores.actors, two_cores.num_cpus, two_cores.threads) == (1, 1.0, None)
+    busy = plan_pool(settings, {"CPU": 2}, {"CPU": 0.5})  # the Serve embedder holds the rest
+    assert (busy.actors, busy.num_cpus) == (1, 0.5)
+    sixteen = plan_pool(settings, {"CPU": 16}, {"CPU": 16})
+    assert (sixteen.actors, sixteen.threads) == (15, 1)
+    gpus = plan_pool(settings, {"CPU": 16, "GPU": 2}, {"CPU": 16, "GPU": 2})
+    assert (gpus.actors, gpus.num_gpus) == (8, 0.25)
+    fixed = plan_pool(settings.model_copy(update={"enroll_embedders": 3}), {"CPU": 16}, {"CPU": 16})
+    assert fixed.actors == 3
+
+
+def test_manifest_paths_resolve_against_the_manifest_and_its_filesystem(tmp_path):
+    manifest = resolve(str(tmp_path / "lists" / "m.csv"))
+    locator = Locator(manifest, base_is_folder=False)
+    assert locator.locate("a/b.jpg").uri == str(tmp_path / "lists" / "a" / "b.jpg")
+    assert locator.locate("/abs/c.jpg").uri == "/abs/c.jpg"
+    remote = resolve("s3://key:secret@bucket/dir/m.csv?endpoint_override=127.0.0.1:1&scheme=http&region=x")
+    assert remote.uri == "s3://bucket/dir/m.csv" and "secret" in remote.address
+    remote_locator = Locator(remote, base_is_folder=False)
+    relative, absolute = remote_locator.locate("x/y.jpg"), remote_locator.locate("s3://bucket/z.jpg")
+    assert (relative.uri, absolute.uri) == ("s3://bucket/dir/x/y.jpg", "s3://bucket/z.jpg")
+    assert relative.filesystem is absolute.filesystem is remote.filesystem  # the manifest's options apply

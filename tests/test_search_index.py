@@ -1,0 +1,148 @@
+"""Approximate search inside a shard: agreement with exact search on realistic vectors, deletes,
+subject filters, the unindexed tail, persistence, memory budget, and a kill during a rebuild."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from actors.index_shard import IndexShard, SearchConfig, ShardFull
+from facecore.synthetic import EmbeddingDistribution
+from store.faces import FaceRecord
+
+DISTRACTORS = 200_000
+NOW = datetime.now(timezone.utc)
+
+
+def records(ids, subjects, vectors) -> list[FaceRecord]:
+    return [FaceRecord(i, s, v, "sface@test", b"", None, NOW) for i, s, v in zip(ids, subjects, vectors)]
+
+
+@pytest.fixture(scope="module")
+def lfw_embeddings(data_dir, pipeline):
+    """Per person, the embeddings of their photos (largest face of each)."""
+    people = {}
+    for folder in sorted(p for p in (data_dir / "lfw-dev").iterdir() if p.is_dir()):
+        photos = sorted(folder.glob("*.jpg"))
+        people[folder.name] = [v[0] for v in pipeline.embed([p.read_bytes() for p in photos], limit=1)]
+    return people
+
+
+@pytest.fixture(scope="module")
+def population(tmp_path_factory, lfw_embeddings):
+    """200k realistic distractors plus the first photo of every lfw-dev person, in one table."""
+    uri = str(tmp_path_factory.mktemp("ann"))
+    real = np.stack([v for vectors in lfw_embeddings.values() for v in vectors])
+    distractors = EmbeddingDistribution.fit(real).sample(DISTRACTORS, np.random.default_rng(0))
+    writer = IndexShard(uri, "population", 128, SearchConfig(mode="exact"))
+    for start in range(0, DISTRACTORS, 50_000):
+        chunk = range(start, min(start + 50_000, DISTRACTORS))
+        writer.add(records([f"d{i}" for i in chunk], [f"distractor-{i}" for i in chunk], distractors[chunk]))
+    writer.add(records([f"{name}-0" for name in lfw_embeddings], list(lfw_embeddings),
+                       [vectors[0] for vectors in lfw_embeddings.values()]))
+    return uri
+
+
+@pytest.fixture(scope="module")
+def shards(population, tmp_path_factory):
+    index_dir = str(tmp_path_factory.mktemp("indexes"))
+    exact = IndexShard(population, "population", 128, SearchConfig(mode="exact"))
+    approximate = IndexShard(population, "population", 128, SearchConfig(mode="ann", index_dir=index_dir))
+    assert approximate.stats()["search"] == "exact"  # nothing built yet
+    built = approximate.build_index()
+    assert built["search"] == "ann" and built["indexed_faces"] == DISTRACTORS + 162
+    return exact, approximate, index_dir
+
+
+def probes(lfw_embeddings) -> tuple[list[str], np.ndarray]:
+    names = [name for name, vectors in lfw_embeddings.items() for _ in vectors[1:]]
+    return names, np.stack([v for vectors in lfw_embeddings.values() for v in vectors[1:]])
+
+
+def test_index_agrees_with_exact_search_on_real_queries(shards, lfw_embeddings):
+    exact, approximate, _ = shards
+    names, queries = probes(lfw_embeddings)
+    assert len(queries) >= 350
+    exact_top = [r[0][0] for r in exact.search_faces(queries, 1)]
+    ann_top = [r[0][0] for r in approximate.search_faces(queries, 1)]
+    agreement = np.mean([a == b for a, b in zip(exact_top, ann_top)])
+    assert agreement >= 0.99
+    exact_subjects = [r[0][0] for r in exact.search_subjects(queries, 1)]
+    ann_subjects = [r[0][0] for r in approximate.search_subjects(queries, 1)]
+    assert np.mean([a == b for a, b in zip(exact_subjects, ann_subjects)]) >= 0.99
+    assert np.mean([s == n for s, n in zip(exact_subjects, names)]) >= 0.9  # hard, realistic distractors
+
+
+def test_new_faces_deletes_and_subject_filters(shards, lfw_embeddings):
+    _, approximate, _ = shards
+    names, queries = probes(lfw_embeddings)
+    query = queries[names.index("Ari_Fleischer")]
+    assert approximate.search_faces(query, 1)[0][0][0] == "Ari_Fleischer-0"
+
+    approximate.add(records(["late-face"], ["late subject"], [query]))  # after the build
+    assert approximate.search_faces(query, 1)[0][0][:2] == ("late-face", "late subject")
+    assert approximate.search_subjects(query, 2)[0][0][0] == "late subject"
+
+    approximate.delete_ids(["late-face", "Ari_Fleischer-0"])
+    found = [face_id for face_id, _, _ in approximate.search_faces(query, 10)[0]]
+    assert "late-face" not in found and "Ari_Fleischer-0" not in found
+    assert all(subject != "Ari_Fleischer" for subject, _, _ in approximate.search_subjects(query, 5)[0])
+
+    only = approximate.search_faces(query, 3, subject="Alvaro_Uribe")[0]
+    assert [face_id for face_id, _, _ in only] == ["Alvaro_Uribe-0"]
+
+
+def test_saved_index_is_used_after_a_restart(shards, population, lfw_embeddings):
+    _, approximate, index_dir = shards
+    approximate.add(records(["after-save"], ["restart subject"], [lfw_embeddings["Alvaro_Uribe"][1]]))
+    restarted = IndexShard(population, "population", 128, SearchConfig(mode="ann", index_dir=index_dir))
+    stats = restarted.stats()
+    assert stats["search"] == "ann" and stats["unindexed_faces"] >= 1
+    assert restarted.search_faces(lfw_embeddings["Alvaro_Uribe"][1], 1)[0][0][0] == "after-save"
+    assert stats["ram_bytes_per_face"] < 1100
+
+
+def test_memory_budget_refuses_instead_of_crashing(tmp_path):
+    shard = IndexShard(str(tmp_path), "small", 128, SearchConfig(mode="exact", memory_budget_bytes=3 * 2**20))
+    rng = np.random.default_rng(1)
+    shard.add(records([f"a{i}" for i in range(2000)], ["s"] * 2000, rng.normal(size=(2000, 128))))
+    with pytest.raises(ShardFull, match="memory budget"):
+        shard.add(records([f"b{i}" for i in range(5000)], ["s"] * 5000, rng.normal(size=(5000, 128))))
+    assert shard.count() == 2000
+
+
+def test_shard_killed_during_a_rebuild_comes_back_with_all_faces_and_an_index(server, tmp_path):
+    import ray
+
+    from actors.shard_group import ShardGroup
+
+    search = SearchConfig(mode="auto", ann_min_faces=1000, index_dir=str(tmp_path / "indexes"))
+    group = ShardGroup(999_001, 1, str(tmp_path / "faces"), 128, search)
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(60_000, 128)).astype(np.float32)
+    for start in range(0, 60_000, 20_000):
+        ray.get(group.actors[0].add.remote(records([f"k{i}" for i in range(start, start + 20_000)],
+                                                   [f"s{i % 500}" for i in range(start, start + 20_000)],
+                                                   vectors[start:start + 20_000])))
+    group.actors[0].build_index.remote()
+    time.sleep(0.3)
+    ray.kill(group.actors[0], no_restart=False)
+    deadline = time.monotonic() + 120
+    stats = None
+    while time.monotonic() < deadline:
+        try:
+            stats = ray.get(group.actors[0].stats.remote(), timeout=30)
+            if stats["search"] == "ann" and stats["unindexed_faces"] == 0:
+                break
+        except ray.exceptions.RayActorError:
+            pass
+        time.sleep(0.5)
+    assert stats is not None and stats["faces"] == 60_000
+    assert stats["search"] == "ann" and stats["indexed_faces"] == 60_000
+    found = ray.get(group.actors[0].search_faces.remote(vectors[123] / np.linalg.norm(vectors[123]), 1))
+    assert found[0][0][0] == "k123"
+    ray.get(group.actors[0].drop.remote())
+    ray.kill(group.actors[0], no_restart=True)
