@@ -16,8 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from batch_jobs.errors import JobInputError
-from facecore.settings import Settings, get_settings
+from facecore.settings import Settings
 from store.control import Service
 
 # Ray and the shard client are imported where used, so that the CLI can load this module cheaply.
@@ -75,20 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def rebuild_command(args: argparse.Namespace) -> int:
-    from batch_jobs.runtime import connect_ray
+    from batch_jobs.runtime import run_job_command
 
-    settings = get_settings()
-    owns_ray = connect_ray(settings)
-    try:
-        return asyncio.run(_rebuild(settings, args))
-    except JobInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if owns_ray:
-            import ray
-
-            ray.shutdown()
+    return run_job_command(_rebuild, args)
 
 
 def main() -> int:

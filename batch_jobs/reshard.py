@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from batch_jobs.errors import JobInputError
-from facecore.settings import Settings, get_settings
+from facecore.settings import Settings
 from store.control import ControlPlane, Service
 
 log = logging.getLogger(__name__)
@@ -131,20 +131,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def reshard_command(args: argparse.Namespace) -> int:
-    from batch_jobs.runtime import connect_ray
+    from batch_jobs.runtime import run_job_command
 
-    settings = get_settings()
-    owns_ray = connect_ray(settings)
-    try:
-        return asyncio.run(_reshard(settings, args))
-    except JobInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if owns_ray:
-            import ray
-
-            ray.shutdown()
+    return run_job_command(_reshard, args)
 
 
 def main() -> int:

@@ -98,3 +98,22 @@ async def dataset_batches(dataset: Dataset) -> AsyncIterator[pa.Table]:
         loop = asyncio.get_running_loop()
         while (batch := await loop.run_in_executor(pull, next, iterator, None)) is not None:
             yield batch
+
+
+def run_job_command(job, args) -> int:
+    """Run ``await job(settings, args)`` with Ray joined: 0 on success, 2 for bad input (printed)."""
+    import asyncio
+    import sys
+
+    from facecore.settings import get_settings
+
+    settings = get_settings()
+    owns_ray = connect_ray(settings)
+    try:
+        return asyncio.run(job(settings, args))
+    except JobInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if owns_ray:
+            ray.shutdown()
