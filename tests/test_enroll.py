@@ -331,18 +331,18 @@ def test_face_ids_are_deterministic_per_service_source_and_index():
     assert face_id(1, "/a.jpg", 0, given="emp-7") == "emp-7" and face_id(1, "/a.jpg", 2, given="emp-7") == "emp-7#2"
 
 
-def test_the_embedder_pool_leaves_room_on_a_small_machine_and_uses_gpus_where_present():
+def test_the_embedder_pool_is_sized_to_the_cluster_and_uses_gpus_where_present():
     settings = Settings()
     two_cores = plan_pool(settings, {"CPU": 2}, {"CPU": 2})
-    assert (two_cores.actors, two_cores.num_cpus, two_cores.threads) == (1, 1.0, None)
-    busy = plan_pool(settings, {"CPU": 2}, {"CPU": 0.5})  # the Serve embedder holds the rest
-    assert (busy.actors, busy.num_cpus) == (1, 0.5)
+    assert (two_cores.actors, two_cores.num_cpus, two_cores.threads) == (2, 1.0, 1)
+    busy = plan_pool(settings, {"CPU": 2}, {"CPU": 1})  # the Serve embedder holds the other CPU
+    assert (busy.actors, busy.num_cpus) == (2, 0.5)
     sixteen = plan_pool(settings, {"CPU": 16}, {"CPU": 16})
-    assert (sixteen.actors, sixteen.threads) == (15, 1)
+    assert (sixteen.actors, sixteen.num_cpus, sixteen.threads) == (14, 1.0, 1)  # two CPUs left to the rest
     gpus = plan_pool(settings, {"CPU": 16, "GPU": 2}, {"CPU": 16, "GPU": 2})
     assert (gpus.actors, gpus.num_gpus) == (8, 0.25)
-    fixed = plan_pool(settings.model_copy(update={"enroll_embedders": 3}), {"CPU": 16}, {"CPU": 16})
-    assert fixed.actors == 3
+    single = plan_pool(settings.model_copy(update={"enroll_embedders": 1}), {"CPU": 2}, {"CPU": 2})
+    assert (single.actors, single.threads) == (1, None)  # one actor: every core
 
 
 def test_manifest_paths_resolve_against_the_manifest_and_its_filesystem(tmp_path):
