@@ -2,19 +2,18 @@
 
 Each command joins Ray (``FACES_RAY_ADDRESS`` / ``RAY_ADDRESS``, else a local one), opens the control
 plane, records a job, runs it with a live progress bar (images/s, ETA) and prints a summary. Exit
-status: 0 done, 1 the job failed, 2 it could not start (bad input, unknown service).
+status: 0 done, 2 it could not start (bad input, unknown service); a failed job raises (status 1)
+after recording its error in the job row.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 
-from batch_jobs.errors import JobInputError
 from batch_jobs.outcomes import OnMultiple
-from facecore.settings import Settings, get_settings
+from facecore.settings import Settings
 
 
 class ProgressBar:
@@ -115,35 +114,18 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(command, args: argparse.Namespace) -> int:
-    """Run a job command with Ray connected; map failures to exit statuses."""
-    from batch_jobs.runtime import connect_ray
-
-    settings = get_settings()
-    owns_ray = connect_ray(settings)
-    _quiet_ray_data(not args.quiet)
-    try:
-        return asyncio.run(command(settings, args))
-    except JobInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        logging.getLogger(__name__).debug("job failed", exc_info=True)
-        print(f"error: the job failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if owns_ray:
-            import ray
-
-            ray.shutdown()
-
-
 def enroll_command(args: argparse.Namespace) -> int:
-    return _run(_enroll, args)
+    from batch_jobs.runtime import run_job_command
+
+    _quiet_ray_data(not args.quiet)
+    return run_job_command(_enroll, args)
 
 
 def migrate_command(args: argparse.Namespace) -> int:
-    return _run(_migrate, args)
+    from batch_jobs.runtime import run_job_command
+
+    _quiet_ray_data(not args.quiet)
+    return run_job_command(_migrate, args)
 
 
 def _main(add_arguments, command, description: str) -> int:

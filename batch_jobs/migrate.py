@@ -42,6 +42,7 @@ from batch_jobs.errors import JobInputError
 from batch_jobs.model_choice import embedding_models
 from batch_jobs.runtime import BLOCK_BYTES, dataset_batches
 from batch_jobs.tracking import JobTracker
+from facecore.align import CHIP_SIZE
 from facecore.embed import SFaceEmbedder
 from facecore.errors import FaceError
 from facecore.images import decode_image
@@ -105,8 +106,8 @@ class EmbedCrops:
         for row, crop in enumerate(batch.column("crop").to_pylist()):
             try:
                 chip = decode_image(crop or b"")
-                if chip.shape[:2] != (112, 112):
-                    raise FaceError(f"the crop is {chip.shape[1]}x{chip.shape[0]}, not 112x112")
+                if chip.shape[:2] != (CHIP_SIZE, CHIP_SIZE):
+                    raise FaceError(f"the crop is {chip.shape[1]}x{chip.shape[0]}, not {CHIP_SIZE}x{CHIP_SIZE}")
                 chips.append(chip)
                 rows.append(row)
             except FaceError as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,8 +17,6 @@ from facecore.settings import Settings
 from store.control import ControlPlane, Service
 from store.embedded_pg import resolve_dsn
 from store.errors import NotFound
-
-log = logging.getLogger(__name__)
 
 # Ray Data coalesces a task's output into blocks of up to 128 MiB by default, so a whole input block
 # of images would reach the next stage (and the driver) at once. Jobs set this smaller target on

@@ -133,10 +133,11 @@ def test_a_killed_job_resumes_to_exactly_the_faces_of_an_uninterrupted_run(serve
     committed = admin.service_stats(service["id"])["faces"]
     assert 96 <= committed < 522
 
-    # `faces enroll` resumes it: only the missing inputs are processed.
+    # `faces enroll` resumes it: only the missing inputs are processed, under a progress bar.
     resumed = subprocess.run([sys.executable, "-m", "faces_cli.main", "enroll", tree, "--service",
-                              str(service["id"]), "--quiet"], env=env, capture_output=True, text=True, timeout=300)
+                              str(service["id"])], env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert re.search(r"522/522 \[[0-9:]+<00:00, +[0-9.]+img/s", resumed.stderr), resumed.stderr[-2000:]
     assert int(re.search(r"already_enrolled\s+(\d+)", resumed.stdout).group(1)) == committed
     assert int(re.search(r"faces stored\s+(\d+)", resumed.stdout).group(1)) == 522 - committed
 
