@@ -71,6 +71,16 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
+STORE_ERRORS = {NotFound: (404, NOT_FOUND), Conflict: (409, CONFLICT), ShardFull: (507, SHARD_FULL)}
+
+
+def _fixed_status_handler(status: int, code: int):
+    async def handler(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(status, str(exc), code)
+
+    return handler
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -81,17 +91,8 @@ def install_error_handlers(app: FastAPI) -> None:
         status, code = _face_error_status(exc)
         return error_response(status, str(exc), code)
 
-    @app.exception_handler(NotFound)
-    async def not_found(_: Request, exc: NotFound) -> JSONResponse:
-        return error_response(404, str(exc), NOT_FOUND)
-
-    @app.exception_handler(Conflict)
-    async def conflict(_: Request, exc: Conflict) -> JSONResponse:
-        return error_response(409, str(exc), CONFLICT)
-
-    @app.exception_handler(ShardFull)
-    async def shard_full(_: Request, exc: ShardFull) -> JSONResponse:
-        return error_response(507, str(exc), SHARD_FULL)
+    for error_class, (status, code) in STORE_ERRORS.items():
+        app.add_exception_handler(error_class, _fixed_status_handler(status, code))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
