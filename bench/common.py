@@ -12,7 +12,7 @@ RESULTS_DIR = REPO_ROOT / "bench" / "results"
 
 
 def data_dir() -> Path:
-    root = Path(os.environ.get("FACES_TEST_DATA", REPO_ROOT.parent / "shared" / "data"))
+    root = Path(os.environ.get("FACES_TEST_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
     if not (root / "lfw-dev").is_dir():
         raise SystemExit(f"test photos not found at {root}: set FACES_TEST_DATA")
     return root

@@ -16,7 +16,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def test_data_dir() -> Path:
     """``FACES_TEST_DATA`` or ``../shared/data``; missing data fails the test, it never skips."""
-    root = Path(os.environ.get("FACES_TEST_DATA", REPO_ROOT.parent / "shared" / "data"))
+    # absolute: paths under it are written into manifests, which resolve relative paths against their own folder
+    root = Path(os.environ.get("FACES_TEST_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
     if not (root / "lfw-dev" / "pairs.txt").is_file():
         pytest.fail(f"test photos not found at {root}: set FACES_TEST_DATA")
     return root

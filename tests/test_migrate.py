@@ -36,7 +36,8 @@ def migration(server, admin, data_dir, tmp_path_factory):
                     if folder.is_dir() and len(list(folder.glob("*.jpg"))) >= 2)[:PEOPLE]
     manifest = tmp_path_factory.mktemp("migrate") / "first-photos.csv"
     manifest.write_text("path,subject\n" + "".join(f"{sorted(p.glob('*.jpg'))[0]},{p.name}\n" for p in people))
-    enroll_in_process(server.settings, service["id"], EnrollSpec(str(manifest), manifest=True))
+    enrolled, _ = enroll_in_process(server.settings, service["id"], EnrollSpec(str(manifest), manifest=True))
+    assert enrolled.counts == {"enrolled": PEOPLE, "faces": PEOPLE}
     api = FaceClient(server.url, api_key=service["api_key"])
     walk_in = sorted((data_dir / "lfw-dev" / "Zinedine_Zidane").glob("*.jpg"))[0]
     api.add_face(walk_in, subject="Zinedine_Zidane")
