@@ -51,7 +51,7 @@ class ShardGroup:
             ray.remote(IndexShard).options(
                 name=actor_name(service_id, shard, shards), namespace=NAMESPACE, get_if_exists=True,
                 lifetime="detached", max_restarts=-1, max_task_retries=-1, num_cpus=num_cpus,
-                max_concurrency=SHARD_THREADS,
+                max_concurrency=SHARD_THREADS, enable_task_events=False,  # no per-call event records in the GCS
             ).remote(faces_uri, table_name(service_id, shard, shards), dim, search)
             for shard in range(shards)
         ]

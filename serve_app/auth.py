@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Depends, Header, Request
 
-from serve_app.context import AppContext, get_context
+from serve_app.context import AppContext, request_context
 from serve_app.errors import (ADMIN_TOKEN_REQUIRED, MISSING_API_KEY, UNKNOWN_API_KEY, WRONG_SERVICE_TYPE,
                               ApiError)
 from store.control import Service
@@ -14,7 +14,7 @@ def service_key(kind: str):
     """Dependency: the service of the request's ``x-api-key``, which must be of type ``kind``."""
 
     async def dependency(request: Request, x_api_key: str | None = Header(None),
-                         context: AppContext = Depends(get_context)) -> Service:
+                         context: AppContext = Depends(request_context)) -> Service:
         if not x_api_key:
             raise ApiError(401, "missing x-api-key header", MISSING_API_KEY)
         service = await (await context.control()).service_by_key(x_api_key.strip())
@@ -30,7 +30,7 @@ def service_key(kind: str):
 
 
 async def require_admin(x_admin_token: str | None = Header(None), authorization: str | None = Header(None),
-                        context: AppContext = Depends(get_context)) -> None:
+                        context: AppContext = Depends(request_context)) -> None:
     """Dependency: the admin token, as ``x-admin-token`` or ``Authorization: Bearer``."""
     token = x_admin_token
     if not token and authorization and authorization.lower().startswith("bearer "):
@@ -48,7 +48,7 @@ def admin_or_service_key(kind: str):
 
     async def dependency(request: Request, x_api_key: str | None = Header(None),
                          x_admin_token: str | None = Header(None), authorization: str | None = Header(None),
-                         context: AppContext = Depends(get_context)) -> Service | None:
+                         context: AppContext = Depends(request_context)) -> Service | None:
         if x_api_key:
             return await key_check(request, x_api_key, context)
         if not x_admin_token and not authorization:

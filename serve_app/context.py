@@ -106,3 +106,8 @@ def get_context() -> AppContext:
     if _context is None:
         raise RuntimeError("the ingress context is not initialised")
     return _context
+
+
+async def request_context() -> AppContext:
+    """:func:`get_context` as a FastAPI dependency: async, so it runs inline, not in a worker thread."""
+    return get_context()

@@ -7,13 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from serve_app.auth import require_admin
-from serve_app.context import AppContext, get_context
+from serve_app.context import AppContext, request_context
 from serve_app.errors import BAD_PARAMETER, ApiError
 from serve_app.schemas import ApplicationOut, NameBody, ServiceCreate, ServiceOut, ServiceUpdate
 from store.control import Application, Service
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
-Ctx = Annotated[AppContext, Depends(get_context)]
+Ctx = Annotated[AppContext, Depends(request_context)]
 
 
 def _application(app: Application) -> ApplicationOut:

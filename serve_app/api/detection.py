@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 
 from serve_app.api.params import DetProbThreshold, FacePlugins, Limit, Status
 from serve_app.auth import detection_service
-from serve_app.context import AppContext, get_context
+from serve_app.context import AppContext, request_context
 from serve_app.face_requests import analyze_image
 from serve_app.plugins import execution_time, face_json, needs_embedding, parse_plugins, plugins_versions
 from serve_app.uploads import image_request_body, read_images
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/api/v1/detection", tags=["detection"])
 
 @router.post("/detect", openapi_extra=image_request_body("file"))
 async def detect(request: Request, service: Annotated[Service, Depends(detection_service)],
-                 context: Annotated[AppContext, Depends(get_context)],
+                 context: Annotated[AppContext, Depends(request_context)],
                  limit: int = Limit, det_prob_threshold: float | None = DetProbThreshold,
                  face_plugins: str | None = FacePlugins, status: bool = Status):
     plugins = parse_plugins(face_plugins)

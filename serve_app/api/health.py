@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from serve_app.context import AppContext, get_context
+from serve_app.context import AppContext, request_context
 from serve_app.metrics import REGISTRY
 
 router = APIRouter(tags=["health"])
@@ -23,7 +23,7 @@ async def healthz():
 
 
 @router.get("/readyz")
-async def readyz(context: Annotated[AppContext, Depends(get_context)]):
+async def readyz(context: Annotated[AppContext, Depends(request_context)]):
     """PostgreSQL answers and an embedder replica has its models loaded."""
     checks = {}
     try:

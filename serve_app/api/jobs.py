@@ -17,14 +17,14 @@ from batch_jobs.locations import check_input
 from batch_jobs.model_choice import target_model
 from batch_jobs.runner import start_job
 from serve_app.auth import require_admin
-from serve_app.context import AppContext, get_context
+from serve_app.context import AppContext, request_context
 from serve_app.errors import BAD_PARAMETER, WRONG_SERVICE_TYPE, ApiError
 from serve_app.schemas import EnrollJobCreate, JobOut, MigrateJobCreate
 from store.control import Service
 from store.jobs import Job, JobStore
 
 router = APIRouter(prefix="/api/v1/admin/jobs", tags=["jobs"], dependencies=[Depends(require_admin)])
-Ctx = Annotated[AppContext, Depends(get_context)]
+Ctx = Annotated[AppContext, Depends(request_context)]
 
 
 def job_out(job: Job) -> JobOut:

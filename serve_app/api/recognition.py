@@ -13,7 +13,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from facecore.similarity import similarity_from_cosine
 from serve_app.api.params import DetProbThreshold, FacePlugins, Limit, PredictionCount, Status, Threshold
 from serve_app.auth import recognition_service
-from serve_app.context import AppContext, get_context
+from serve_app.context import AppContext, request_context
 from serve_app.errors import BAD_PARAMETER, ApiError
 from serve_app.face_requests import analyze_image, embeddings_matrix
 from serve_app.plugins import execution_time, face_json, parse_plugins, plugins_versions
@@ -24,7 +24,7 @@ from store.errors import NotFound
 from store.faces import FaceRecord
 
 router = APIRouter(prefix="/api/v1/recognition", tags=["recognition"])
-Ctx = Annotated[AppContext, Depends(get_context)]
+Ctx = Annotated[AppContext, Depends(request_context)]
 RecognitionService = Annotated[Service, Depends(recognition_service)]
 
 

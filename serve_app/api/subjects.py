@@ -7,12 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from serve_app.auth import recognition_service
-from serve_app.context import AppContext, get_context
+from serve_app.context import AppContext, request_context
 from serve_app.schemas import Deleted, SubjectBody, SubjectsList, Updated
 from store.control import Service
 
 router = APIRouter(prefix="/api/v1/recognition/subjects", tags=["subjects"])
-Ctx = Annotated[AppContext, Depends(get_context)]
+Ctx = Annotated[AppContext, Depends(request_context)]
 RecognitionService = Annotated[Service, Depends(recognition_service)]
 
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from facecore.similarity import similarity_from_cosine
 from serve_app.api.params import DetProbThreshold, FacePlugins, Limit, Status
 from serve_app.auth import verification_service
-from serve_app.context import AppContext, get_context
+from serve_app.context import AppContext, request_context
 from serve_app.face_requests import analyze_image, embeddings_matrix
 from serve_app.plugins import execution_time, face_json, parse_plugins, plugins_versions
 from serve_app.schemas import EmbeddingsVerifyBody
@@ -19,7 +19,7 @@ from serve_app.uploads import image_request_body, read_images
 from store.control import Service
 
 router = APIRouter(prefix="/api/v1/verification", tags=["verification"])
-Ctx = Annotated[AppContext, Depends(get_context)]
+Ctx = Annotated[AppContext, Depends(request_context)]
 VerificationService = Annotated[Service, Depends(verification_service)]
 
 

@@ -20,7 +20,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from actors.video_supervisor import ensure_supervisor
 from serve_app.auth import admin_or_service_key
-from serve_app.context import AppContext, get_context
+from serve_app.context import AppContext, request_context
 from serve_app.errors import BAD_PARAMETER, ApiError
 from serve_app.video_events import get_relay
 from serve_app.video_json import event_json, stream_json
@@ -33,7 +33,7 @@ from store.video_store import StoredEvent, Stream, VideoStore
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1/video", tags=["video"])
-Ctx = Annotated[AppContext, Depends(get_context)]
+Ctx = Annotated[AppContext, Depends(request_context)]
 Caller = Annotated[Service | None, Depends(admin_or_service_key("video"))]
 
 RECONCILE_TIMEOUT_S = 15.0
