@@ -9,8 +9,13 @@ Why not IVF or HNSW: face embeddings of the same person are far apart by ANN sta
 0.4-0.7), so partitioned indexes miss them unless they scan a quarter or more of their lists, and
 HNSW needed wide beams (and a slow build) for 98% on the same data; a flat fast scan with 64
 sub-quantizers and 512+ candidates re-ranked exactly found the exact top-1 for every real lfw-dev
-query among 1M realistic faces (32 sub-quantizers: 99.4%; see docs/benchmarks.md). The index is immutable once built; faces added later are searched exactly
-beside it (the shard's "tail") until the next build.
+query among 1M realistic faces (32 sub-quantizers: 99.4%; see docs/benchmarks.md). The index is
+immutable once built; faces added later are searched exactly beside it (the shard's "tail") until
+the next build.
+
+One query scans every code, on one core per index. A large index is therefore built as several
+parts sharing one codebook (``faiss.IndexShards``), scanned in parallel threads and merged: a single
+query at 10M faces uses all of ``scan_threads`` cores instead of one.
 """
 
 from __future__ import annotations
@@ -28,39 +33,53 @@ log = logging.getLogger(__name__)
 SUB_QUANTIZERS = 64
 BITS = 4
 TRAIN_POINTS = 65_536
+MIN_PART_FACES = 100_000  # a smaller part scans in less time than a thread hand-off costs
+
+
+def scan_parts(faces: int, scan_threads: int) -> int:
+    """How many parts an index over ``faces`` is split into (``scan_threads`` 0: the machine's CPUs, at most 8)."""
+    threads = scan_threads or min(8, os.cpu_count() or 1)
+    return max(1, min(threads, faces // MIN_PART_FACES))
 
 
 class AnnIndex:
     """An immutable PQ fast-scan index over ``face_ids``."""
 
-    def __init__(self, index: faiss.Index, face_ids: np.ndarray, build_seconds: float):
-        self.index = index
+    def __init__(self, parts: list[faiss.Index], face_ids: np.ndarray, build_seconds: float):
+        self.parts = parts  # rows of face_ids in order: part 0's, then part 1's, ...
+        if len(parts) == 1:
+            self.index = parts[0]
+        else:
+            self.index = faiss.IndexShards(parts[0].d, True, True)  # threaded, ids numbered across parts
+            for part in parts:
+                self.index.add_shard(part)
         self.face_ids = face_ids
         self.build_seconds = build_seconds
 
     @classmethod
-    def build(cls, vectors: np.ndarray, face_ids: list[str], seed: int = 0) -> "AnnIndex":
+    def build(cls, vectors: np.ndarray, face_ids: list[str], scan_threads: int = 0, seed: int = 0) -> "AnnIndex":
         """Train and fill an index over unit-length ``vectors`` (rows) with these ids."""
         started = time.perf_counter()
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         n, dim = vectors.shape
-        index = faiss.IndexPQFastScan(dim, SUB_QUANTIZERS, BITS, faiss.METRIC_INNER_PRODUCT)
-        if n > TRAIN_POINTS:
-            index.train(vectors[np.random.default_rng(seed).choice(n, TRAIN_POINTS, replace=False)])
-        else:
-            index.train(vectors)
-        index.add(vectors)
+        codebook = faiss.IndexPQFastScan(dim, SUB_QUANTIZERS, BITS, faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(seed).choice(n, TRAIN_POINTS, replace=False) if n > TRAIN_POINTS else slice(None)
+        codebook.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
+        parts = []
+        for rows in np.array_split(np.arange(n), scan_parts(n, scan_threads)):
+            part = faiss.clone_index(codebook)
+            part.add(np.ascontiguousarray(vectors[rows[0]:rows[-1] + 1], dtype=np.float32))
+            parts.append(part)
         elapsed = time.perf_counter() - started
-        log.info("built PQ%dx%dfs over %d faces in %.1f s", SUB_QUANTIZERS, BITS, n, elapsed)
-        return cls(index, np.asarray(face_ids, dtype=object), elapsed)
+        log.info("built PQ%dx%dfs over %d faces in %d parts in %.1f s", SUB_QUANTIZERS, BITS, n, len(parts), elapsed)
+        return cls(parts, np.asarray(face_ids, dtype=object), elapsed)
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
 
-    def candidates(self, queries: np.ndarray, count: int) -> list[np.ndarray]:
-        """Per query, the face ids of the ``count`` best approximate matches."""
-        _, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), min(count, len(self)))
-        return [self.face_ids[r[r >= 0]] for r in rows]
+    def positions(self, queries: np.ndarray, count: int) -> list[np.ndarray]:
+        """Per query, the positions (in ``face_ids``) of the ``count`` best approximate matches."""
+        _, found = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), min(count, len(self)))
+        return [row[row >= 0] for row in found]
 
     def memory_bytes(self) -> int:
         """Codes plus the id array (a Python str object per face included)."""
@@ -72,8 +91,9 @@ class AnnIndex:
         """Write the index and its ids as one file, atomically replacing an older one."""
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        parts = {f"part{i}": faiss.serialize_index(part) for i, part in enumerate(self.parts)}
         with open(partial, "wb") as handle:
-            np.savez(handle, index=faiss.serialize_index(self.index), ids=self.face_ids.astype(str))
+            np.savez(handle, ids=self.face_ids.astype(str), **parts)
         os.replace(partial, path)
 
     @classmethod
@@ -83,9 +103,13 @@ class AnnIndex:
             return None
         try:
             with np.load(path, allow_pickle=False) as saved:
-                index = faiss.deserialize_index(saved["index"])
+                count = sum(1 for key in saved.files if key.startswith("part"))
+                parts = [faiss.deserialize_index(saved[f"part{i}"]) for i in range(count)]
                 face_ids = saved["ids"].astype(object)
         except (RuntimeError, OSError, ValueError, KeyError) as exc:
             log.warning("ignoring unreadable index %s: %s", path, exc)
             return None
-        return cls(index, face_ids, 0.0)
+        if not parts or sum(part.ntotal for part in parts) != len(face_ids):
+            log.warning("ignoring index %s: its parts do not match its %d ids", path, len(face_ids))
+            return None
+        return cls(parts, face_ids, 0.0)

@@ -37,6 +37,7 @@ MIN_CAPACITY = 1024
 CANDIDATE_FACTOR = 4      # distinct-subject search looks at CANDIDATE_FACTOR * k + CANDIDATE_SLACK faces
 CANDIDATE_SLACK = 16
 CANDIDATE_GROWTH = 16     # ...and at 16 times more when those hold fewer than k subjects, then all
+INSTALL_ATTEMPTS = 3        # a build maps its faces to rows that moved meanwhile at most this often unlocked
 CANDIDATES_PER_INDEXED = 5000  # approximate search re-scores at least one face in this many
 COMPACT_EVERY_COMMITS = 256  # each commit writes a small file: compact them before they slow reads
 SCORE_BUDGET = 32_000_000  # most query x face scores held at once (128 MB of float32)
@@ -78,6 +79,7 @@ class SearchConfig:
     ann_min_faces: int = 100_000
     rebuild_fraction: float = 0.2
     candidates: int = 1024
+    scan_threads: int = 0
     memory_budget_bytes: int | None = None
     index_dir: str | None = None
 
@@ -95,6 +97,7 @@ class IndexShard:
         self._build_lock = threading.Lock()
         self._table: FaceTable | None = FaceTable.open(db_uri, table_name, self.dim)
         self._commits_since_compaction = 0
+        self._layout = 0
         self._load()
         self._restore_index()
 
@@ -113,7 +116,11 @@ class IndexShard:
         self._id_bytes = 0
         self._n = 0
         self._ann: AnnIndex | None = None
+        self._ann_rows: np.ndarray | None = None  # position in the approximate index -> row (-1: deleted)
+        self._row_positions = np.full(capacity, -1, dtype=np.int64)  # row -> position in it (-1: none)
+        self._layout += 1  # bumped whenever rows move or go, so a build knows whether its snapshot's rows hold
         self._tail: dict[str, None] = {}  # ids added since the approximate index's snapshot
+        self._tail_rows: np.ndarray | None = None  # their rows, cached between writes
 
     def _load(self) -> None:
         """Fill memory from the table (start and restart)."""
@@ -187,7 +194,9 @@ class IndexShard:
         vectors[:self._n] = self._vectors[:self._n]
         codes = np.zeros(capacity, dtype=np.int32)
         codes[:self._n] = self._codes[:self._n]
-        self._vectors, self._codes = vectors, codes
+        positions = np.full(capacity, -1, dtype=np.int64)
+        positions[:self._n] = self._row_positions[:self._n]
+        self._vectors, self._codes, self._row_positions = vectors, codes, positions
 
     def _append(self, ids: list[str], subjects: list[str], vectors: np.ndarray) -> None:
         """Append rows (ids not yet present) to memory."""
@@ -195,6 +204,7 @@ class IndexShard:
         self._ensure_capacity(start + count)
         self._vectors[start:start + count] = vectors
         self._codes[start:start + count] = [self._acquire(subject) for subject in subjects]
+        self._row_positions[start:start + count] = -1
         self._ids.extend(ids)
         self._rows.update(zip(ids, range(start, start + count)))
         self._id_bytes += sum(sys.getsizeof(face_id) for face_id in ids)
@@ -208,15 +218,22 @@ class IndexShard:
         for face_id, _ in removed:
             del self._rows[face_id]
         self._id_bytes -= sum(sys.getsizeof(face_id) for face_id, _ in removed)
+        positions = self._row_positions
         if len(rows) <= max(64, self._n // 16):
             for row in rows:  # highest first: the last row is never one still to delete
                 last = self._n - 1
+                if positions[row] >= 0:
+                    self._ann_rows[positions[row]] = -1
                 if row != last:
                     moved = self._ids[last]
                     self._vectors[row] = self._vectors[last]
                     self._codes[row] = self._codes[last]
                     self._ids[row] = moved
                     self._rows[moved] = row
+                    positions[row] = positions[last]
+                    if positions[row] >= 0:
+                        self._ann_rows[positions[row]] = row
+                positions[last] = -1
                 self._ids.pop()
                 self._n -= 1
         else:
@@ -225,9 +242,17 @@ class IndexShard:
             kept = np.flatnonzero(keep)
             self._vectors[:len(kept)] = self._vectors[kept]
             self._codes[:len(kept)] = self._codes[kept]
+            positions[:len(kept)] = positions[kept]
+            positions[len(kept):self._n] = -1
+            if self._ann_rows is not None:
+                self._ann_rows[:] = -1
+                indexed = positions[:len(kept)] >= 0
+                self._ann_rows[positions[:len(kept)][indexed]] = np.flatnonzero(indexed)
             self._ids = [self._ids[row] for row in kept]
             self._rows = dict(zip(self._ids, range(len(self._ids))))
             self._n = len(kept)
+        self._layout += 1
+        self._tail_rows = None
         for code, faces in zip(*np.unique(removed_codes, return_counts=True)):
             self._release(int(code), int(faces))
         return removed
@@ -300,6 +325,7 @@ class IndexShard:
                 self._append([r.face_id for r in new], [r.subject for r in new],
                              np.stack([r.embedding for r in new]))
             self._tail.update(dict.fromkeys(r.face_id for r in prepared))
+            self._tail_rows = None
             self._commits_since_compaction += 1
             if self._commits_since_compaction >= COMPACT_EVERY_COMMITS:
                 table.optimize()
@@ -564,7 +590,8 @@ class IndexShard:
         """Approximate bytes held in memory (matrix capacity, ids, maps, approximate index)."""
         with self._lock:
             ann = self._ann.memory_bytes() if self._ann is not None else 0
-            return int(self._vectors.nbytes + self._codes.nbytes + sys.getsizeof(self._ids)
+            ann += self._ann_rows.nbytes if self._ann_rows is not None else 0
+            return int(self._vectors.nbytes + self._codes.nbytes + self._row_positions.nbytes + sys.getsizeof(self._ids)
                        + sys.getsizeof(self._rows) + self._id_bytes + sys.getsizeof(self._code_of)
                        + sum(sys.getsizeof(s) for s in self._code_of) + ann + sys.getsizeof(self._tail))
 
@@ -581,6 +608,7 @@ class IndexShard:
                 "disk_bytes_per_face": disk / faces if faces and disk is not None else None,
                 "search": "ann" if ann is not None and self.search.mode != "exact" else "exact",
                 "indexed_faces": len(ann) if ann is not None else 0, "unindexed_faces": unindexed,
+                "index_parts": len(ann.parts) if ann is not None else 0,
                 "last_build_seconds": ann.build_seconds if ann is not None else None}
 
     # ------------------------------------------------------------------- approximate index
@@ -597,13 +625,28 @@ class IndexShard:
     def _ann_scores(self, matrix: np.ndarray, wanted: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per query: candidate rows (index candidates plus the unindexed tail) and exact cosines."""
         count = max(self.search.candidates, len(self._ann) // CANDIDATES_PER_INDEXED, 4 * wanted)
-        tail_rows = np.fromiter((self._rows[f] for f in self._tail if f in self._rows), dtype=np.int64)
+        if self._tail_rows is None:
+            self._tail_rows = self._rows_now(list(self._tail))
         scored = []
-        for query, candidates in zip(matrix, self._ann.candidates(matrix, count)):
-            indexed = np.fromiter((self._rows[f] for f in candidates if f in self._rows), dtype=np.int64)
-            rows = np.unique(np.concatenate([indexed, tail_rows]))
+        for query, positions in zip(matrix, self._ann.positions(matrix, count)):
+            rows = np.unique(np.concatenate([self._ann_rows[positions], self._tail_rows]))
+            rows = rows[rows >= 0]  # deleted since the build
             scored.append((rows, self._vectors[rows] @ query))
         return scored
+
+    def _rows_now(self, face_ids) -> np.ndarray:
+        """Current rows of these faces (-1: not held). One dict look-up each: about 2 us at 10M faces."""
+        rows_of = self._rows.get
+        return np.fromiter((rows_of(face_id, -1) for face_id in face_ids), dtype=np.int64, count=len(face_ids))
+
+    def _install_index(self, index: AnnIndex, rows: np.ndarray) -> None:
+        """Search with ``index``, whose face at position p is now at row ``rows[p]`` (-1: deleted)."""
+        self._row_positions[:] = -1
+        held = rows >= 0
+        self._row_positions[rows[held]] = np.flatnonzero(held)
+        self._ann_rows = rows
+        self._ann = index
+        self._tail_rows = None
 
     def _check_budget(self, new_faces: int) -> None:
         budget = self.search.memory_budget_bytes
@@ -625,10 +668,10 @@ class IndexShard:
         path = self._index_path()
         saved = AnnIndex.load(path) if path is not None and self.search.mode != "exact" else None
         if saved is not None:
-            indexed = set(saved.face_ids)
+            rows = self._rows_now(saved.face_ids)
             with self._lock:
-                self._ann = saved
-                self._tail = dict.fromkeys(f for f in self._ids if f not in indexed)
+                self._install_index(saved, rows)
+                self._tail = dict.fromkeys(self._ids[row] for row in np.flatnonzero(self._row_positions[:self._n] < 0))
             logger.info("shard %s restored its index of %d faces (%d unindexed)", self.table_name,
                         len(saved), len(self._tail))
         self._build_in_background_if_due()
@@ -649,17 +692,26 @@ class IndexShard:
                 # build, since candidates are re-scored exactly.
                 vectors = self._vectors[:self._n]
                 ids = list(self._ids)
+                layout = self._layout
             if not ids:
                 return self.stats()
-            index = AnnIndex.build(vectors, ids)
+            index = AnnIndex.build(vectors, ids, self.search.scan_threads)
             del vectors
             path = self._index_path()
             if path is not None:
                 index.save(path)
             snapshot = set(ids)
-            with self._lock:
-                self._tail = dict.fromkeys(f for f in self._tail if f not in snapshot)
-                self._ann = index
+            rows = np.arange(len(ids))
+            for attempt in range(INSTALL_ATTEMPTS):
+                with self._lock:
+                    if self._layout == layout or attempt == INSTALL_ATTEMPTS - 1:
+                        if self._layout != layout:  # rows kept moving: map them while holding the lock
+                            rows = self._rows_now(ids)
+                        self._tail = dict.fromkeys(f for f in self._tail if f not in snapshot)
+                        self._install_index(index, rows)
+                        break
+                    layout = self._layout
+                rows = self._rows_now(ids)  # rows moved during the build: find them without blocking searches
             return self.stats()
         finally:
             self._build_lock.release()

@@ -31,7 +31,8 @@ def search_config(settings: Settings) -> SearchConfig:
     """How index shards search, from the settings (approximate indexes saved under the data dir)."""
     budget = settings.shard_memory_budget_mb * 2**20 if settings.shard_memory_budget_mb else None
     return SearchConfig(mode=settings.search_mode, ann_min_faces=settings.ann_min_faces,
-                        candidates=settings.ann_candidates, memory_budget_bytes=budget,
+                        candidates=settings.ann_candidates, scan_threads=settings.ann_scan_threads,
+                        memory_budget_bytes=budget,
                         index_dir=str(settings.data_dir / "indexes"))
 
 

@@ -10,19 +10,17 @@ the facecore pipeline alone in a plain loop in one process (the ceiling).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import multiprocessing
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import lfw_images, print_table, save_results  # noqa: E402
+from bench.cpu_split import cpu_seconds, cpu_split  # noqa: E402
+from bench.http_load import run_load  # noqa: E402
 
 
 def ceiling(paths: list[Path], seconds: float) -> float:
@@ -37,45 +35,6 @@ def ceiling(paths: list[Path], seconds: float) -> float:
         pipeline.analyze([blobs[done % len(blobs)]])
         done += 1
     return done / (time.perf_counter() - started)
-
-
-async def _drive(url: str, key: str, path: str, params: dict, bodies: list[tuple[dict, bytes]], clients: int,
-                 seconds: float) -> list[float]:
-    import httpx
-
-    latencies: list[float] = []
-    deadline = time.perf_counter() + seconds
-    async with httpx.AsyncClient(base_url=url, headers={"x-api-key": key}, timeout=60,
-                                 limits=httpx.Limits(max_connections=clients)) as http:
-        async def worker(offset: int) -> None:
-            index = offset
-            while time.perf_counter() < deadline:
-                extra, body = bodies[index % len(bodies)]
-                started = time.perf_counter()
-                response = await http.post(path, params={**params, **extra}, files={"file": body})
-                if response.status_code != 200:
-                    raise RuntimeError(f"{path}: {response.status_code} {response.text}")
-                latencies.append(time.perf_counter() - started)
-                index += clients
-
-        await asyncio.gather(*(worker(i) for i in range(clients)))
-    return latencies
-
-
-def _load_process(queue, url, key, path, params, bodies, clients, seconds) -> None:
-    queue.put(asyncio.run(_drive(url, key, path, params, bodies, clients, seconds)))
-
-
-def run_load(url: str, key: str, path: str, params: dict, bodies, clients: int, seconds: float) -> dict:
-    """Load from a separate process; returns requests/s and latency percentiles in ms."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_load_process, args=(queue, url, key, path, params, bodies, clients, seconds))
-    process.start()
-    latencies = np.array(queue.get(timeout=seconds + 300))
-    process.join()
-    return {"requests": len(latencies), "requests_per_s": len(latencies) / seconds,
-            "p50_ms": float(np.percentile(latencies, 50) * 1000), "p99_ms": float(np.percentile(latencies, 99) * 1000)}
 
 
 def main() -> None:
@@ -106,20 +65,30 @@ def main() -> None:
             application = admin.create_application("bench")
             key = admin.create_service(application["id"], "load", "recognition")["api_key"]
             add_bodies = [({"subject": name}, files[0].read_bytes()) for name, files in people.items()]
-            add = run_load(platform.url, key, "/api/v1/recognition/faces", {}, add_bodies, args.clients,
+            add = run_load(platform.url, key, "/api/v1/recognition/faces", add_bodies, args.clients,
                            min(args.seconds, 15.0))
-            recognize = run_load(platform.url, key, "/api/v1/recognition/recognize", {},
+            before = cpu_seconds()
+            recognize = run_load(platform.url, key, "/api/v1/recognition/recognize",
                                  [({}, p.read_bytes()) for p in probes], args.clients, args.seconds)
+            spent = cpu_split(before, cpu_seconds())
+            spent["load generator"] = recognize.client_cpu_s
         finally:
             platform.stop()
 
-    rows = [["recognize (HTTP, Serve)", recognize["requests_per_s"], recognize["p50_ms"], recognize["p99_ms"]],
-            ["add face (HTTP, Serve)", add["requests_per_s"], add["p50_ms"], add["p99_ms"]],
+    rows = [["recognize (HTTP, Serve)", recognize.requests_per_s, recognize.p50_ms, recognize.p99_ms],
+            ["add face (HTTP, Serve)", add.requests_per_s, add.p50_ms, add.p99_ms],
             ["facecore pipeline, plain loop (ceiling)", ceiling_ips, "-", "-"]]
     print(f"\n{args.clients} concurrent clients, {args.seconds:.0f} s, lfw-dev images\n")
     print_table(["path", "requests/s", "p50 ms", "p99 ms"], rows)
-    print(f"\nrecognize / ceiling: {recognize['requests_per_s'] / ceiling_ips:.2f}")
-    print(f"results: {save_results('serve_load', {'recognize': recognize, 'add': add, 'ceiling_images_per_s': ceiling_ips})}")
+    print(f"\nrecognize / ceiling: {recognize.requests_per_s / ceiling_ips:.2f}")
+    print("\nCPU per recognize request, by process (the ceiling spends "
+          f"{2000 / ceiling_ips:.1f} ms of its 2 cores per image)\n")
+    by_cost = sorted(spent.items(), key=lambda item: -item[1])[:12]
+    print_table(["process", "CPU ms per request"],
+                [[role, 1000 * seconds / recognize.requests] for role, seconds in by_cost])
+    results = {"recognize": vars(recognize), "add": vars(add), "cpu_seconds": spent,
+               "ceiling_images_per_s": ceiling_ips}
+    print(f"results: {save_results('serve_load', results)}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
+from actors.ann_index import AnnIndex
 from actors.index_shard import IndexShard, SearchConfig, ShardFull
 from facecore.synthetic import EmbeddingDistribution
 from store.faces import FaceRecord
@@ -50,10 +51,12 @@ def population(tmp_path_factory, lfw_embeddings):
 def shards(population, tmp_path_factory):
     index_dir = str(tmp_path_factory.mktemp("indexes"))
     exact = IndexShard(population, "population", 128, SearchConfig(mode="exact"))
-    approximate = IndexShard(population, "population", 128, SearchConfig(mode="ann", index_dir=index_dir))
+    approximate = IndexShard(population, "population", 128, SearchConfig(mode="ann", index_dir=index_dir,
+                                                                          scan_threads=2))
     assert approximate.stats()["search"] == "exact"  # nothing built yet
     built = approximate.build_index()
     assert built["search"] == "ann" and built["indexed_faces"] == DISTRACTORS + 162
+    assert built["index_parts"] == 2  # scanned by two threads
     return exact, approximate, index_dir
 
 
@@ -100,9 +103,26 @@ def test_saved_index_is_used_after_a_restart(shards, population, lfw_embeddings)
     approximate.add(records(["after-save"], ["restart subject"], [lfw_embeddings["Alvaro_Uribe"][1]]))
     restarted = IndexShard(population, "population", 128, SearchConfig(mode="ann", index_dir=index_dir))
     stats = restarted.stats()
-    assert stats["search"] == "ann" and stats["unindexed_faces"] >= 1
+    assert stats["search"] == "ann" and stats["unindexed_faces"] >= 1 and stats["index_parts"] == 2
     assert restarted.search_faces(lfw_embeddings["Alvaro_Uribe"][1], 1)[0][0][0] == "after-save"
     assert stats["ram_bytes_per_face"] < 1100
+
+
+def test_an_index_in_parts_finds_what_one_index_finds(lfw_embeddings):
+    real = np.stack([v for vectors in lfw_embeddings.values() for v in vectors])
+    vectors = EmbeddingDistribution.fit(real).sample(DISTRACTORS, np.random.default_rng(2))
+    ids = [f"f{i}" for i in range(DISTRACTORS)]
+    whole, parted = AnnIndex.build(vectors, ids, scan_threads=1), AnnIndex.build(vectors, ids, scan_threads=2)
+    assert (len(whole.parts), len(parted.parts), len(parted)) == (1, 2, DISTRACTORS)
+    _, queries = probes(lfw_embeddings)
+    # same codebook, same codes: the same scores, and the same candidates wherever in the parts they lie,
+    # up to the order of (frequent: fast scan scores are 8-bit) ties at the cut
+    whole_scores, whole_rows = whole.index.search(queries, 100)
+    parted_scores, parted_rows = parted.index.search(queries, 100)
+    assert np.array_equal(whole_scores, parted_scores)
+    for scores, a, b in zip(whole_scores, whole_rows, parted_rows):
+        above_cut = scores > scores[-1]
+        assert set(a[above_cut]) == set(b[above_cut])
 
 
 def test_memory_budget_refuses_instead_of_crashing(tmp_path):
@@ -146,3 +166,52 @@ def test_shard_killed_during_a_rebuild_comes_back_with_all_faces_and_an_index(se
     assert found[0][0][0] == "k123"
     ray.get(group.actors[0].drop.remote())
     ray.kill(group.actors[0], no_restart=True)
+
+
+def _own_vector_hits(shard: IndexShard, ids: list[str], vectors: np.ndarray) -> float:
+    """Share of faces whose own vector finds them first."""
+    found = shard.search_faces(vectors, 1)
+    return float(np.mean([r[0][0] == face_id for r, face_id in zip(found, ids)]))
+
+
+@pytest.fixture
+def indexed_shard(tmp_path):
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((3000, 128)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [f"f{i}" for i in range(len(vectors))]
+    shard = IndexShard(str(tmp_path), "moves", 128, SearchConfig(mode="ann", candidates=64))
+    shard.add(records(ids, [f"s{i % 300}" for i in range(len(ids))], vectors))
+    return shard, ids, vectors
+
+
+def test_indexed_faces_are_found_after_deletes_move_their_rows(indexed_shard):
+    shard, ids, vectors = indexed_shard
+    assert shard.build_index()["indexed_faces"] == len(ids)
+    shard.delete_ids(["f10", "f20"])  # the last rows move into the holes
+    kept = [i for i in range(len(ids)) if ids[i] not in ("f10", "f20")]
+    assert _own_vector_hits(shard, [ids[i] for i in kept], vectors[kept]) == 1.0
+    gone = [r[0][0] for r in shard.search_faces(vectors[[10, 20]], 1)]
+    assert "f10" not in gone and "f20" not in gone
+
+    shard.delete_ids(ids[:1500])  # many at once: the rows are compacted
+    assert shard.stats()["search"] == "ann" and shard.count() == len(kept) - 1500 + 2
+    rest = [i for i in kept if i >= 1500]
+    assert _own_vector_hits(shard, [ids[i] for i in rest], vectors[rest]) == 1.0
+    assert not {r[0][0] for r in shard.search_faces(vectors[:1500], 1)} & set(ids[:1500])
+
+
+def test_a_build_maps_its_faces_to_rows_that_moved_while_it_ran(indexed_shard, monkeypatch):
+    shard, ids, vectors = indexed_shard
+    build = AnnIndex.build
+
+    def build_then_delete(*args, **kwargs):
+        index = build(*args, **kwargs)
+        shard.delete_ids(ids[100:110])  # during the build, before the index is installed
+        return index
+
+    monkeypatch.setattr(AnnIndex, "build", build_then_delete)
+    assert shard.build_index()["search"] == "ann"
+    kept = [i for i in range(len(ids)) if not 100 <= i < 110]
+    assert _own_vector_hits(shard, [ids[i] for i in kept], vectors[kept]) == 1.0
+    assert not {r[0][0] for r in shard.search_faces(vectors[100:110], 1)} & set(ids[100:110])
