@@ -13,9 +13,11 @@ query among 1M realistic faces (32 sub-quantizers: 99.4%; see docs/benchmarks.md
 immutable once built; faces added later are searched exactly beside it (the shard's "tail") until
 the next build.
 
-One query scans every code, on one core per index. A large index is therefore built as several
-parts sharing one codebook (``faiss.IndexShards``), scanned in parallel threads and merged: a single
-query at 10M faces uses all of ``scan_threads`` cores instead of one.
+One query scans every code, on one core per index. With ``scan_threads`` > 1 a large index is built
+as that many parts sharing one codebook (``faiss.IndexShards``), scanned in parallel threads and
+merged: a query at 10M faces then takes half the time on two cores, but waits for the slowest
+thread, so on a machine whose cores are shared (or stolen by a hypervisor) its tail grows. One
+thread is the default; docs/benchmarks.md has both.
 """
 
 from __future__ import annotations
@@ -37,9 +39,8 @@ MIN_PART_FACES = 100_000  # a smaller part scans in less time than a thread hand
 
 
 def scan_parts(faces: int, scan_threads: int) -> int:
-    """How many parts an index over ``faces`` is split into (``scan_threads`` 0: the machine's CPUs, at most 8)."""
-    threads = scan_threads or min(8, os.cpu_count() or 1)
-    return max(1, min(threads, faces // MIN_PART_FACES))
+    """How many parts an index over ``faces`` is split into: one per scan thread, of at least MIN_PART_FACES."""
+    return max(1, min(scan_threads, faces // MIN_PART_FACES))
 
 
 class AnnIndex:
@@ -57,7 +58,7 @@ class AnnIndex:
         self.build_seconds = build_seconds
 
     @classmethod
-    def build(cls, vectors: np.ndarray, face_ids: list[str], scan_threads: int = 0, seed: int = 0) -> "AnnIndex":
+    def build(cls, vectors: np.ndarray, face_ids: list[str], scan_threads: int = 1, seed: int = 0) -> "AnnIndex":
         """Train and fill an index over unit-length ``vectors`` (rows) with these ids."""
         started = time.perf_counter()
         n, dim = vectors.shape

@@ -79,7 +79,7 @@ class SearchConfig:
     ann_min_faces: int = 100_000
     rebuild_fraction: float = 0.2
     candidates: int = 1024
-    scan_threads: int = 0
+    scan_threads: int = 1
     memory_budget_bytes: int | None = None
     index_dir: str | None = None
 

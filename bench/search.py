@@ -90,7 +90,8 @@ def folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def measure(size: int, targets: np.ndarray, target_names: list[str], probes: np.ndarray, rng) -> dict:
+def measure(size: int, targets: np.ndarray, target_names: list[str], probes: np.ndarray, rng,
+            scan_threads: int = 1) -> dict:
     from actors.index_shard import IndexShard, SearchConfig
     from facecore.synthetic import EmbeddingDistribution
 
@@ -109,7 +110,8 @@ def measure(size: int, targets: np.ndarray, target_names: list[str], probes: np.
         del gallery  # the shard loads its own copy from the table
 
         started = time.perf_counter()
-        shard = IndexShard(str(work), "faces", DIM, SearchConfig(mode="ann", index_dir=str(work / "indexes")))
+        shard = IndexShard(str(work), "faces", DIM, SearchConfig(mode="ann", index_dir=str(work / "indexes"),
+                                                                  scan_threads=scan_threads))
         load_seconds = time.perf_counter() - started
         stats = shard.build_index()
         found = shard.search_faces(probes, 10)
@@ -149,12 +151,14 @@ def measure(size: int, targets: np.ndarray, target_names: list[str], probes: np.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="100000,1000000,10000000")
+    parser.add_argument("--scan-threads", type=int, default=1,
+                        help="threads a query scans the index with (FACES_ANN_SCAN_THREADS)")
     args = parser.parse_args()
     targets, target_names, probes, _ = lfw_embeddings()
     rng = np.random.default_rng(0)
     results = []
     for size in (int(s) for s in args.sizes.split(",")):
-        results.append(measure(size, targets, target_names, probes, rng))
+        results.append(measure(size, targets, target_names, probes, rng, args.scan_threads))
         print(f"measured {size} faces: {results[-1]}", flush=True)
     print(f"\n{len(probes)} real queries, {len(targets)} real targets among realistic distractors\n")
     print_table(["faces", "p50 ms", "p99 ms", "batched q/s", "recall@1", "recall@10", "build s",
@@ -162,7 +166,7 @@ def main() -> None:
                 [[r["faces"], r["p50_ms"], r["p99_ms"], r["batched_queries_per_s"], r["recall_at_1"],
                   r["recall_at_10"], r["build_seconds"], r["ram_mb_per_million"], r["disk_mb_per_million"],
                   f"{r['numpy_p50_ms']:.3g} / {r['numpy_p99_ms']:.3g}", r["lancedb_flat_p50_ms"]] for r in results])
-    print(f"\nresults: {save_results('search', {'results': results})}")
+    print(f"\nresults: {save_results(f'search-threads{args.scan_threads}', {'results': results})}")
 
 
 if __name__ == "__main__":

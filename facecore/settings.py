@@ -49,8 +49,7 @@ class Settings(BaseSettings):
     ann_min_faces: int = Field(100_000, ge=1, description="auto mode builds an approximate index from this size")
     ann_candidates: int = Field(1024, ge=1, description="approximate candidates re-scored exactly per query "
                                                          "(at least one in 5000 faces of the shard)")
-    ann_scan_threads: int = Field(0, ge=0, description="threads one query scans a large approximate index with "
-                                                         "(0: the node's CPUs, at most 8)")
+    ann_scan_threads: int = Field(1, ge=1, description="threads one query scans a large approximate index with")
     shard_memory_budget_mb: int | None = Field(8192, ge=1, description="a shard refuses faces beyond this RAM")
     video_worker_num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per video stream worker")
     video_reconcile_s: float = Field(5.0, gt=0, description="how often the video supervisor checks the streams table")
