@@ -17,8 +17,8 @@ from serve_app.metrics import LATENCY, REQUESTS
 class ObserveRequests:
     """ASGI middleware: Prometheus metrics, per-service request statistics, the ``x-faces-replica`` header.
 
-    Plain ASGI rather than ``@app.middleware("http")``, whose extra task and streams per request cost
-    the ingress more CPU than the rest of a recognition request's handling.
+    Plain ASGI rather than ``@app.middleware("http")``, which wraps every request in an extra task and
+    a pair of memory streams.
     """
 
     def __init__(self, app):
