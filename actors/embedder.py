@@ -18,7 +18,7 @@ from ray import serve
 from facecore.errors import FaceError
 from facecore.images import encode_jpeg
 from facecore.pipeline import Face, FacePipeline, StageTimer
-from facecore.settings import Settings
+from faces_settings import Settings
 
 
 

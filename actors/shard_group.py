@@ -16,7 +16,7 @@ import ray
 
 from actors.index_shard import IndexShard, SearchConfig
 from facecore.models import SFACE
-from facecore.settings import Settings
+from faces_settings import Settings
 from store.faces import FaceRecord, table_name
 
 NAMESPACE = "faces"

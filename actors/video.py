@@ -27,7 +27,7 @@ from ray import serve
 from actors.embedder import FaceRequest, FaceResponse
 from actors.shard_group import ShardGroup
 from facecore.pipeline import Face
-from facecore.settings import Settings
+from faces_settings import Settings
 from facevideo.config import ProcessingOptions
 from facevideo.events import VideoEvent
 from facevideo.processor import StreamProcessor

@@ -21,7 +21,7 @@ import logging
 import ray
 
 from actors.video import VideoWorker
-from facecore.settings import Settings
+from faces_settings import Settings
 from store.control import ControlPlane
 from store.video_store import Stream, VideoStore
 

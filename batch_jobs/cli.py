@@ -13,7 +13,7 @@ import logging
 import sys
 
 from batch_jobs.outcomes import OnMultiple
-from facecore.settings import Settings
+from faces_settings import Settings
 
 
 class ProgressBar:

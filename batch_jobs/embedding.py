@@ -19,7 +19,7 @@ from actors.embedder import FaceRequest, FaceResponse, process_batch
 from batch_jobs.outcomes import OnMultiple, Outcome
 from facecore.errors import InvalidImage
 from facecore.pipeline import FacePipeline, PipelineConfig
-from facecore.settings import Settings
+from faces_settings import Settings
 
 log = logging.getLogger(__name__)
 

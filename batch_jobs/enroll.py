@@ -46,7 +46,7 @@ from batch_jobs.runtime import BLOCK_BYTES, dataset_batches
 from batch_jobs.sources import manifest_inputs, tree_inputs
 from batch_jobs.tracking import JobTracker
 from facecore.models import SFACE
-from facecore.settings import Settings
+from faces_settings import Settings
 from store.control import ControlPlane, Service
 from store.faces import FaceRecord
 

@@ -19,7 +19,7 @@ from batch_jobs.locations import Location, Locator
 from batch_jobs.outcomes import Outcome
 from batch_jobs.sources import INPUT_SCHEMA
 from facecore.errors import ImageTooLarge
-from facecore.settings import Settings
+from faces_settings import Settings
 from store.control import Service
 
 READ_THREADS = 16

@@ -48,7 +48,7 @@ from facecore.errors import FaceError
 from facecore.images import decode_image
 from facecore.models import SFACE, converted_model_path, create_session
 from facecore.pipeline import PipelineConfig
-from facecore.settings import Settings
+from faces_settings import Settings
 from store.control import Service
 from store.faces import FaceRecord, FaceTable, table_name
 

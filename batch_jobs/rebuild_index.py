@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from facecore.settings import Settings
+from faces_settings import Settings
 from store.control import Service
 
 # Ray and the shard client are imported where used, so that the CLI can load this module cheaply.

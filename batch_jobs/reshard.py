@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from batch_jobs.errors import JobInputError
-from facecore.settings import Settings
+from faces_settings import Settings
 from store.control import ControlPlane, Service
 
 log = logging.getLogger(__name__)

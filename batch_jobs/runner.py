@@ -12,7 +12,7 @@ import asyncio
 import ray
 
 from actors.shard_group import NAMESPACE
-from facecore.settings import Settings
+from faces_settings import Settings
 
 
 async def run_job(settings: Settings, job_id: int) -> None:

@@ -13,7 +13,7 @@ import ray
 from ray.data import Dataset
 
 from batch_jobs.errors import JobInputError
-from facecore.settings import Settings
+from faces_settings import Settings
 from store.control import ControlPlane, Service
 from store.embedded_pg import resolve_dsn
 from store.errors import NotFound
@@ -102,7 +102,7 @@ def run_job_command(job, args) -> int:
     import asyncio
     import sys
 
-    from facecore.settings import get_settings
+    from faces_settings import get_settings
 
     settings = get_settings()
     owns_ray = connect_ray(settings)

@@ -193,7 +193,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-    from facecore.settings import Settings
+    from faces_settings import Settings
     from serve_app.client import FaceClient
     from serve_app.platform import start_platform
 

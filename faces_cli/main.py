@@ -7,7 +7,7 @@ import logging
 import sys
 
 from faces_cli import enroll_commands, index_commands, pipeline_commands, serve_command, video_commands
-from facecore.settings import get_settings
+from faces_settings import get_settings
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ from facecore.face_json import face_to_dict
 from facecore.errors import FaceError
 from facecore.evaluation import evaluate_pairs, parse_pairs
 from facecore.pipeline import FacePipeline
-from facecore.settings import get_settings
+from faces_settings import get_settings
 from facecore.similarity import similarity_from_cosine
 
 EVAL_CHUNK = 16

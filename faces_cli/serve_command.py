@@ -6,7 +6,7 @@ import argparse
 import signal
 import threading
 
-from facecore.settings import get_settings
+from faces_settings import get_settings
 
 
 def serve_command(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ import numpy as np
 
 from facecore.models import SFACE
 from facecore.pipeline import FacePipeline
-from facecore.settings import Settings, get_settings
+from faces_settings import Settings, get_settings
 from facevideo.config import MODES, ProcessingOptions, check_roi, check_source_url
 from facevideo.events import VideoEvent
 from facevideo.processor import LocalBackend, MatrixWatchlist, StreamProcessor

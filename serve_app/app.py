@@ -6,7 +6,7 @@ from ray import serve
 from ray.serve import Application
 
 from actors.embedder import Embedder
-from facecore.settings import Settings
+from faces_settings import Settings
 from serve_app.ingress import Ingress
 
 APP_NAME = "faces"

@@ -7,7 +7,7 @@ import logging
 from collections import defaultdict
 
 from actors.shard_group import ShardGroup
-from facecore.settings import Settings
+from faces_settings import Settings
 from store.control import ControlPlane, Service
 
 log = logging.getLogger(__name__)

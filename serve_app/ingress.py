@@ -7,7 +7,7 @@ import time
 from fastapi import FastAPI
 from ray import serve
 
-from facecore.settings import Settings
+from faces_settings import Settings
 from serve_app.api import admin, detection, health, jobs, recognition, subjects, verification, video
 from serve_app.context import AppContext, get_context, set_context
 from serve_app.errors import install_error_handlers

@@ -14,7 +14,7 @@ import ray
 from ray import serve
 
 from actors.video_supervisor import ensure_supervisor, stop_video
-from facecore.settings import Settings
+from faces_settings import Settings
 from serve_app.app import APP_NAME, deploy
 from store.control import ControlPlane
 from store.embedded_pg import EmbeddedPostgres, resolve_dsn

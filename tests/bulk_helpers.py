@@ -12,7 +12,7 @@ from batch_jobs.enroll import EnrollResult, EnrollSpec, run_enroll
 from batch_jobs.report import read_report
 from batch_jobs.tracking import JobTracker
 from facecore.models import SFACE
-from facecore.settings import Settings
+from faces_settings import Settings
 from serve_app.client import FaceClient
 from store.control import ControlPlane
 from store.faces import FaceTable, table_name

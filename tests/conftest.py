@@ -72,7 +72,7 @@ def server(postgres_dir_factory, models_dir):
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
-    from facecore.settings import Settings
+    from faces_settings import Settings
     from serve_app.platform import start_platform
 
     data_dir = postgres_dir_factory("platform")

@@ -35,7 +35,7 @@ from batch_jobs.runtime import control_plane, resolve_service
 from bulk_helpers import enroll_in_process, stored_faces, wait_for_job
 from conftest import free_port
 from facecore.models import SFACE
-from facecore.settings import Settings
+from faces_settings import Settings
 from serve_app.client import FaceApiError, FaceClient
 
 MODEL_ID = f"{SFACE.name}@{SFACE.version}"

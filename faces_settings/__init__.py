@@ -1,4 +1,8 @@
-"""The platform's one settings object: environment variables prefixed ``FACES_`` (see README)."""
+"""The platform's settings: environment variables prefixed ``FACES_`` (see README).
+
+Above the face library: facecore keeps its own pipeline and backend configuration
+(:class:`facecore.pipeline.PipelineConfig`), which :meth:`Settings.pipeline_config` fills.
+"""
 
 from __future__ import annotations
 
