@@ -1,6 +1,7 @@
 """Embedder deployment: decode -> detect -> align -> embed, batched across concurrent requests.
 
-Each replica holds one :class:`FacePipeline` (CUDA provider when present, CPU otherwise). Requests
+Each replica holds one :class:`FacePipeline` on the configured inference backend (``auto``: CUDA
+when a GPU is visible, OpenVINO on x86 CPUs, ONNX Runtime otherwise). Requests
 arriving within ``batch_wait_ms`` of each other are processed together (``@serve.batch``): detection
 runs over all their images at once, embedding over all their faces at once. Per-request parameters
 (threshold, limit) are applied after the shared detection. Errors are returned per request, so one
@@ -109,5 +110,8 @@ class Embedder:
         return await asyncio.to_thread(self.pipeline.embedder.embed_groups, chip_sets)
 
     def model_versions(self) -> dict[str, str]:
+        """Model ids, and the inference backend, device and precision they run on."""
         detector = self.pipeline.detector.spec
-        return {"detector": f"{detector.name}@{detector.version}", "calculator": self.pipeline.model_id}
+        running = self.pipeline.embedder.description
+        return {"detector": f"{detector.name}@{detector.version}", "calculator": self.pipeline.model_id,
+                "backend": running.backend, "device": running.device, "precision": running.precision}

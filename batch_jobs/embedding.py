@@ -41,7 +41,7 @@ def embedded_schema(dim: int) -> pa.Schema:
 
 @dataclass(frozen=True)
 class PoolPlan:
-    """Size and resources of the embedder actor pool, and ONNX Runtime threads per actor."""
+    """Size and resources of the embedder actor pool, and inference threads per actor."""
 
     actors: int
     num_cpus: float

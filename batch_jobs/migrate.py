@@ -46,7 +46,7 @@ from facecore.align import CHIP_SIZE
 from facecore.embed import SFaceEmbedder
 from facecore.errors import FaceError
 from facecore.images import decode_image
-from facecore.models import SFACE, converted_model_path, create_session
+from facecore.models import SFACE
 from facecore.pipeline import PipelineConfig
 from faces_settings import Settings
 from store.control import Service
@@ -61,9 +61,7 @@ SWITCH_ATTEMPTS = 5
 
 def load_embedder(model: str, config: PipelineConfig) -> SFaceEmbedder:
     """An embedder of 112x112 aligned chips for registry model ``model``."""
-    spec = embedding_models()[model]
-    session = create_session(converted_model_path(spec, config.cache_dir), config.providers, config.threads)
-    return SFaceEmbedder(session, spec, config.embed_batch)
+    return SFaceEmbedder.from_registry(config.backend_options(), embedding_models()[model], config.embed_batch)
 
 
 def staging_name(service_id: int, shard: int, shards: int) -> str:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facecore.models import YUNET, ModelSpec, converted_model_path, create_session
+from facecore.backends import BackendOptions, InferenceModel
+from facecore.models import YUNET, ModelSpec, open_registry_model
 
 STRIDES = (8, 16, 32)
 PAD_MULTIPLE = 32
@@ -113,20 +114,18 @@ def _padded_size(height: int, width: int) -> tuple[int, int]:
 
 
 class YuNetDetector:
-    """Batched YuNet face detector on an ONNX Runtime session."""
+    """Batched YuNet face detector on an inference backend."""
 
-    def __init__(self, session, spec: ModelSpec = YUNET, max_side: int = DEFAULT_MAX_SIDE):
-        self.session = session
+    def __init__(self, model: InferenceModel, spec: ModelSpec = YUNET, max_side: int = DEFAULT_MAX_SIDE):
+        self.model = model
         self.spec = spec
         self.max_side = max_side
-        self.input_name = session.get_inputs()[0].name
-        self.output_names = [out.name for out in session.get_outputs()]
+        self.input_name = model.input_names[0]
+        self.output_names = model.output_names
 
     @classmethod
-    def from_registry(cls, threads: int | None = None, providers: list[str] | None = None,
-                      max_side: int = DEFAULT_MAX_SIDE, cache_dir=None) -> "YuNetDetector":
-        session = create_session(converted_model_path(YUNET, cache_dir), providers, threads)
-        return cls(session, YUNET, max_side)
+    def from_registry(cls, options: BackendOptions, max_side: int = DEFAULT_MAX_SIDE) -> "YuNetDetector":
+        return cls(open_registry_model(YUNET, options), YUNET, max_side)
 
     def _scale(self, image: np.ndarray) -> float:
         longest = max(image.shape[:2])
@@ -145,13 +144,13 @@ class YuNetDetector:
         sizes = [(max(1, round(im.shape[0] * s)), max(1, round(im.shape[1] * s)))
                  for im, s in zip(images, scales)]
         pad_h, pad_w = _padded_size(max(h for h, _ in sizes), max(w for _, w in sizes))
-        batch = np.zeros((len(images), pad_h, pad_w, 3), dtype=np.float32)
+        batch = np.zeros((len(images), pad_h, pad_w, 3), dtype=np.uint8)
         for slot, (image, (h, w)) in enumerate(zip(images, sizes)):
-            resized = image if (h, w) == image.shape[:2] else cv2.resize(
-                image, (w, h), interpolation=cv2.INTER_AREA)
-            batch[slot, :h, :w] = resized
-        raw = self.session.run(self.output_names, {self.input_name: batch.transpose(0, 3, 1, 2)})
-        outputs = dict(zip(self.output_names, raw))
+            if (h, w) == image.shape[:2]:
+                batch[slot, :h, :w] = image
+            else:
+                cv2.resize(image, (w, h), dst=batch[slot, :h, :w], interpolation=cv2.INTER_AREA)
+        outputs = dict(zip(self.output_names, self.model.run({self.input_name: batch})))
         results = []
         for slot, (image, scale) in enumerate(zip(images, scales)):
             boxes, scores, kps = decode_outputs(outputs, slot, pad_h, pad_w, threshold)

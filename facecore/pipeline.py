@@ -8,18 +8,21 @@ faces of all the images.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from facecore.align import align_face
+from facecore.backends import BackendOptions
 from facecore.detect import DEFAULT_MAX_SIDE, Detection, YuNetDetector
 from facecore.embed import SFaceEmbedder
 from facecore.images import ImageLimits, decode_image
 from facecore.quality import Pose, Quality, assess_quality, estimate_pose
 
 ImageInput = bytes | bytearray | memoryview | np.ndarray
+DEFAULT_CACHE_DIR = "data/models"
 DEFAULT_DET_PROB_THRESHOLD = 0.8
 
 
@@ -38,15 +41,24 @@ class Face:
 
 @dataclass
 class PipelineConfig:
-    """Knobs of the pipeline; the service fills these from its settings."""
+    """Knobs of the pipeline; the service fills these from its settings.
+
+    ``backend`` and ``precision`` choose the inference backend (:mod:`facecore.backends`);
+    ``cache_dir`` holds the converted graphs and the backends' compiled models.
+    """
 
     threads: int | None = None
-    providers: list[str] | None = None
+    backend: str = "auto"
+    precision: str = "auto"
     max_side: int = DEFAULT_MAX_SIDE
     detect_batch: int = 8
     embed_batch: int = 32
     limits: ImageLimits = field(default_factory=ImageLimits)
-    cache_dir: str | None = None
+    cache_dir: str = DEFAULT_CACHE_DIR
+
+    def backend_options(self) -> BackendOptions:
+        return BackendOptions(backend=self.backend, precision=self.precision, threads=self.threads,
+                              cache_dir=Path(self.cache_dir))
 
 
 @dataclass
@@ -65,9 +77,9 @@ class FacePipeline:
     def __init__(self, config: PipelineConfig | None = None):
         self.config = config or PipelineConfig()
         cfg = self.config
-        self.detector = YuNetDetector.from_registry(cfg.threads, cfg.providers, cfg.max_side, cfg.cache_dir)
-        self.embedder = SFaceEmbedder.from_registry(cfg.threads, cfg.providers, cfg.embed_batch,
-                                                    cfg.cache_dir)
+        options = cfg.backend_options()
+        self.detector = YuNetDetector.from_registry(options, cfg.max_side)
+        self.embedder = SFaceEmbedder.from_registry(options, batch_size=cfg.embed_batch)
 
     @property
     def model_id(self) -> str:

@@ -22,8 +22,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACES_", env_file=".env", extra="ignore")
 
     data_dir: Path = Field(Path("./data"), description="models cache, embedded PostgreSQL, LanceDB tables")
-    threads: int | None = Field(None, description="ONNX Runtime threads per model session (unset: all cores)")
-    providers: list[str] | None = Field(None, description="ONNX Runtime providers (unset: CUDA if present, CPU)")
+    threads: int | None = Field(None, description="inference threads per model (unset: all cores)")
+    backend: str = Field("auto", description="inference backend: auto (CUDA if a GPU is visible, else OpenVINO on "
+                         "x86, else ONNX Runtime), openvino, onnxruntime, onnxruntime-cuda")
+    precision: str = Field("auto", pattern="^(auto|f32|bf16)$",
+                           description="inference precision: auto (bf16 where the CPU has bf16 units under "
+                           "OpenVINO, else f32), f32, bf16")
     max_detect_side: int = Field(DEFAULT_MAX_SIDE, description="images are shrunk to this longer side for detection")
     detect_batch: int = Field(8, description="images per detector run")
     embed_batch: int = Field(32, description="faces per embedder run")
@@ -86,7 +90,7 @@ class Settings(BaseSettings):
 
     def pipeline_config(self) -> PipelineConfig:
         return PipelineConfig(
-            threads=self.threads, providers=self.providers, max_side=self.max_detect_side,
+            threads=self.threads, backend=self.backend, precision=self.precision, max_side=self.max_detect_side,
             detect_batch=self.detect_batch, embed_batch=self.embed_batch,
             limits=ImageLimits(self.max_upload_bytes, self.max_pixels), cache_dir=str(self.models_dir),
         )

@@ -47,7 +47,9 @@ def face_json(face: Face, plugins: frozenset[str], timings: dict[str, float]) ->
 
 
 def plugins_versions(model_versions: dict[str, str], plugins: frozenset[str]) -> dict[str, str]:
-    versions = {"detector": model_versions["detector"]}
+    """CompreFace's ``plugins_versions``, plus ``backend``: what runs the models (``openvino/CPU/bf16``)."""
+    versions = {"detector": model_versions["detector"],
+                "backend": "/".join(model_versions[key] for key in ("backend", "device", "precision"))}
     for plugin in sorted(plugins):
         if plugin == "calculator":
             versions["calculator"] = model_versions["calculator"]

@@ -1,4 +1,4 @@
-"""Model registry: conversion for ONNX Runtime keeps the embeddings and frees the batch dimension."""
+"""Model registry: the conversion keeps the embeddings, frees the batch dimension, takes uint8 BGR images."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import numpy as np
 import onnx
 
 from facecore.align import align_face
+from facecore.backends import BackendOptions
+from facecore.embed import SFaceEmbedder
 from facecore.images import decode_image
 from facecore.models import SFACE, YUNET, converted_model_path
 
@@ -19,6 +21,8 @@ def test_converted_graphs_are_clean(models_dir):
         assert all(inp.name in consumed for inp in graph.input)
         assert len(graph.input) == 1
         assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+        assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+        assert graph.input[0].type.tensor_type.shape.dim[3].dim_value == 3  # NHWC, as OpenCV holds images
     original = onnx.load(str(SFACE.source_path())).graph
     assert len(original.input) > 100  # the source declares unused inputs that the conversion drops
 
@@ -31,15 +35,17 @@ def test_conversion_is_cached_by_source_hash(models_dir):
     assert SFACE.name in first.name and len(first.stem.split("-")) >= 4
 
 
-def test_converted_sface_matches_original_graph(data_dir, pipeline):
-    """The original quantised SFace, run by OpenCV's own FaceRecognizerSF, gives the same vectors."""
+def test_converted_sface_matches_original_graph(data_dir, pipeline, models_dir):
+    """The original quantised SFace, run by OpenCV's own FaceRecognizerSF, gives the same vectors as the
+    converted graph in float32 (the backends' precisions are compared in test_backends.py)."""
     recognizer = cv2.FaceRecognizerSF.create(str(SFACE.source_path()), "")
+    float32 = SFaceEmbedder.from_registry(BackendOptions("onnxruntime", "f32", 2, models_dir))
     chips = []
     for path in sorted((data_dir / "lfw-dev").glob("A*/*_0001.jpg"))[:12]:
         image = decode_image(path.read_bytes())
         face = pipeline.detect([image], limit=1)[0][0]
         chips.append(align_face(image, face.landmarks))
-    ours = pipeline.embedder.embed(chips)
+    ours = float32.embed(chips)
     reference = np.stack([recognizer.feature(chip).ravel() for chip in chips])
     reference /= np.linalg.norm(reference, axis=1, keepdims=True)
     cosines = (ours * reference).sum(axis=1)
