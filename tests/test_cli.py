@@ -27,7 +27,7 @@ def test_eval_pairs_accuracy(capsys, data_dir, folder):
     assert code == 0
     assert report["pairs"] == 600 and report["folds"] == 10
     assert report["images_without_face"] == 0
-    assert report["accuracy_mean"] >= 0.985
+    assert report["accuracy_mean"] >= 0.99
     assert abs(report["threshold"] - COSINE_THRESHOLD) < 0.05
     assert report["tar_at_far_1e3"] is None  # 300 impostor pairs cannot resolve FAR 1e-3
 

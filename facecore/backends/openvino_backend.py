@@ -90,8 +90,9 @@ class _RequestPool:
         except queue.Empty:
             request = self.compiled.create_infer_request()
         try:
-            request.infer(feeds, share_inputs=True, share_outputs=False)
-            return [request.get_output_tensor(i).data for i in range(self.outputs)]
+            request.infer(feeds, share_inputs=True)
+            # copies: the request's output memory is overwritten by its next run
+            return [request.get_output_tensor(i).data.copy() for i in range(self.outputs)]
         finally:
             self._idle.put(request)
 

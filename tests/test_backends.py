@@ -1,0 +1,109 @@
+"""Inference backends: selection, clear errors, and embeddings comparable across backends and precisions."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from facecore.backends import (BackendOptions, BackendUnavailable, UnsupportedPrecision, is_x86, open_model,
+                               resolve_backend)
+from facecore.backends import onnxruntime_backend, openvino_backend
+from facecore.embed import SFaceEmbedder
+from facecore.errors import ModelError
+from facecore.models import SFACE, converted_model_path
+from facecore.pipeline import FacePipeline, PipelineConfig
+
+
+def cpu_backends() -> list[tuple[str, str]]:
+    """Every (backend, precision) that runs on this machine's CPU."""
+    pairs = [("onnxruntime", "f32"), ("openvino", "f32")]
+    if "BF16" in openvino_backend.cpu_capabilities():
+        pairs.append(("openvino", "bf16"))
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def lfw_chips(data_dir, pipeline) -> np.ndarray:
+    """Aligned chips of 40 real faces of different people (one per lfw-dev folder)."""
+    paths = [sorted(folder.glob("*.jpg"))[0] for folder in sorted((data_dir / "lfw-dev").iterdir())
+             if folder.is_dir()][:40]
+    faces = pipeline.analyze([path.read_bytes() for path in paths], limit=1)
+    chips = np.stack([per_image[0].chip for per_image in faces if per_image])
+    assert len(chips) >= 38
+    return chips
+
+
+@pytest.fixture(scope="module")
+def reference(lfw_chips, models_dir) -> np.ndarray:
+    """ONNX Runtime float32: the reference every backend and precision is compared with."""
+    return SFaceEmbedder.from_registry(BackendOptions("onnxruntime", "f32", 2, models_dir)).embed(lfw_chips)
+
+
+def test_auto_picks_the_machines_best_backend(pipeline):
+    if onnxruntime_backend.cuda_visible():
+        expected = "onnxruntime-cuda"
+    else:
+        expected = "openvino" if is_x86() else "onnxruntime"
+    assert resolve_backend("auto") == expected
+    described = pipeline.embedder.description
+    assert described.backend == expected.split("-")[0]
+    if expected == "openvino":
+        has_bf16 = "BF16" in openvino_backend.cpu_capabilities()
+        assert (described.device, described.precision) == ("CPU", "bf16" if has_bf16 else "f32")
+
+
+@pytest.mark.parametrize("backend, precision", [("onnxruntime", "auto"), ("openvino", "f32")])
+def test_forced_backend_and_precision(models_dir, backend, precision):
+    pipeline = FacePipeline(PipelineConfig(threads=1, backend=backend, precision=precision,
+                                           cache_dir=str(models_dir)))
+    assert pipeline.embedder.description.backend == backend
+    assert pipeline.embedder.description.precision == "f32"
+    assert pipeline.detector.model.description.backend == backend
+
+
+def test_unknown_backend_names_the_known_ones(models_dir):
+    with pytest.raises(BackendUnavailable, match="unknown inference backend 'tensorrt'.*openvino"):
+        open_model(converted_model_path(SFACE, models_dir), BackendOptions("tensorrt"))
+
+
+def test_missing_package_is_named(models_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now fails as if not installed
+    monkeypatch.setattr(openvino_backend, "_core", None)
+    with pytest.raises(BackendUnavailable, match="needs the Python package 'openvino'") as raised:
+        FacePipeline(PipelineConfig(backend="openvino", cache_dir=str(models_dir)))
+    assert isinstance(raised.value, ModelError)
+
+
+@pytest.mark.parametrize("backend, precision", [("onnxruntime", "bf16"), ("openvino", "fp16")])
+def test_unsupported_precision_is_named(models_dir, backend, precision):
+    with pytest.raises(UnsupportedPrecision, match=precision) as raised:
+        open_model(converted_model_path(SFACE, models_dir), BackendOptions(backend, precision))
+    assert isinstance(raised.value, ModelError)
+
+
+def test_cuda_backend_without_a_gpu_says_so(models_dir):
+    if onnxruntime_backend.cuda_visible():
+        pytest.fail("this check is for machines without a visible GPU; the GPU suite covers CUDA")
+    with pytest.raises(BackendUnavailable, match="onnxruntime-gpu"):
+        open_model(converted_model_path(SFACE, models_dir), BackendOptions("onnxruntime-cuda"))
+
+
+@pytest.mark.parametrize("backend, precision", cpu_backends())
+def test_every_backend_embeds_like_the_float32_reference(lfw_chips, reference, models_dir, backend, precision):
+    embedder = SFaceEmbedder.from_registry(BackendOptions(backend, precision, 2, models_dir), batch_size=16)
+    assert embedder.description.precision == precision
+    vectors = embedder.embed(lfw_chips)  # full batches of 16 and a smaller last one
+    cosines = (vectors * reference).sum(axis=1)
+    assert cosines.min() >= 0.999, (backend, precision, cosines.min())
+    # faces stay apart: the nearest other face is far below the same face's cosine
+    others = vectors @ reference.T - np.eye(len(vectors)) * 2
+    assert others.max() < 0.9
+
+
+def test_static_and_dynamic_batches_agree(lfw_chips, models_dir):
+    embedder = SFaceEmbedder.from_registry(BackendOptions("openvino", "auto", 2, models_dir), batch_size=8)
+    whole = embedder.embed(lfw_chips[:8])
+    parts = np.concatenate([embedder.embed(lfw_chips[:5]), embedder.embed(lfw_chips[5:8])])
+    assert ((whole * parts).sum(axis=1)).min() >= 0.999
