@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     embed_batch: int = Field(32, description="faces per embedder run")
     max_upload_bytes: int = Field(DEFAULT_MAX_BYTES, description="largest accepted image, in bytes")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, description="largest accepted image, in pixels")
+    max_json_bytes: int = Field(4 * 2**20, ge=1024,
+                                description="largest JSON body of the routes that take no image, in bytes")
     det_prob_threshold: float = Field(DEFAULT_DET_PROB_THRESHOLD, ge=0, le=1)
     similarity_threshold: float = Field(DEFAULT_SIMILARITY_THRESHOLD, ge=0, le=1,
                                         description="1:1 verification: same person at or above this similarity")

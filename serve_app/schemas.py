@@ -9,6 +9,9 @@ from pydantic import BaseModel, Field
 from batch_jobs.outcomes import OnMultiple
 
 
+MAX_EMBEDDINGS = 1000  # per request; 1000 embeddings in JSON stay under FACES_MAX_JSON_BYTES' default
+
+
 class FaceRef(BaseModel):
     image_id: str
     subject: str
