@@ -1,21 +1,33 @@
 """Every error the API returns, as JSON ``{"message": ..., "code": ...}``, mapped in one place.
 
-A client mistake is always a 4xx with a message that says what to fix; only a bug is a 500.
+A client mistake is always a 4xx with a message that says what to fix; an outage of a dependency
+(PostgreSQL, an index shard, the embedder, Serve refusing more work, a bounded wait running out) is a
+503 with ``Retry-After``; only a bug is a 500, logged, with a body that shows no exception text.
+Errors raised inside Ray actors and tasks arrive wrapped (``RayTaskError``): they are unwrapped to
+the error the actor raised, so that a shard's ``ShardFull`` is a 507 and no remote traceback reaches
+a response body.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError, RayError, RayTaskError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RayServeException
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
+from actors.index_shard import ShardFull
+from batch_jobs.errors import JobInputError
 from facecore.errors import (FaceError, ImageTooLarge, InvalidImage, NoFaceFound, TooManyPixels,
                              UnsupportedFormat)
-from actors.index_shard import ShardFull
-from store.errors import Conflict, NotFound
+from serve_app.validation import ROW_ID_RANGE
+from store.errors import Conflict, InvalidValue, NotFound, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +46,11 @@ UNSUPPORTED_MEDIA_TYPE = 24
 NO_FACE_FOUND = 28
 RATE_LIMITED = 29
 SHARD_FULL = 30
+BODY_TOO_LARGE = 13  # the whole request body, like an image over its limit
+UNAVAILABLE = 31
 INTERNAL = 99
+
+RETRY_AFTER_S = 5  # what a 503 tells the client to wait before trying again
 
 
 class ApiError(Exception):
@@ -45,6 +61,10 @@ class ApiError(Exception):
         self.status = status
         self.message = message
         self.code = code
+
+
+class ServiceUnavailable(Exception):
+    """A dependency of the request is down or did not answer in time; the message says which."""
 
 
 def _face_error_status(exc: FaceError) -> tuple[int, int]:
@@ -60,7 +80,8 @@ def _face_error_status(exc: FaceError) -> tuple[int, int]:
 
 
 def error_response(status: int, message: str, code: int) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"message": message, "code": code})
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return JSONResponse(status_code=status, content={"message": message, "code": code}, headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -71,38 +92,91 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
-STORE_ERRORS = {NotFound: (404, NOT_FOUND), Conflict: (409, CONFLICT), ShardFull: (507, SHARD_FULL)}
+def _validation_error(exc: RequestValidationError) -> tuple[int, str, int]:
+    """400, except an id beyond 64 bits in the path: it names nothing, so 404."""
+    for error in exc.errors():
+        if error.get("type") == ROW_ID_RANGE and error.get("loc", ("",))[0] == "path":
+            return 404, f"not found: {error.get('msg')}", NOT_FOUND
+    return 400, _validation_message(exc), BAD_PARAMETER
 
 
-def _fixed_status_handler(status: int, code: int):
-    async def handler(_: Request, exc: Exception) -> JSONResponse:
-        return error_response(status, str(exc), code)
+# PostgreSQL unreachable or refusing connections: asyncpg's connection errors (class 08, a connection
+# lost included), a server shutting down or starting (57P), too many connections (53300). Its socket
+# refusing or missing (a stopped server) is an OSError, below.
+POSTGRES_DOWN = (asyncpg.PostgresConnectionError, asyncpg.exceptions.CannotConnectNowError,
+                 asyncpg.exceptions.AdminShutdownError, asyncpg.exceptions.CrashShutdownError,
+                 asyncpg.exceptions.TooManyConnectionsError)
+# A Ray actor (an index shard, a job runner) dead, restarting or unreachable; an object lost with its
+# node; Serve with no replica to take the request (the embedder dead or full).
+RAY_DOWN = (RayActorError, ObjectLostError, GetTimeoutError, BackPressureError, DeploymentUnavailableError)
+# Stored text that PostgreSQL refuses (a NUL character slipped through), or a number out of its range.
+POSTGRES_BAD_VALUE = (asyncpg.exceptions.CharacterNotInRepertoireError,
+                      asyncpg.exceptions.UntranslatableCharacterError,
+                      asyncpg.exceptions.NumericValueOutOfRangeError, asyncpg.exceptions._base.DataError)
 
-    return handler
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The error an actor or task raised, without Ray's wrapper (and its remote traceback)."""
+    while isinstance(exc, RayTaskError) and exc.cause is not None and exc.cause is not exc:
+        exc = exc.cause
+    return exc
+
+
+def classify(exc: BaseException) -> tuple[int, str, int]:
+    """``(status, message, code)`` of any exception a request can raise: the one mapping of the API."""
+    exc = unwrap(exc)
+    if isinstance(exc, ApiError):
+        return exc.status, exc.message, exc.code
+    if isinstance(exc, FaceError):
+        status, code = _face_error_status(exc)
+        return status, str(exc), code
+    if isinstance(exc, NotFound):
+        return 404, str(exc), NOT_FOUND
+    if isinstance(exc, Conflict):
+        return 409, str(exc), CONFLICT
+    if isinstance(exc, (InvalidValue, JobInputError)):
+        return 400, str(exc), BAD_PARAMETER
+    if isinstance(exc, ShardFull):
+        return 507, str(exc), SHARD_FULL
+    if isinstance(exc, RequestValidationError):
+        return _validation_error(exc)
+    if isinstance(exc, StarletteHTTPException):
+        return exc.status_code, str(exc.detail), NOT_FOUND if exc.status_code == 404 else BAD_PARAMETER
+    if isinstance(exc, ClientDisconnect):
+        return 400, "the client closed the connection before the request body was complete", BAD_PARAMETER
+    if isinstance(exc, POSTGRES_BAD_VALUE):
+        return 400, "a value of the request cannot be stored: text with a NUL character or a number out of " \
+                    "range", BAD_PARAMETER
+    if isinstance(exc, ServiceUnavailable):
+        return 503, str(exc), UNAVAILABLE
+    if isinstance(exc, POSTGRES_DOWN):
+        return 503, "the control-plane database is unavailable; try again shortly", UNAVAILABLE
+    if isinstance(exc, RAY_DOWN):
+        return 503, "a backend of the service (index shard or embedder) is unavailable; try again shortly", \
+            UNAVAILABLE
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return 503, "a dependency of the service did not answer in time; try again shortly", UNAVAILABLE
+    if isinstance(exc, OSError):  # connection refused or reset, a database socket gone
+        return 503, "a dependency of the service is unreachable; try again shortly", UNAVAILABLE
+    return 500, "internal error; the request was not processed", INTERNAL
+
+
+async def _handle(request: Request, exc: Exception) -> JSONResponse:
+    status, message, code = classify(exc)
+    if status == 500:
+        log.error("internal error on %s %s", request.method, request.url.path, exc_info=unwrap(exc))
+    elif status == 503:
+        log.warning("dependency unavailable on %s %s: %r", request.method, request.url.path, unwrap(exc))
+    return error_response(status, message, code)
+
+
+# Every family :func:`classify` knows. ``Exception`` stays last: Starlette answers it outside the
+# routing layer and re-raises it, so that a bug also shows in Serve's own logs.
+HANDLED = (ApiError, FaceError, StoreError, ShardFull, JobInputError, RequestValidationError,
+           StarletteHTTPException, ClientDisconnect, ServiceUnavailable, asyncpg.PostgresError, asyncpg.InterfaceError,
+           RayError, RayServeException, OSError)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.code)
-
-    @app.exception_handler(FaceError)
-    async def face_error(_: Request, exc: FaceError) -> JSONResponse:
-        status, code = _face_error_status(exc)
-        return error_response(status, str(exc), code)
-
-    for error_class, (status, code) in STORE_ERRORS.items():
-        app.add_exception_handler(error_class, _fixed_status_handler(status, code))
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(400, _validation_message(exc), BAD_PARAMETER)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail), NOT_FOUND if exc.status_code == 404 else BAD_PARAMETER)
-
-    @app.exception_handler(Exception)
-    async def internal(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("internal error")
-        return error_response(500, "internal error; the request was not processed", INTERNAL)
+    for error_class in (*HANDLED, Exception):
+        app.add_exception_handler(error_class, _handle)

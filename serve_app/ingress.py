@@ -1,4 +1,4 @@
-"""The HTTP ingress deployment: the FastAPI app with every router, auth, errors and metrics."""
+"""The HTTP ingress deployment: the FastAPI app with every router, auth, errors, body limits and metrics."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from ray import serve
 
 from faces_settings import Settings
+from serve_app.body_limits import BodyLimits, RouteLimits
 from serve_app.api import admin, detection, health, jobs, recognition, subjects, verification, video
 from serve_app.context import AppContext, get_context, set_context
 from serve_app.errors import install_error_handlers
@@ -57,6 +58,7 @@ def create_fastapi_app() -> FastAPI:
     for module in (recognition, subjects, detection, verification, admin, health, video, jobs):
         app.include_router(module.router)
     install_error_handlers(app)
+    app.add_middleware(BodyLimits, limit_for=RouteLimits(app.openapi))  # before routing, authentication and parsing
     app.add_middleware(ObserveRequests)
     return app
 

@@ -16,6 +16,7 @@ from ray import serve
 from actors.video_supervisor import ensure_supervisor, stop_video
 from faces_settings import Settings
 from serve_app.app import APP_NAME, deploy
+from serve_app.body_limits import PROXY_CALLBACK_ENV, PROXY_LIMIT_ENV, largest_body
 from store.control import ControlPlane
 from store.embedded_pg import EmbeddedPostgres, resolve_dsn
 
@@ -74,8 +75,9 @@ def start_platform(settings: Settings, ray_init_options: dict | None = None) -> 
     admin_token = asyncio.run(_prepare_control_plane(dsn, settings.admin_token))
     owns_ray = not ray.is_initialized()
     if owns_ray:
-        for name, value in SERVE_THROUGHPUT_ENV.items():
+        for name, value in {**SERVE_THROUGHPUT_ENV, **PROXY_CALLBACK_ENV}.items():
             os.environ.setdefault(name, value)
+        os.environ[PROXY_LIMIT_ENV] = str(largest_body(settings.max_upload_bytes, settings.max_json_bytes))
         address = settings.ray_address or os.environ.get("RAY_ADDRESS") or "local"
         ray.init(address=address, include_dashboard=False, **(ray_init_options or {}))
     deploy(settings)

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from batch_jobs.outcomes import OnMultiple
+from serve_app.validation import Name, RowId, Text
 
 
 MAX_EMBEDDINGS = 1000  # per request; 1000 embeddings in JSON stay under FACES_MAX_JSON_BYTES' default
@@ -30,7 +31,7 @@ class Deleted(BaseModel):
 
 
 class SubjectBody(BaseModel):
-    subject: str = Field(min_length=1, max_length=255)
+    subject: Name
 
 
 class SubjectsList(BaseModel):
@@ -42,27 +43,27 @@ class Updated(BaseModel):
 
 
 class EmbeddingsBody(BaseModel):
-    embeddings: list[list[float]] = Field(min_length=1)
+    embeddings: list[list[float]] = Field(min_length=1, max_length=MAX_EMBEDDINGS)
 
 
 class EmbeddingsVerifyBody(BaseModel):
     source: list[float]
-    targets: list[list[float]] = Field(min_length=1)
+    targets: list[list[float]] = Field(min_length=1, max_length=MAX_EMBEDDINGS)
 
 
 class NameBody(BaseModel):
-    name: str = Field(min_length=1, max_length=255)
+    name: Name
 
 
 class ServiceCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=255)
+    name: Name
     type: Literal["recognition", "detection", "verification", "video"]
     similarity_threshold: float | None = Field(None, ge=0, le=1)
     shards: int | None = Field(None, ge=1, le=256)
 
 
 class ServiceUpdate(BaseModel):
-    name: str | None = Field(None, min_length=1, max_length=255)
+    name: Name | None = None
     similarity_threshold: float | None = Field(None, ge=0, le=1)
 
 
@@ -86,17 +87,17 @@ class ServiceOut(BaseModel):
 class EnrollJobCreate(BaseModel):
     """A bulk enrollment: exactly one of ``path`` (a folder per subject) or ``manifest``."""
 
-    service_id: int
-    path: str | None = Field(None, min_length=1, description="folder tree: one sub-folder of images per subject")
-    manifest: str | None = Field(None, min_length=1,
+    service_id: RowId
+    path: Text | None = Field(None, min_length=1, description="folder tree: one sub-folder of images per subject")
+    manifest: Text | None = Field(None, min_length=1,
                                  description="CSV, JSON-lines or Parquet with path (or uri), subject, face_id")
     on_multiple: OnMultiple = Field(OnMultiple.LARGEST, description="images with several faces: largest, reject, all")
-    report: str | None = Field(None, description="where to write the report (default: under the data dir)")
+    report: Text | None = Field(None, description="where to write the report (default: under the data dir)")
 
 
 class MigrateJobCreate(BaseModel):
-    service_id: int
-    model: str | None = Field(None, description="embedder NAME@VERSION (default: the platform's)")
+    service_id: RowId
+    model: Text | None = Field(None, description="embedder NAME@VERSION (default: the platform's)")
 
 
 class JobOut(BaseModel):

@@ -13,6 +13,18 @@ from serve_app.errors import BAD_PARAMETER, IMAGE_TOO_LARGE, UNSUPPORTED_MEDIA_T
 MULTIPART_OVERHEAD = 64 * 1024
 
 
+def image_upload_limit(images: int, max_image_bytes: int) -> int:
+    """The largest body carrying ``images`` images of ``max_image_bytes``: as base64 in JSON (4/3 of
+    the bytes) or as multipart files, with room for the rest of the body."""
+    return images * (max_image_bytes * 4 // 3 + 4) + MULTIPART_OVERHEAD
+
+
+def image_fields(operation: dict) -> list[str]:
+    """The image fields of an OpenAPI operation described by :func:`image_request_body` (none for others)."""
+    content = (operation.get("requestBody") or {}).get("content", {})
+    return list(content.get("multipart/form-data", {}).get("schema", {}).get("required", []))
+
+
 def image_request_body(*fields: str) -> dict:
     """OpenAPI description of a body carrying image ``fields`` as files or base64 strings."""
     return {"requestBody": {"required": True, "content": {
@@ -21,13 +33,6 @@ def image_request_body(*fields: str) -> dict:
         "application/json": {"schema": {"type": "object", "required": list(fields),
                                         "properties": {f: {"type": "string", "format": "base64"} for f in fields}}},
     }}}
-
-
-def _check_length(request: Request, max_bytes: int) -> None:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes * 4 // 3 + MULTIPART_OVERHEAD:
-        raise ApiError(413, f"the request body is {declared} bytes; images are limited to {max_bytes} bytes",
-                       IMAGE_TOO_LARGE)
 
 
 def _decode_base64(value, field: str) -> bytes:
@@ -42,8 +47,8 @@ def _decode_base64(value, field: str) -> bytes:
 
 
 async def read_images(request: Request, fields: tuple[str, ...], max_bytes: int) -> dict[str, bytes]:
-    """The named image fields of a multipart or JSON request, as bytes."""
-    _check_length(request, max_bytes)
+    """The named image fields of a multipart or JSON request, as bytes (the body's size is bounded in
+    front of the routes, by :mod:`serve_app.body_limits`)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     images: dict[str, bytes] = {}
     if content_type == "multipart/form-data":

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from facevideo.config import check_max_fps, check_min_face_size, check_mode, check_roi, check_source_url
+from serve_app.validation import Name, RowId, Text
 
 
 def check_webhook_url(url: str | None) -> str | None:
@@ -59,9 +60,9 @@ class StreamCreate(_StreamFields):
     ``max_fps``: detections per second (0: every frame); ``roi``: ``[x1, y1, x2, y2]`` in fractions
     of the frame; ``webhook_secret``: generated when a webhook is set without one."""
 
-    name: str = Field("", max_length=255)
-    source_url: str
-    watchlist_service_id: int | None = None
+    name: Name = ""
+    source_url: Text
+    watchlist_service_id: RowId | None = None
     max_fps: float = 5.0
     min_face_size: int = 30
     roi: list[float] | None = None
@@ -69,16 +70,16 @@ class StreamCreate(_StreamFields):
     det_prob_threshold: float | None = Field(None, ge=0, le=1)
     save_frame: bool = False
     enabled: bool = True
-    webhook_url: str | None = None
-    webhook_secret: str | None = Field(None, min_length=8, max_length=255)
+    webhook_url: Text | None = None
+    webhook_secret: Text | None = Field(None, min_length=8, max_length=255)
 
 
 class StreamUpdate(_StreamFields):
     """Fields to change; a field sent as null clears it where that makes sense (roi, watchlist, webhook)."""
 
-    name: str | None = Field(None, max_length=255)
-    source_url: str | None = None
-    watchlist_service_id: int | None = None
+    name: Name | None = None
+    source_url: Text | None = None
+    watchlist_service_id: RowId | None = None
     max_fps: float | None = None
     min_face_size: int | None = None
     roi: list[float] | None = None
@@ -86,8 +87,8 @@ class StreamUpdate(_StreamFields):
     det_prob_threshold: float | None = Field(None, ge=0, le=1)
     save_frame: bool | None = None
     enabled: bool | None = None
-    webhook_url: str | None = None
-    webhook_secret: str | None = Field(None, min_length=8, max_length=255)
+    webhook_url: Text | None = None
+    webhook_secret: Text | None = Field(None, min_length=8, max_length=255)
 
 
 NULLABLE = frozenset({"watchlist_service_id", "roi", "det_prob_threshold", "webhook_url", "webhook_secret"})

@@ -9,7 +9,8 @@ plaintext is returned once, by :meth:`ControlPlane.create_service` and
 :meth:`ControlPlane.regenerate_key`. The admin token is stored the same way.
 
 Errors: :class:`~store.errors.NotFound` for a missing application, service or subject,
-:class:`~store.errors.Conflict` for a duplicate name, :class:`ValueError` for invalid arguments.
+:class:`~store.errors.Conflict` for a duplicate name, :class:`~store.errors.InvalidValue` (a
+:class:`ValueError`) for invalid arguments.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import asyncpg
 
-from store.errors import Conflict, NotFound, StoreError
+from store.errors import Conflict, InvalidValue, NotFound, StoreError
 
 _logger = logging.getLogger(__name__)
 
@@ -150,8 +151,18 @@ def _new_api_key() -> str:
 
 def _require_name(kind: str, name: str) -> str:
     if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"the {kind} name must be a non-empty string")
+        raise InvalidValue(f"the {kind} name must be a non-empty string")
+    if "\x00" in name or not _encodable(name):
+        raise InvalidValue(f"the {kind} name must be valid Unicode text without NUL characters")
     return name
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_threshold(value: float | None) -> float | None:
@@ -159,7 +170,7 @@ def _check_threshold(value: float | None) -> float | None:
         return None
     value = float(value)
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"the similarity threshold must be between 0 and 1, not {value}")
+        raise InvalidValue(f"the similarity threshold must be between 0 and 1, not {value}")
     return value
 
 
@@ -283,15 +294,15 @@ class ControlPlane:
     ) -> tuple[Service, str]:
         """Create a service; return it with its plaintext API key (shown once, stored hashed).
 
-        :class:`ValueError` for a type not in :data:`SERVICE_TYPES`, ``shards < 1`` or a threshold
+        :class:`InvalidValue` for a type not in :data:`SERVICE_TYPES`, ``shards < 1`` or a threshold
         outside [0, 1]; :class:`NotFound` for a missing application; :class:`Conflict` for a name
         already used in the application.
         """
         _require_name("service", name)
         if type not in SERVICE_TYPES:
-            raise ValueError(f"unknown service type {type!r}: expected one of {', '.join(SERVICE_TYPES)}")
+            raise InvalidValue(f"unknown service type {type!r}: expected one of {', '.join(SERVICE_TYPES)}")
         if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
-            raise ValueError(f"shards must be an integer >= 1, not {shards!r}")
+            raise InvalidValue(f"shards must be an integer >= 1, not {shards!r}")
         threshold = _check_threshold(similarity_threshold)
         api_key = _new_api_key()
         try:
@@ -382,7 +393,7 @@ class ControlPlane:
     async def set_shards(self, service_id: int, shards: int) -> Service:
         """Switch the service to a layout of ``shards`` index shards (the re-shard job's last step)."""
         if shards < 1:
-            raise ValueError("a service needs at least one shard")
+            raise InvalidValue("a service needs at least one shard")
         row = await self._pool.fetchrow(
             f"UPDATE services SET shards = $2 WHERE id = $1 RETURNING {_SERVICE_COLUMNS}", service_id, shards)
         if row is None:
@@ -574,7 +585,7 @@ class ControlPlane:
         """
         if configured is not None:
             if not configured.strip():
-                raise ValueError("the configured admin token must not be empty")
+                raise InvalidValue("the configured admin token must not be empty")
             await self._pool.execute(
                 """
                 INSERT INTO admin_tokens (id, token_hash) VALUES (1, $1)

@@ -56,12 +56,17 @@ def _request_head(server, path: str, headers: dict[str, str]) -> bytes:
     return "\r\n".join(lines).encode()
 
 
-def _send_chunked_until_answered(sock: socket.socket, total: int) -> tuple[int | None, int]:
-    """Send ``total`` bytes as chunks, stopping as soon as the server answers or stops reading.
+def _chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def _send_chunked_until_answered(sock: socket.socket, head: bytes, total: int) -> tuple[int | None, int]:
+    """Send ``head`` then ``total`` bytes as chunks, stopping as soon as the server answers or stops reading.
 
     Returns the answer's status (None if none came) and how many body bytes were sent.
     """
-    chunk = f"{CHUNK:x}\r\n".encode() + b"\x00" * CHUNK + b"\r\n"
+    sock.sendall(_chunk(head))
+    chunk = _chunk(b"\x00" * CHUNK)
     sent = 0
     sock.setblocking(False)
     while sent < total:
@@ -111,17 +116,18 @@ def test_declared_oversized_image_upload_is_refused_before_it_is_sent(server, re
         sock.close()
 
 
-@pytest.mark.parametrize("path, content_type", [
-    ("/api/v1/recognition/recognize", "multipart/form-data; boundary=x"),
-    ("/api/v1/recognition/embeddings/recognize", "application/json"),
+@pytest.mark.parametrize("path, content_type, head", [
+    ("/api/v1/recognition/recognize", "multipart/form-data; boundary=x",
+     b'--x\r\ncontent-disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'),
+    ("/api/v1/recognition/embeddings/recognize", "application/json", b'{"embeddings": [[0.1, "'),
 ])
-def test_chunked_body_stops_at_the_limit(server, recognition_key, path, content_type):
+def test_chunked_body_stops_at_the_limit(server, recognition_key, path, content_type, head):
     """A chunked body of 256 MB is answered 413 once the route's limit is passed: the rest is never read."""
     sock = _connect(server)
     try:
         sock.sendall(_request_head(server, path, {"x-api-key": recognition_key, "content-type": content_type,
                                                   "transfer-encoding": "chunked"}))
-        status, sent = _send_chunked_until_answered(sock, 256 * 2**20)
+        status, sent = _send_chunked_until_answered(sock, head, 256 * 2**20)
     finally:
         sock.close()
     assert status == 413

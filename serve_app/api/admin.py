@@ -10,6 +10,7 @@ from serve_app.auth import require_admin
 from serve_app.context import AppContext, request_context
 from serve_app.errors import BAD_PARAMETER, ApiError
 from serve_app.schemas import ApplicationOut, NameBody, ServiceCreate, ServiceOut, ServiceUpdate
+from serve_app.validation import RowId
 from store.control import Application, Service
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
@@ -34,7 +35,7 @@ async def _drop_faces(context: AppContext, service: Service) -> None:
 
 @router.post("/applications", response_model=ApplicationOut, status_code=201)
 async def create_application(body: NameBody, context: Ctx):
-    return _application(await (await context.control()).create_application(body.name.strip()))
+    return _application(await (await context.control()).create_application(body.name))
 
 
 @router.get("/applications", response_model=list[ApplicationOut])
@@ -43,12 +44,12 @@ async def list_applications(context: Ctx):
 
 
 @router.put("/applications/{application_id}", response_model=ApplicationOut)
-async def rename_application(application_id: int, body: NameBody, context: Ctx):
-    return _application(await (await context.control()).rename_application(application_id, body.name.strip()))
+async def rename_application(application_id: RowId, body: NameBody, context: Ctx):
+    return _application(await (await context.control()).rename_application(application_id, body.name))
 
 
 @router.delete("/applications/{application_id}", response_model=ApplicationOut)
-async def delete_application(application_id: int, context: Ctx):
+async def delete_application(application_id: RowId, context: Ctx):
     """Delete an application, its services and all their faces."""
     control = await context.control()
     application = await control.get_application(application_id)
@@ -59,10 +60,10 @@ async def delete_application(application_id: int, context: Ctx):
 
 
 @router.post("/applications/{application_id}/services", response_model=ServiceOut, status_code=201)
-async def create_service(application_id: int, body: ServiceCreate, context: Ctx):
+async def create_service(application_id: RowId, body: ServiceCreate, context: Ctx):
     """Create a service; the response carries its API key (shown only here and on regeneration)."""
     service, api_key = await (await context.control()).create_service(
-        application_id, body.name.strip(), body.type, body.similarity_threshold,
+        application_id, body.name, body.type, body.similarity_threshold,
         body.shards or context.settings.default_shards)
     if service.type == "recognition":
         await context.shards(service).count()  # start the shard actors now, not on the first request
@@ -70,31 +71,31 @@ async def create_service(application_id: int, body: ServiceCreate, context: Ctx)
 
 
 @router.get("/applications/{application_id}/services", response_model=list[ServiceOut])
-async def list_services(application_id: int, context: Ctx):
+async def list_services(application_id: RowId, context: Ctx):
     control = await context.control()
     await control.get_application(application_id)
     return [_service(s) for s in await control.list_services(application_id)]
 
 
 @router.get("/services/{service_id}", response_model=ServiceOut)
-async def get_service(service_id: int, context: Ctx):
+async def get_service(service_id: RowId, context: Ctx):
     return _service(await (await context.control()).get_service(service_id))
 
 
 @router.put("/services/{service_id}", response_model=ServiceOut)
-async def update_service(service_id: int, body: ServiceUpdate, context: Ctx):
+async def update_service(service_id: RowId, body: ServiceUpdate, context: Ctx):
     """Rename a service and/or set its default similarity threshold."""
     control = await context.control()
     service = await control.get_service(service_id)
     if body.name is not None:
-        service = await control.rename_service(service_id, body.name.strip())
+        service = await control.rename_service(service_id, body.name)
     if "similarity_threshold" in body.model_fields_set:
         service = await control.set_similarity_threshold(service_id, body.similarity_threshold)
     return _service(service)
 
 
 @router.delete("/services/{service_id}", response_model=ServiceOut)
-async def delete_service(service_id: int, context: Ctx):
+async def delete_service(service_id: RowId, context: Ctx):
     """Delete a service and all its faces."""
     control = await context.control()
     service = await control.get_service(service_id)
@@ -104,7 +105,7 @@ async def delete_service(service_id: int, context: Ctx):
 
 
 @router.post("/services/{service_id}/key", response_model=ServiceOut)
-async def regenerate_key(service_id: int, context: Ctx):
+async def regenerate_key(service_id: RowId, context: Ctx):
     """A new API key for the service; the old one stops working at once."""
     control = await context.control()
     api_key = await control.regenerate_key(service_id)
@@ -112,7 +113,7 @@ async def regenerate_key(service_id: int, context: Ctx):
 
 
 @router.get("/services/{service_id}/stats")
-async def service_stats(service_id: int, context: Ctx):
+async def service_stats(service_id: RowId, context: Ctx):
     """Requests and errors per endpoint and day."""
     control = await context.control()
     service = await control.get_service(service_id)
@@ -130,7 +131,7 @@ def _search_service(service: Service) -> Service:
 
 
 @router.get("/services/{service_id}/index")
-async def index_stats(service_id: int, context: Ctx):
+async def index_stats(service_id: RowId, context: Ctx):
     """Per shard: faces, RAM and disk bytes (per face too), search mode, indexed and unindexed faces."""
     service = _search_service(await (await context.control()).get_service(service_id))
     shards = await context.shards(service).stats()
@@ -141,7 +142,7 @@ async def index_stats(service_id: int, context: Ctx):
 
 
 @router.post("/services/{service_id}/index/rebuild", status_code=202)
-async def rebuild_index(service_id: int, context: Ctx):
+async def rebuild_index(service_id: RowId, context: Ctx):
     """Start rebuilding every shard's approximate index; searches go on. Follow it with GET .../index."""
     service = _search_service(await (await context.control()).get_service(service_id))
     context.start_background(context.shards(service).build_indexes())

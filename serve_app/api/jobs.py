@@ -20,6 +20,7 @@ from serve_app.auth import require_admin
 from serve_app.context import AppContext, request_context
 from serve_app.errors import BAD_PARAMETER, WRONG_SERVICE_TYPE, ApiError
 from serve_app.schemas import EnrollJobCreate, JobOut, MigrateJobCreate
+from serve_app.validation import RowId
 from store.control import Service
 from store.jobs import Job, JobStore
 
@@ -85,12 +86,12 @@ async def start_migrate(body: MigrateJobCreate, context: Ctx):
 
 
 @router.get("/{job_id}", response_model=JobOut)
-async def get_job(job_id: int, context: Ctx):
+async def get_job(job_id: RowId, context: Ctx):
     """A job's status, counts and progress."""
     return job_out(await JobStore((await context.control()).pool).get(job_id))
 
 
 @router.get("", response_model=list[JobOut])
-async def list_jobs(context: Ctx, service_id: int | None = Query(None), limit: int = Query(100, ge=1, le=1000)):
+async def list_jobs(context: Ctx, service_id: RowId | None = Query(None), limit: int = Query(100, ge=1, le=1000)):
     """The newest jobs first, of one service when given."""
     return [job_out(job) for job in await JobStore((await context.control()).pool).list(service_id, limit)]

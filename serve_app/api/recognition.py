@@ -19,6 +19,7 @@ from serve_app.face_requests import analyze_image, embeddings_matrix
 from serve_app.plugins import execution_time, face_json, parse_plugins, plugins_versions
 from serve_app.schemas import Deleted, EmbeddingsBody, FaceRef, FacesPage
 from serve_app.uploads import image_request_body, read_images
+from serve_app.validation import FilterName, Name
 from store.control import Service
 from store.errors import NotFound
 from store.faces import FaceRecord
@@ -32,19 +33,14 @@ def _threshold(context: AppContext, value: float | None) -> float:
     return context.settings.det_prob_threshold if value is None else value
 
 
-def _subject_name(subject: str | None) -> str:
-    name = (subject or "").strip()
-    if not name or len(name) > 255:
-        raise ApiError(400, "query parameter 'subject' is required (1-255 characters)", BAD_PARAMETER)
-    return name
-
-
 @router.post("/faces", response_model=FaceRef, openapi_extra=image_request_body("file"))
 async def add_face(request: Request, service: RecognitionService, context: Ctx,
-                   subject: str | None = Query(None, description="who the face belongs to"),
+                   subject: Name | None = Query(None, description="who the face belongs to"),
                    det_prob_threshold: float | None = DetProbThreshold):
     """Add an example of a subject: the largest face of the image is enrolled."""
-    name = _subject_name(subject)
+    if subject is None:
+        raise ApiError(400, "query parameter 'subject' is required (1-255 characters)", BAD_PARAMETER)
+    name = subject
     image = (await read_images(request, ("file",), context.settings.max_upload_bytes))["file"]
     response = await analyze_image(context, image, _threshold(context, det_prob_threshold), limit=1, crops=True)
     face, crop = response.faces[0], response.crops[0]
@@ -59,14 +55,14 @@ async def add_face(request: Request, service: RecognitionService, context: Ctx,
 @router.get("/faces", response_model=FacesPage)
 async def list_faces(service: RecognitionService, context: Ctx,
                      page: int = Query(0, ge=0), size: int = Query(20, ge=1, le=1000),
-                     subject: str | None = Query(None)):
+                     subject: FilterName | None = Query(None)):
     rows, total = await context.shards(service).list_faces(subject or None, page * size, size)
     return FacesPage(faces=[FaceRef(image_id=i, subject=s) for i, s in rows], page_number=page, page_size=size,
                      total_pages=-(-total // size), total_elements=total)
 
 
 @router.delete("/faces", response_model=Deleted)
-async def delete_faces(service: RecognitionService, context: Ctx, subject: str | None = Query(None)):
+async def delete_faces(service: RecognitionService, context: Ctx, subject: FilterName | None = Query(None)):
     """Delete every face of ``subject``, or every face of the service when no subject is given."""
     shards = context.shards(service)
     if subject:

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 
 from serve_app.auth import recognition_service
 from serve_app.context import AppContext, request_context
 from serve_app.schemas import Deleted, SubjectBody, SubjectsList, Updated
+from serve_app.validation import FilterName
 from store.control import Service
 
 router = APIRouter(prefix="/api/v1/recognition/subjects", tags=["subjects"])
 Ctx = Annotated[AppContext, Depends(request_context)]
 RecognitionService = Annotated[Service, Depends(recognition_service)]
+SubjectPath = Annotated[FilterName, Path(description="the subject's current name")]
 
 
 @router.post("", response_model=SubjectBody, status_code=201)
 async def add_subject(body: SubjectBody, service: RecognitionService, context: Ctx):
-    await (await context.control()).add_subject(service.id, body.subject.strip())
-    return SubjectBody(subject=body.subject.strip())
+    await (await context.control()).add_subject(service.id, body.subject)
+    return SubjectBody(subject=body.subject)
 
 
 @router.get("", response_model=SubjectsList)
@@ -28,9 +30,9 @@ async def list_subjects(service: RecognitionService, context: Ctx):
 
 
 @router.put("/{subject}", response_model=Updated)
-async def rename_subject(subject: str, body: SubjectBody, service: RecognitionService, context: Ctx):
+async def rename_subject(subject: SubjectPath, body: SubjectBody, service: RecognitionService, context: Ctx):
     """Rename ``subject``; if the new name exists, its faces are merged into it."""
-    new_name = body.subject.strip()
+    new_name = body.subject
     if new_name == subject:
         return Updated(updated=False)
     await (await context.control()).rename_subject(service.id, subject, new_name)
@@ -39,7 +41,7 @@ async def rename_subject(subject: str, body: SubjectBody, service: RecognitionSe
 
 
 @router.delete("/{subject}", response_model=SubjectBody)
-async def delete_subject(subject: str, service: RecognitionService, context: Ctx):
+async def delete_subject(subject: SubjectPath, service: RecognitionService, context: Ctx):
     """Delete a subject and all its faces."""
     await (await context.control()).delete_subject(service.id, subject)
     await context.shards(service).delete_subject(subject)

@@ -24,6 +24,7 @@ from serve_app.context import AppContext, request_context
 from serve_app.errors import BAD_PARAMETER, ApiError
 from serve_app.video_events import get_relay
 from serve_app.video_json import event_json, stream_json
+from serve_app.validation import FilterName, RowId
 from serve_app.video_schemas import NULLABLE, StreamCreate, StreamUpdate
 from store.control import Service
 from store.errors import NotFound
@@ -49,7 +50,7 @@ def _media(context: AppContext) -> EventMedia:
     return EventMedia(context.settings.video_media_dir)
 
 
-async def _owned_stream(store: VideoStore, stream_id: int, caller: Service | None) -> Stream:
+async def _owned_stream(store: VideoStore, stream_id: RowId, caller: Service | None) -> Stream:
     stream = await store.get_stream(stream_id)
     if caller is not None and stream.owner_service_id != caller.id:
         raise NotFound(f"video stream {stream_id} not found")
@@ -98,7 +99,7 @@ async def list_streams(caller: Caller, context: Ctx):
 
 
 @router.get("/streams/{stream_id}")
-async def get_stream(stream_id: int, caller: Caller, context: Ctx):
+async def get_stream(stream_id: RowId, caller: Caller, context: Ctx):
     return stream_json(await _owned_stream(await _store(context), stream_id, caller))
 
 
@@ -121,7 +122,7 @@ async def update_stream(stream_id: int, body: StreamUpdate, caller: Caller, cont
 
 
 @router.delete("/streams/{stream_id}")
-async def delete_stream(stream_id: int, caller: Caller, context: Ctx):
+async def delete_stream(stream_id: RowId, caller: Caller, context: Ctx):
     """Stop the stream's worker and delete the stream with its events and their images."""
     store = await _store(context)
     await _owned_stream(store, stream_id, caller)
@@ -133,11 +134,11 @@ async def delete_stream(stream_id: int, caller: Caller, context: Ctx):
 
 @router.get("/events")
 async def list_events(caller: Caller, context: Ctx,
-                      stream: int | None = Query(None, description="only this stream's events"),
-                      subject: str | None = Query(None, description="only events matched to this subject"),
+                      stream: RowId | None = Query(None, description="only this stream's events"),
+                      subject: FilterName | None = Query(None, description="only events matched to this subject"),
                       unknown: bool | None = Query(None, description="true: only unknown faces; false: only matched"),
                       since: datetime | None = Query(None, description="only events created at or after (ISO 8601)"),
-                      after_id: int | None = Query(None, ge=0, description="only events with a greater id"),
+                      after_id: RowId | None = Query(None, ge=0, description="only events with a greater id"),
                       limit: int = Query(100, ge=1, le=1000)):
     """Events, newest first."""
     events = await (await _store(context)).list_events(
@@ -175,7 +176,7 @@ def _sse(event: StoredEvent) -> dict:
 
 @router.get("/events/stream")
 async def stream_events(caller: Caller, context: Ctx,
-                        stream: int | None = Query(None), subject: str | None = Query(None),
+                        stream: RowId | None = Query(None), subject: FilterName | None = Query(None),
                         last_event_id: str | None = Header(None)):
     """Server-Sent Events: each new event as ``event: video_event`` with its JSON. Reconnect with
     ``Last-Event-ID`` to receive what was missed first."""
@@ -209,11 +210,11 @@ async def stream_events(caller: Caller, context: Ctx,
 
 
 @router.get("/events/{event_id}")
-async def get_event(event_id: int, caller: Caller, context: Ctx):
+async def get_event(event_id: RowId, caller: Caller, context: Ctx):
     return event_json(await _visible_event(await _store(context), event_id, caller))
 
 
-async def _visible_event(store: VideoStore, event_id: int, caller: Service | None) -> StoredEvent:
+async def _visible_event(store: VideoStore, event_id: RowId, caller: Service | None) -> StoredEvent:
     event = await store.get_event(event_id)
     try:
         await _owned_stream(store, event.stream_id, caller)
@@ -231,13 +232,13 @@ async def _image(context: AppContext, path: str | None, what: str, event_id: int
 
 @router.get("/events/{event_id}/crop", response_class=Response,
             responses={200: {"content": {"image/jpeg": {}}, "description": "the best shot's face crop"}})
-async def event_crop(event_id: int, caller: Caller, context: Ctx):
+async def event_crop(event_id: RowId, caller: Caller, context: Ctx):
     event = await _visible_event(await _store(context), event_id, caller)
     return await _image(context, event.crop_path, "crop", event_id)
 
 
 @router.get("/events/{event_id}/frame", response_class=Response,
             responses={200: {"content": {"image/jpeg": {}}, "description": "the best shot's whole frame"}})
-async def event_frame(event_id: int, caller: Caller, context: Ctx):
+async def event_frame(event_id: RowId, caller: Caller, context: Ctx):
     event = await _visible_event(await _store(context), event_id, caller)
     return await _image(context, event.frame_path, "frame (the stream does not save frames)", event_id)
