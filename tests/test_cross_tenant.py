@@ -1,0 +1,93 @@
+"""Two applications side by side: every endpoint tried with a key of one and the ids of the other
+(faces, subjects, images, streams, events, crops, jobs) answers only 403 or 404, and changes nothing."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+
+@pytest.fixture(scope="module")
+def tenants(server, admin, lfw_image):
+    made = {}
+    for name in ("tenant-a", "tenant-b"):
+        application = admin.create_application(f"test-cross-{name}")
+        keys = {kind: admin.create_service(application["id"], f"{name}-{kind}", kind)
+                for kind in ("recognition", "detection", "verification", "video")}
+        face = httpx.post(f"{server.url}/api/v1/recognition/faces", params={"subject": f"{name}-person"},
+                          files={"file": lfw_image}, headers={"x-api-key": keys["recognition"]["api_key"]},
+                          timeout=60)
+        assert face.status_code == 200, face.text
+        stream = httpx.post(f"{server.url}/api/v1/video/streams",
+                            json={"source_url": "rtsp://127.0.0.1:9/none", "enabled": False},
+                            headers={"x-api-key": keys["video"]["api_key"]}, timeout=60)
+        assert stream.status_code == 201, stream.text
+        made[name] = {"keys": {kind: s["api_key"] for kind, s in keys.items()},
+                      "services": {kind: s["id"] for kind, s in keys.items()},
+                      "face": face.json()["image_id"], "subject": f"{name}-person", "stream": stream.json()["id"]}
+    return made
+
+
+def _calls(victim: dict, image: bytes) -> list[tuple[str, str, dict]]:
+    face, subject, stream = victim["face"], victim["subject"], victim["stream"]
+    return [
+        ("recognition", "GET", {"url": f"/api/v1/recognition/faces/{face}/img"}),
+        ("recognition", "DELETE", {"url": f"/api/v1/recognition/faces/{face}"}),
+        ("recognition", "POST", {"url": f"/api/v1/recognition/faces/{face}/verify", "files": {"file": image}}),
+        ("recognition", "POST", {"url": f"/api/v1/recognition/embeddings/faces/{face}/verify",
+                                 "json": {"embeddings": [[0.5] * 128]}}),
+        ("recognition", "PUT", {"url": f"/api/v1/recognition/subjects/{subject}", "json": {"subject": "stolen"}}),
+        ("recognition", "DELETE", {"url": f"/api/v1/recognition/subjects/{subject}"}),
+        ("recognition", "DELETE", {"url": "/api/v1/recognition/faces", "params": {"subject": subject}}),
+        ("video", "GET", {"url": f"/api/v1/video/streams/{stream}"}),
+        ("video", "PATCH", {"url": f"/api/v1/video/streams/{stream}", "json": {"max_fps": 1}}),
+        ("video", "DELETE", {"url": f"/api/v1/video/streams/{stream}"}),
+        ("detection", "GET", {"url": f"/api/v1/video/streams/{stream}"}),
+        ("detection", "GET", {"url": "/api/v1/admin/services/" + str(victim["services"]["recognition"])}),
+        ("recognition", "GET", {"url": "/api/v1/admin/jobs"}),
+        ("video", "POST", {"url": "/api/v1/video/streams", "json": {
+            "source_url": "rtsp://127.0.0.1:9/none", "enabled": False,
+            "watchlist_service_id": victim["services"]["recognition"]}}),
+    ]
+
+
+def _refusals(url: str) -> tuple[int, ...]:
+    if url.startswith("/api/v1/admin/"):
+        return 401, 403  # a service key is no admin credential
+    if url == "/api/v1/video/streams":
+        return 400, 403, 404  # another application's watchlist is a refused value
+    return 403, 404
+
+
+def test_other_tenants_ids_are_403_or_404(server, tenants, lfw_image):
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        for attacker, victim in (("tenant-a", "tenant-b"), ("tenant-b", "tenant-a")):
+            for kind, method, request in _calls(tenants[victim], lfw_image):
+                response = http.request(method, headers={"x-api-key": tenants[attacker]["keys"][kind]}, **request)
+                assert response.status_code in _refusals(request["url"]), \
+                    (attacker, kind, method, request["url"], response.text)
+
+
+def test_listings_show_only_the_own_tenant(server, tenants):
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        for name, other in (("tenant-a", "tenant-b"), ("tenant-b", "tenant-a")):
+            keys = tenants[name]["keys"]
+            faces = http.get("/api/v1/recognition/faces", headers={"x-api-key": keys["recognition"]}).json()
+            assert {f["image_id"] for f in faces["faces"]} == {tenants[name]["face"]}
+            subjects = http.get("/api/v1/recognition/subjects", headers={"x-api-key": keys["recognition"]}).json()
+            assert subjects["subjects"] == [tenants[name]["subject"]]
+            streams = http.get("/api/v1/video/streams", headers={"x-api-key": keys["video"]}).json()
+            assert [s["id"] for s in streams] == [tenants[name]["stream"]]
+            events = http.get("/api/v1/video/events", params={"stream": tenants[other]["stream"]},
+                              headers={"x-api-key": keys["video"]})
+            assert events.status_code == 200 and events.json() == []
+
+
+def test_nothing_of_the_victims_changed(server, tenants):
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        for tenant in tenants.values():
+            key = {"x-api-key": tenant["keys"]["recognition"]}
+            assert http.get(f"/api/v1/recognition/faces/{tenant['face']}/img", headers=key).status_code == 200
+            assert http.get("/api/v1/recognition/subjects", headers=key).json()["subjects"] == [tenant["subject"]]
+            stream = http.get(f"/api/v1/video/streams/{tenant['stream']}", headers={"x-api-key": tenant["keys"]["video"]})
+            assert stream.status_code == 200 and stream.json()["max_fps"] != 1
