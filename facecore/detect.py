@@ -127,10 +127,6 @@ class YuNetDetector:
     def from_registry(cls, options: BackendOptions, max_side: int = DEFAULT_MAX_SIDE) -> "YuNetDetector":
         return cls(open_registry_model(YUNET, options), YUNET, max_side)
 
-    def _scale(self, image: np.ndarray) -> float:
-        longest = max(image.shape[:2])
-        return min(1.0, self.max_side / longest) if self.max_side else 1.0
-
     def detect_batch(self, images: list[np.ndarray], threshold: float = 0.5,
                      limit: int = 0) -> list[list[Detection]]:
         """Detect faces in several BGR images at once.
@@ -140,28 +136,52 @@ class YuNetDetector:
         """
         if not images:
             return []
-        scales = [self._scale(image) for image in images]
-        sizes = [(max(1, round(im.shape[0] * s)), max(1, round(im.shape[1] * s)))
-                 for im, s in zip(images, scales)]
-        pad_h, pad_w = _padded_size(max(h for h, _ in sizes), max(w for _, w in sizes))
-        batch = np.zeros((len(images), pad_h, pad_w, 3), dtype=np.uint8)
-        for slot, (image, (h, w)) in enumerate(zip(images, sizes)):
+        layout = BatchLayout.of([image.shape for image in images], self.max_side)
+        batch = np.zeros((len(images), layout.pad_h, layout.pad_w, 3), dtype=np.uint8)
+        for slot, (image, (h, w)) in enumerate(zip(images, layout.sizes)):
             if (h, w) == image.shape[:2]:
                 batch[slot, :h, :w] = image
             else:
                 cv2.resize(image, (w, h), dst=batch[slot, :h, :w], interpolation=cv2.INTER_AREA)
         outputs = dict(zip(self.output_names, self.model.run({self.input_name: batch})))
+        return layout.detections(outputs, threshold, limit)
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """Where the images of one detector batch go: their scale, resized size and the padded batch size.
+
+    Images are shrunk so that their longer side is at most ``max_side`` (never enlarged) and padded
+    bottom-right to a common multiple of 32. Shared by the CPU and the GPU (torch) preprocessing.
+    """
+
+    shapes: tuple[tuple[int, ...], ...]
+    scales: tuple[float, ...]
+    sizes: tuple[tuple[int, int], ...]
+    pad_h: int
+    pad_w: int
+
+    @classmethod
+    def of(cls, shapes, max_side: int) -> "BatchLayout":
+        shapes = tuple(tuple(int(d) for d in shape[:2]) for shape in shapes)
+        scales = tuple(min(1.0, max_side / max(shape)) if max_side else 1.0 for shape in shapes)
+        sizes = tuple((max(1, round(h * s)), max(1, round(w * s))) for (h, w), s in zip(shapes, scales))
+        pad_h, pad_w = _padded_size(max(h for h, _ in sizes), max(w for _, w in sizes))
+        return cls(shapes, scales, sizes, pad_h, pad_w)
+
+    def detections(self, outputs: dict[str, np.ndarray], threshold: float, limit: int) -> list[list[Detection]]:
+        """Per image, its faces in original coordinates, largest first, at most ``limit`` when > 0."""
         results = []
-        for slot, (image, scale) in enumerate(zip(images, scales)):
-            boxes, scores, kps = decode_outputs(outputs, slot, pad_h, pad_w, threshold)
+        for slot, (shape, scale) in enumerate(zip(self.shapes, self.scales)):
+            boxes, scores, kps = decode_outputs(outputs, slot, self.pad_h, self.pad_w, threshold)
             keep = nms(boxes, scores)
-            faces = [Detection(box=self._clip(boxes[i] / scale, image.shape),
-                               score=float(scores[i]), landmarks=kps[i] / scale) for i in keep]
+            faces = [Detection(box=_clip(boxes[i] / scale, shape), score=float(scores[i]),
+                               landmarks=kps[i] / scale) for i in keep]
             faces.sort(key=lambda face: face.area, reverse=True)
             results.append(faces[:limit] if limit > 0 else faces)
         return results
 
-    @staticmethod
-    def _clip(box: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-        height, width = shape[:2]
-        return np.clip(box, [0, 0, 0, 0], [width, height, width, height]).astype(np.float32)
+
+def _clip(box: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    height, width = shape[:2]
+    return np.clip(box, [0, 0, 0, 0], [width, height, width, height]).astype(np.float32)

@@ -49,11 +49,11 @@ def _to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image)
 
 
-def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> np.ndarray:
-    """Decode image bytes to an ``(H, W, 3)`` uint8 BGR array, upright per its EXIF orientation.
+def open_checked(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
+    """Open image bytes lazily (header only) and check format, size and pixel-count limits.
 
-    Accepts JPEG, PNG, BMP, WebP, TIFF and GIF (first frame). Raises :class:`InvalidImage`,
-    :class:`UnsupportedFormat`, :class:`ImageTooLarge` or :class:`TooManyPixels`.
+    Raises :class:`InvalidImage`, :class:`UnsupportedFormat`, :class:`ImageTooLarge` or
+    :class:`TooManyPixels`; no pixel is decoded yet.
     """
     if not data:
         raise InvalidImage("the image is empty (0 bytes)")
@@ -77,6 +77,16 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> np.ndarray
     if width * height > limits.max_pixels:
         raise TooManyPixels(f"the image is {width}x{height} = {width * height} pixels; "
                             f"the limit is {limits.max_pixels} pixels")
+    return image
+
+
+def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> np.ndarray:
+    """Decode image bytes to an ``(H, W, 3)`` uint8 BGR array, upright per its EXIF orientation.
+
+    Accepts JPEG, PNG, BMP, WebP, TIFF and GIF (first frame). Raises :class:`InvalidImage`,
+    :class:`UnsupportedFormat`, :class:`ImageTooLarge` or :class:`TooManyPixels`.
+    """
+    image = open_checked(data, limits)
     try:
         image.seek(0)
         image.load()
