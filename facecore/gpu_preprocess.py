@@ -8,7 +8,7 @@ Images on the device are ``(H, W, 3)`` uint8 BGR tensors, like the numpy images 
   decoded on the CPU by :func:`facecore.images.decode_image` and uploaded. Limits are always checked
   from the header first, as on the CPU path.
 - :func:`detector_batch`: each image shrunk by pixel-area averaging (as OpenCV's INTER_AREA) into
-  one zero-padded ``(B, 3, H, W)`` float batch, laid out by :class:`facecore.detect.BatchLayout`.
+  one zero-padded ``(B, H, W, 3)`` uint8 batch, laid out by :class:`facecore.detect.BatchLayout`.
 - :func:`warp_chips`: the five-point similarity warps of all faces of all images in one batched
   bilinear gather, images of different sizes included (a flat buffer of all images with per-face
   offsets; ``grid_sample`` would need one image size per batch). Same mapping and border (black)
@@ -98,23 +98,23 @@ def area_weights(source: int, target: int) -> np.ndarray:
     return (overlap / scale).astype(np.float32)
 
 
-def detector_batch(images: list, layout: BatchLayout, dtype=None):
-    """The ``(B, 3, pad_h, pad_w)`` float detector input of ``images`` (device tensors) under ``layout``.
+def detector_batch(images: list, layout: BatchLayout):
+    """The ``(B, pad_h, pad_w, 3)`` uint8 detector input of ``images`` (device tensors) under ``layout``.
 
-    Shrinking is two small matrix products per image (rows, then columns, by :func:`area_weights`).
+    Shrinking is two small matrix products per image (rows, then columns, by :func:`area_weights`),
+    rounded to uint8 as OpenCV's resize does.
     """
     import torch
 
     device = images[0].device
-    batch = torch.zeros((len(images), 3, layout.pad_h, layout.pad_w), device=device,
-                        dtype=dtype or torch.float32)
+    batch = torch.zeros((len(images), layout.pad_h, layout.pad_w, 3), device=device, dtype=torch.uint8)
     for slot, (image, (h, w)) in enumerate(zip(images, layout.sizes)):
-        planar = image.permute(2, 0, 1).float()
         if (h, w) != tuple(image.shape[:2]):
             rows = torch.from_numpy(area_weights(image.shape[0], h)).to(device)
             cols = torch.from_numpy(area_weights(image.shape[1], w)).to(device)
-            planar = rows @ planar @ cols.T
-        batch[slot, :, :h, :w] = planar
+            planar = rows @ image.permute(2, 0, 1).float() @ cols.T
+            image = planar.round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0)
+        batch[slot, :h, :w] = image
     return batch
 
 

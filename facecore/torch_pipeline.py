@@ -45,7 +45,7 @@ class TorchDetector:
             return []
         device_images = [as_device_image(image, self.graph.device) for image in images]
         layout = BatchLayout.of([image.shape for image in device_images], self.max_side)
-        batch = detector_batch(device_images, layout, self.graph.dtype)
+        batch = detector_batch(device_images, layout)
         outputs = self.graph.run_tensors({self.graph.input_names[0]: batch})
         arrays = {name: out.float().cpu().numpy() for name, out in zip(self.graph.output_names, outputs)}
         return layout.detections(arrays, threshold, limit)
@@ -55,12 +55,8 @@ class TorchEmbedder(SFaceEmbedder):
     """SFace on a :class:`TorchGraph`: numpy chips as :class:`SFaceEmbedder`, or device chips."""
 
     def __init__(self, graph: TorchGraph, spec: ModelSpec = SFACE, batch_size: int = 256):
+        super().__init__(graph, spec, batch_size)
         self.graph = graph
-        self.session = graph
-        self.spec = spec
-        self.batch_size = batch_size
-        self.input_name = graph.input_names[0]
-        self.dimension = spec.embedding_dim
 
     def embed(self, chips) -> np.ndarray:
         """Embed ``(N, 112, 112, 3)`` BGR uint8 chips (numpy or device tensor); ``(N, D)`` unit float32."""
@@ -68,13 +64,11 @@ class TorchEmbedder(SFaceEmbedder):
             return np.zeros((0, self.dimension), dtype=np.float32)
         if isinstance(chips, np.ndarray) and chips.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3):
             raise ValueError(f"chips must be (N, {CHIP_SIZE}, {CHIP_SIZE}, 3), got {chips.shape}")
-        stack = as_device_image(np.asarray(chips) if not hasattr(chips, "device") else chips, self.graph.device)
-        outputs = []
-        for start in range(0, len(stack), self.batch_size):
-            # BGR HWC -> RGB CHW, as the CPU path feeds SFace
-            blob = stack[start:start + self.batch_size].flip(-1).permute(0, 3, 1, 2)
-            outputs.append(self.graph.run_tensors({self.input_name: blob})[0].float())
         import torch
+
+        stack = as_device_image(np.asarray(chips) if not hasattr(chips, "device") else chips, self.graph.device)
+        outputs = [self.graph.run_tensors({self.input_name: stack[start:start + self.batch_size]})[0].float()
+                   for start in range(0, len(stack), self.batch_size)]
 
         vectors = torch.cat(outputs).reshape(len(stack), -1)
         return l2_normalize(vectors.cpu().numpy())
@@ -83,7 +77,7 @@ class TorchEmbedder(SFaceEmbedder):
 class TorchFacePipeline(FacePipeline):
     """Decode -> detect -> align -> embed with every image operation batched on ``device``."""
 
-    def __init__(self, config: PipelineConfig | None = None, device: str = "cuda", precision: str = "f16"):
+    def __init__(self, config: PipelineConfig | None = None, device: str = "cuda", precision: str = "fp16"):
         cfg = config or PipelineConfig()
         if device.startswith("cuda"):  # the CPU-tuned batch sizes would leave a GPU mostly idle
             cfg = dataclasses.replace(cfg, detect_batch=max(cfg.detect_batch, GPU_DETECT_BATCH),
@@ -94,10 +88,6 @@ class TorchFacePipeline(FacePipeline):
         self.device = detector.device
         self.detector = TorchDetector(detector, YUNET, cfg.max_side)
         self.embedder = TorchEmbedder(embedder, SFACE, cfg.embed_batch)
-
-    @property
-    def description(self):
-        return self.embedder.graph.description
 
     def decode(self, images: Sequence[ImageInput], timer: StageTimer | None = None) -> list:
         """Bytes decoded onto the device (nvJPEG where possible); arrays and tensors pass through."""

@@ -26,9 +26,10 @@ from facecore.detect import box_iou
 from facecore.errors import InvalidImage, ModelError, TooManyPixels, UnsupportedFormat
 from facecore.gpu_preprocess import EXIF_ORIENTATION, _gpu_decodable, decode_on_device, warp_chips
 from facecore.images import ImageLimits, decode_image
-from facecore.models import SFACE, YUNET, converted_model_path, create_session
+from facecore.backends import BackendOptions, BackendUnavailable, UnsupportedPrecision, open_model
+from facecore.models import SFACE, YUNET, converted_model_path
 from facecore.pipeline import FacePipeline, PipelineConfig
-from facecore.pipelines import PipelineChoice, choose_pipeline, open_pipeline
+from facecore.pipelines import gpu_pipeline_precision, open_pipeline
 from facecore.torch_pipeline import TorchFacePipeline
 from faces_settings import Settings
 from store.faces import FaceRecord
@@ -43,8 +44,11 @@ def _lfw_images(data_dir, count: int) -> list[bytes]:
 
 
 @pytest.fixture(scope="module")
-def faces(pipeline, data_dir):
-    """Real lfw-dev photos (bytes), their decoded images and their faces by the default pipeline."""
+def faces(models_dir, data_dir):
+    """Real lfw-dev photos (bytes), their decoded images and their faces by the float32 reference
+    pipeline (ONNX Runtime on the CPU, OpenCV preprocessing)."""
+    pipeline = FacePipeline(PipelineConfig(threads=2, backend="onnxruntime", precision="f32",
+                                           cache_dir=str(models_dir)))
     images = _lfw_images(data_dir, 8) + [(data_dir / "group" / "dlib_bald_guys.jpg").read_bytes()]
     decoded = pipeline.decode(images)
     return images, decoded, pipeline.analyze(images)
@@ -52,14 +56,14 @@ def faces(pipeline, data_dir):
 
 # ------------------------------------------------------------------------------- the converter
 
-@pytest.mark.parametrize("spec, shape", [(SFACE, (3, 3, 112, 112)), (YUNET, (2, 3, 160, 224))])
+@pytest.mark.parametrize("spec, shape", [(SFACE, (3, 112, 112, 3)), (YUNET, (2, 160, 224, 3))])
 def test_torch_graph_matches_onnxruntime(spec, shape, models_dir):
     path = converted_model_path(spec, models_dir)
-    session = create_session(path, ["CPUExecutionProvider"], 2)
-    batch = np.random.default_rng(7).uniform(0, 255, shape).astype(np.float32)
-    expected = session.run(None, {session.get_inputs()[0].name: batch})
+    reference = open_model(path, BackendOptions(backend="onnxruntime", threads=2))
+    batch = np.random.default_rng(7).integers(0, 256, shape, dtype=np.uint8)
+    expected = reference.run({reference.input_names[0]: batch})
     graph = TorchGraph(path, "cpu", "f32")
-    assert graph.output_names == [out.name for out in session.get_outputs()]
+    assert graph.input_names == reference.input_names and graph.output_names == reference.output_names
     outputs = graph.run({graph.input_names[0]: batch})
     for got, want in zip(outputs, expected):
         assert got.shape == want.shape
@@ -75,9 +79,14 @@ def test_torch_backend_names_an_op_it_cannot_run():
         to_torch(helper.make_model(graph))
 
 
-def test_torch_backend_rejects_unknown_precision(models_dir):
-    with pytest.raises(ModelError, match="precision 'int4'"):
-        TorchGraph(converted_model_path(SFACE, models_dir), "cpu", "int4")
+def test_torch_backend_is_registered_and_rejects_unknown_precision(models_dir):
+    path = converted_model_path(SFACE, models_dir)
+    with pytest.raises(UnsupportedPrecision, match="not 'int4'"):
+        TorchGraph(path, "cpu", "int4")
+    opened = open_model(path, BackendOptions(backend="torch"))
+    assert opened.description.backend == "torch"
+    assert opened.description.device == ("CUDA:0" if CUDA else "CPU")
+    assert opened.description.precision == ("fp16" if CUDA else "f32")
 
 
 def test_batch_norm_is_folded_into_convs(models_dir):
@@ -184,7 +193,7 @@ def test_torch_pipeline_on_cpu_matches_the_default_pipeline(faces, models_dir):
 
 
 @needs_gpu
-@pytest.mark.parametrize("precision", ["f16", "f32"])
+@pytest.mark.parametrize("precision", ["fp16", "f32"])
 def test_torch_pipeline_on_cuda_matches_the_default_pipeline(faces, models_dir, precision):
     images, _, reference = faces
     pipeline = TorchFacePipeline(PipelineConfig(cache_dir=str(models_dir)), "cuda", precision)
@@ -195,15 +204,15 @@ def test_torch_pipeline_on_cuda_matches_the_default_pipeline(faces, models_dir, 
 
 # -------------------------------------------------------------------------- pipeline choice
 
-def test_pipeline_choice():
-    assert choose_pipeline("auto", "auto", gpu=True, torch_cuda=True) == PipelineChoice("torch", "cuda", "f16")
-    assert choose_pipeline("auto", "f32", gpu=True, torch_cuda=True) == PipelineChoice("torch", "cuda", "f32")
-    assert choose_pipeline("auto", "auto", gpu=True, torch_cuda=False).kind == "default"
-    assert choose_pipeline("auto", "auto", gpu=False, torch_cuda=True).kind == "default"
-    assert choose_pipeline("onnxruntime", "auto", gpu=True, torch_cuda=True).kind == "default"
-    assert choose_pipeline("torch", "auto", gpu=False, torch_cuda=True) == PipelineChoice("torch", "cpu", "f32")
-    with pytest.raises(ModelError, match="sees no CUDA device"):
-        choose_pipeline("torch", "auto", gpu=True, torch_cuda=False)
+def test_gpu_pipeline_choice():
+    assert gpu_pipeline_precision("auto", "auto", gpu=True, torch_cuda=True) == "fp16"
+    assert gpu_pipeline_precision("torch", "f32", gpu=True, torch_cuda=True) == "f32"
+    assert gpu_pipeline_precision("auto", "auto", gpu=True, torch_cuda=False) is None
+    assert gpu_pipeline_precision("auto", "auto", gpu=False, torch_cuda=True) is None
+    assert gpu_pipeline_precision("torch", "auto", gpu=False, torch_cuda=True) is None
+    assert gpu_pipeline_precision("onnxruntime-cuda", "auto", gpu=True, torch_cuda=True) is None
+    with pytest.raises(BackendUnavailable, match="sees no CUDA device"):
+        gpu_pipeline_precision("torch", "auto", gpu=True, torch_cuda=False)
 
 
 def test_gpu_replicas_and_pool_actors_ask_for_the_gpu_pipeline(tmp_path):
@@ -217,14 +226,17 @@ def test_gpu_replicas_and_pool_actors_ask_for_the_gpu_pipeline(tmp_path):
     assert search_config(Settings(data_dir=tmp_path)).device == "numpy"
 
 
-def test_open_pipeline_runs_torch_when_asked_and_the_default_otherwise(models_dir):
+def test_open_pipeline_without_a_gpu_runs_the_default_pipeline_on_the_named_backend(models_dir):
     config = PipelineConfig(cache_dir=str(models_dir), threads=1)
-    forced = open_pipeline(dataclasses.replace(config, backend="torch"))
-    assert isinstance(forced, TorchFacePipeline) and forced.description.device == "cpu"
-    default = open_pipeline(config)
-    assert type(default) is FacePipeline
-    if not CUDA:  # a GPU was given but torch sees none: the default pipeline, not a failure
-        assert type(open_pipeline(dataclasses.replace(config, gpu=True))) is FacePipeline
+    on_torch = open_pipeline(dataclasses.replace(config, backend="torch"))
+    assert type(on_torch) is FacePipeline and on_torch.embedder.description.backend == "torch"
+    assert open_pipeline(dataclasses.replace(config, backend="onnxruntime")).embedder.description.backend == \
+        "onnxruntime"
+    if not CUDA:  # given a GPU that torch does not see: the default pipeline, not a failure
+        assert type(open_pipeline(dataclasses.replace(config, backend="onnxruntime", gpu=True))) is FacePipeline
+    else:
+        gpu = open_pipeline(dataclasses.replace(config, gpu=True))
+        assert isinstance(gpu, TorchFacePipeline) and gpu.embedder.description.device == "CUDA:0"
 
 
 # ----------------------------------------------------------------------------- matrix search

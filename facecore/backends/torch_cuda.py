@@ -3,33 +3,39 @@
 ONNX Runtime's CUDA build is large and not always installable beside a given CUDA; PyTorch usually
 is there on GPU nodes. :func:`to_torch` turns a runtime-ready graph (see
 :func:`facecore.models.convert_for_runtime`) into a :class:`torch.nn.Module` that replays its nodes
-with ``torch.nn.functional``: the ops YuNet and SFace use (Conv, BatchNormalization, Relu, Sigmoid,
-Add, Sub, Mul, MaxPool, nearest Resize, Transpose, Reshape, Flatten, Gemm, Identity). A
-BatchNormalization right after a Conv is folded into the Conv's weights. Any other op raises
-:class:`~facecore.errors.ModelError` naming it.
+with ``torch.nn.functional``: the ops YuNet and SFace use (Cast, Gather, Conv, BatchNormalization,
+Relu, Sigmoid, Add, Sub, Mul, MaxPool, nearest Resize, Transpose, Reshape, Flatten, Gemm, Identity).
+A BatchNormalization right after a Conv is folded into the Conv's weights; a Cast to float casts to
+the module's precision. Any other op raises :class:`~facecore.errors.ModelError` naming it.
 
 :class:`TorchGraph` has the backends' interface (``run(feeds) -> list of arrays``, ``input_names``,
 ``output_names``, ``description``) and, for the GPU pipeline, :meth:`TorchGraph.run_tensors`, which
-keeps inputs and outputs on the device. torch is imported here only: it is the ``gpu`` extra's.
+keeps inputs and outputs on the device. Registered as backend ``torch`` (a GPU backend: ``auto``
+takes it when torch sees a GPU and ONNX Runtime's CUDA provider is absent); it runs on CUDA when
+torch sees a GPU and on the CPU otherwise, at ``fp16`` (``auto`` on CUDA), ``bf16`` or ``f32``
+(``auto`` on the CPU). torch is imported inside calls only: it is the ``gpu`` extra's.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from facecore.backends import (BackendOptions, BackendUnavailable, Description, UnsupportedPrecision,
+                               register_backend)
 from facecore.errors import ModelError
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
-SUPPORTED_OPS = frozenset({"Conv", "BatchNormalization", "Relu", "Sigmoid", "Add", "Sub", "Mul", "MaxPool",
+PRECISIONS = {"f32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+SUPPORTED_OPS = frozenset({"Cast", "Gather", "Conv", "BatchNormalization", "Relu", "Sigmoid", "Add", "Sub", "Mul", "MaxPool",
                            "Resize", "Transpose", "Reshape", "Flatten", "Gemm", "Identity"})
 
 
@@ -117,6 +123,11 @@ def to_torch(model: onnx.ModelProto):
     def batch_norm(x, gamma, beta, mean, var, a):
         return F.batch_norm(x, mean, var, gamma, beta, training=False, eps=a.get("epsilon", 1e-5))
 
+    def cast(x, a):
+        if a["to"] in FLOAT_TYPES:  # to the module's precision (of its first weight)
+            return x.to(module.compute_dtype)
+        return x.to(getattr(torch, TENSOR_TYPES[a["to"]]))
+
     def flatten(x, a):
         axis = a.get("axis", 1)
         return x.reshape(int(np.prod(x.shape[:axis])), -1)
@@ -136,6 +147,8 @@ def to_torch(model: onnx.ModelProto):
         "Flatten": lambda i, a: flatten(i[0], a),
         "Gemm": lambda i, a: gemm(i[0], i[1], i[2] if len(i) > 2 else None, a),
         "Identity": lambda i, a: i[0],
+        "Cast": lambda i, a: cast(i[0], a),
+        "Gather": lambda i, a: torch.index_select(i[0], a.get("axis", 0), i[1].to(i[0].device)),
     }
     shape_inputs = {node.input[1] for node in nodes if node.op_type == "Reshape"}
     shape_inputs |= {name for node in nodes if node.op_type == "Resize" for name in node.input[1:] if name}
@@ -154,6 +167,14 @@ def to_torch(model: onnx.ModelProto):
             self.shapes = {name: torch.from_numpy(np.array(values[name])) for name in used & shape_inputs}
             self.input_names = input_names
             self.output_names = output_names
+            self.compute_dtype = torch.float32
+
+        def _apply(self, fn, *args, **kwargs):  # .to(dtype) and .half() change the precision Casts produce
+            super()._apply(fn, *args, **kwargs)
+            floats = [b for b in self.buffers() if b.is_floating_point()]
+            if floats:
+                self.compute_dtype = floats[0].dtype
+            return self
 
         def forward(self, *inputs):
             env = dict(self.shapes)
@@ -163,23 +184,23 @@ def to_torch(model: onnx.ModelProto):
                 env[outs[0]] = op([env[name] if name else None for name in ins], attrs)
             return tuple(env[name] for name in self.output_names)
 
-    return OnnxModule().eval()
+    module = OnnxModule().eval()
+    return module
+
+
+FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
+TENSOR_TYPES = {onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT32: "int32", onnx.TensorProto.INT64: "int64"}
 
 
 def cuda_available() -> bool:
-    """True when torch imports and sees a CUDA device."""
-    try:
-        import torch
-    except ImportError:
+    """True when torch is installed and sees a CUDA device; imports torch only where a GPU may be."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1") or importlib.util.find_spec("torch") is None:
         return False
+    if os.name != "nt" and not Path("/dev/nvidiactl").exists():
+        return False
+    import torch
+
     return bool(torch.cuda.is_available())
-
-
-@dataclass(frozen=True)
-class TorchDescription:
-    backend: str
-    device: str
-    precision: str
 
 
 class TorchGraph:
@@ -192,13 +213,16 @@ class TorchGraph:
 
     backend = "torch"
 
-    def __init__(self, path: Path | str, device: str = "cuda", precision: str = "f16"):
-        import torch
-
+    def __init__(self, path: Path | str, device: str = "cuda", precision: str = "fp16"):
+        try:
+            import torch
+        except ImportError as exc:
+            raise BackendUnavailable("the torch backend needs the Python package 'torch' "
+                                     "(the gpu extra: pip install 'rayfaces[gpu]')") from exc
         if precision not in PRECISIONS:
-            raise ModelError(f"unknown precision {precision!r} for the torch backend: {', '.join(PRECISIONS)}")
+            raise UnsupportedPrecision(f"the torch backend runs {', '.join(PRECISIONS)}, not {precision!r}")
         if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ModelError("the torch backend was asked for CUDA, but torch sees no CUDA device")
+            raise BackendUnavailable("the torch backend was asked for CUDA, but torch sees no CUDA device")
         self.device = torch.device(device)
         self.dtype = getattr(torch, PRECISIONS[precision])
         self.precision = precision
@@ -218,24 +242,17 @@ class TorchGraph:
         log.info("torch backend: %s on %s at %s", Path(path).name, self.device, precision)
 
     @property
-    def description(self) -> TorchDescription:
-        name = str(self.device)
-        if self.device.type == "cuda":
-            import torch
-
-            name = f"{name} ({torch.cuda.get_device_name(self.device)})"
-        return TorchDescription(backend=self.backend, device=name, precision=self.precision)
+    def description(self) -> Description:
+        index = self.device.index or 0
+        device = f"CUDA:{index}" if self.device.type == "cuda" else self.device.type.upper()
+        return Description(backend=self.backend, device=device, precision=self.precision)
 
     def run_tensors(self, feeds: dict):
-        """Outputs (device tensors, graph dtype) of ``feeds`` (tensors by input name)."""
+        """Outputs (device tensors, in the graph's precision) of ``feeds`` (tensors by input name,
+        moved to the device; the graphs take uint8 ``(N, H, W, 3)`` BGR images and cast them)."""
         import torch
 
-        inputs = []
-        for name in self.input_names:
-            tensor = feeds[name].to(self.device, self.dtype, non_blocking=True)
-            if tensor.dim() == 4 and self.device.type == "cuda":
-                tensor = tensor.contiguous(memory_format=torch.channels_last)
-            inputs.append(tensor)
+        inputs = [feeds[name].to(self.device, non_blocking=True) for name in self.input_names]
         with self._lock, torch.inference_mode():
             return list(self.module(*inputs))
 
@@ -245,3 +262,16 @@ class TorchGraph:
         outputs = self.run_tensors({name: torch.from_numpy(np.ascontiguousarray(feeds[name]))
                                     for name in self.input_names})
         return [out.float().cpu().numpy() for out in outputs]
+
+
+def open_torch_model(path: Path, options: BackendOptions) -> TorchGraph:
+    """The ``torch`` backend's opener: CUDA when torch sees a GPU, else the CPU."""
+    if importlib.util.find_spec("torch") is None:
+        raise BackendUnavailable("the torch backend needs the Python package 'torch' "
+                                 "(the gpu extra: pip install 'rayfaces[gpu]')")
+    device = "cuda" if cuda_available() else "cpu"
+    precision = options.precision if options.precision != "auto" else ("fp16" if device == "cuda" else "f32")
+    return TorchGraph(path, device, precision)
+
+
+register_backend("torch", open_torch_model, available=cuda_available, gpu=True)
