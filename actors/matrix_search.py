@@ -87,7 +87,7 @@ class TorchMatrixSearch(NumpyMatrixSearch):
         step = 1 << 20
         for start in range(self._rows, n, step):
             block = torch.from_numpy(np.ascontiguousarray(vectors[start:start + step]))
-            self._matrix[start:start + len(block)] = block.to(self.device, self.dtype, non_blocking=False)
+            self._matrix[start:start + len(block)] = block.to(self.device).to(self.dtype)  # converted there
         self._rows = n
 
     def top(self, queries: np.ndarray, vectors: np.ndarray, count: int,

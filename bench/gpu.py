@@ -8,8 +8,8 @@ after every section, so a run cut short keeps what it measured):
   already on the device (the model's own rate), and at batch 256 from host chips (copy included);
 - ``detection``: YuNet images/s, batches of 640x640 and of 256x256 (lfw-sized) inputs on the device;
 - ``end_to_end``: ``TorchFacePipeline.analyze`` on lfw-dev JPEG bytes (nvJPEG decode, detection,
-  NMS, batched warps, quality, embedding), images/s with 1, 2 and 4 processes sharing the GPU
-  (what 1, 2 and 4 embedder replicas at a GPU fraction each do), with stage times;
+  NMS, batched warps, quality, embedding), images/s with 1, 2, 4 and 8 processes sharing the GPU
+  (what as many embedder replicas at a GPU fraction each do), with stage times;
 - ``search``: exact top-10 over 1M and 10M synthetic 128-d unit vectors held in fp16 on the GPU
   (``actors.matrix_search.TorchMatrixSearch``), one query at a time: p50/p99 ms, upload time, and
   top-1 checked against an exact float32 search on the host for a few queries;
@@ -171,7 +171,7 @@ def end_to_end(args) -> dict:
                    for _ in range(processes)]
         for worker in workers:
             worker.start()
-        parts = [results.get(timeout=400) for _ in workers]
+        parts = [results.get(timeout=240) for _ in workers]
         for worker in workers:
             worker.join(timeout=60)
         errors = [part for part in parts if "error" in part]
@@ -326,39 +326,30 @@ SECTIONS = [("environment", environment), ("embedding", embedding), ("detection"
 # ---------------------------------------------------------------------------------------- report
 
 def summary_rows(results: dict) -> list[list]:
-    def get(section, *keys, default="-"):
-        value = results.get(section, {})
-        for key in keys:
-            if not isinstance(value, dict) or key not in value:
-                reason = results.get(section, {})
-                return reason.get("error", reason.get("not_measured", default))[:60] if isinstance(reason, dict) \
-                    and ("error" in reason or "not_measured" in reason) else default
-            value = value[key]
-        return value
+    """The short table: one line per measured figure, then one per section that failed or was skipped."""
+    def rows(section: str) -> list[dict]:
+        return results.get(section, {}).get("rows", [])
 
-    rows = []
-    for row in get("embedding", "rows", default=[]) if isinstance(get("embedding", "rows", default=[]), list) else []:
-        rows.append([f"embedding {row['precision']} batch {row['batch']} ({row['source']})", "faces/s",
-                     row["faces_per_s"]])
-    for row in get("detection", "rows", default=[]) if isinstance(get("detection", "rows", default=[]), list) else []:
-        rows.append([f"detection {row['precision']} {row['input']} batch {row['batch']}", "images/s",
-                     row["images_per_s"]])
-    for row in get("end_to_end", "rows", default=[]) if isinstance(get("end_to_end", "rows", default=[]), list) else []:
-        rows.append([f"facecore end to end, {row['processes']} process(es)", "images/s", row["images_per_s"]])
-    for row in get("search", "rows", default=[]) if isinstance(get("search", "rows", default=[]), list) else []:
-        rows.append([f"exact search {row['faces']:,} faces fp16, p50 / p99", "ms",
-                     f"{row['p50_ms']:.2f} / {row['p99_ms']:.2f} (top-1 host check {row['top1_equals_host_exact']})"])
-    for row in get("serving", "rows", default=[]) if isinstance(get("serving", "rows", default=[]), list) else []:
-        rows.append([f"HTTP recognize, {row['replicas']} replica(s) x {row['num_gpus_each']} GPU", "requests/s",
-                     row["requests_per_s"]])
-    for section in ("embedding", "detection", "end_to_end", "search", "serving", "bulk_enrollment"):
-        value = results.get(section, {})
-        if "error" in value or "not_measured" in value:
-            rows.append([section, "-", ("error: " + value["error"].splitlines()[0][:80]) if "error" in value
-                         else "not measured: " + value["not_measured"]])
+    table = [[f"embedding {r['precision']} batch {r['batch']} ({r['source']})", "faces/s", r["faces_per_s"]]
+             for r in rows("embedding")]
+    table += [[f"detection {r['precision']} {r['input']} batch {r['batch']}", "images/s", r["images_per_s"]]
+              for r in rows("detection")]
+    table += [[f"facecore end to end, {r['processes']} process(es)", "images/s", r["images_per_s"]]
+              for r in rows("end_to_end")]
+    table += [[f"exact search {r['faces']:,} faces fp16, p50 / p99", "ms",
+               f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} (top-1 = host exact: {r['top1_equals_host_exact']})"]
+              for r in rows("search")]
+    table += [[f"HTTP recognize, {r['replicas']} replica(s) x {r['num_gpus_each']} GPU", "requests/s",
+               r["requests_per_s"]] for r in rows("serving")]
     if "images_per_s" in results.get("bulk_enrollment", {}):
-        rows.append(["bulk enrollment", "images/s", results["bulk_enrollment"]["images_per_s"]])
-    return rows
+        table.append(["bulk enrollment", "images/s", results["bulk_enrollment"]["images_per_s"]])
+    for section, _ in SECTIONS:
+        value = results.get(section, {})
+        if "error" in value:
+            table.append([section, "-", "error: " + value["error"].splitlines()[0][:100]])
+        elif "not_measured" in value:
+            table.append([section, "-", "not measured: " + value["not_measured"]])
+    return table
 
 
 def parse_args(argv=None):
@@ -393,7 +384,7 @@ def parse_args(argv=None):
     args.images = 0 if full else 24
     args.e2e_batch = 256 if full else 8
     args.e2e_seconds = 12.0 if full else 1.0
-    args.processes = [1, 2, 4] if full else [1]
+    args.processes = [1, 2, 4, 8] if full else [1]
     args.search_sizes = [1_000_000, 10_000_000] if full else [20_000, 50_000]
     args.queries = 300 if full else 20
     args.replicas = [1, 2, 4] if full else [1]

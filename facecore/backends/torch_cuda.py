@@ -184,7 +184,7 @@ def to_torch(model: onnx.ModelProto):
                 env[outs[0]] = op([env[name] if name else None for name in ins], attrs)
             return tuple(env[name] for name in self.output_names)
 
-    module = OnnxModule().eval()
+    module = OnnxModule().eval()  # `cast` above reads its compute_dtype
     return module
 
 
