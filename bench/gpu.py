@@ -132,12 +132,16 @@ def detection(args) -> dict:
     return {"rows": rows}
 
 
-def _e2e_worker(device, precision, cache, paths, batch, seconds, barrier, results):
+def _e2e_worker(device, precision, cache, paths, batch, seconds, processes, barrier, results):
     """One process: a TorchFacePipeline over the images for ``seconds`` after a common start."""
     try:
         from facecore.pipeline import PipelineConfig, StageTimer
         from facecore.torch_pipeline import TorchFacePipeline
 
+        if device.startswith("cuda"):  # processes share one card: each keeps to its part of its memory
+            import torch
+
+            torch.cuda.set_per_process_memory_fraction(0.9 / processes)
         pipeline = TorchFacePipeline(PipelineConfig(cache_dir=cache), device, precision)
         blobs = [Path(p).read_bytes() for p in paths]
         pipeline.analyze(blobs[:batch])
@@ -167,7 +171,8 @@ def end_to_end(args) -> dict:
     for processes in args.processes:
         barrier, results = context.Barrier(processes), context.Queue()
         workers = [context.Process(target=_e2e_worker, args=(args.device, args.precisions[0], args.cache, paths,
-                                                             args.e2e_batch, args.e2e_seconds, barrier, results))
+                                                             args.e2e_batch, args.e2e_seconds, processes, barrier,
+                                                             results))
                    for _ in range(processes)]
         for worker in workers:
             worker.start()
@@ -175,14 +180,16 @@ def end_to_end(args) -> dict:
         for worker in workers:
             worker.join(timeout=60)
         errors = [part for part in parts if "error" in part]
-        if errors:
-            raise RuntimeError(errors[0]["error"] + "\n" + errors[0]["traceback"])
+        if errors:  # the rows measured so far stand; this one records why it has no figure
+            rows.append({"processes": processes, "error": errors[0]["error"][:300]})
+            continue
         images_per_s = sum(part["images"] / part["seconds"] for part in parts)
         rows.append({"processes": processes, "images_per_s": images_per_s,
                      "faces_per_s": sum(part["faces"] / part["seconds"] for part in parts),
                      "stage_ms_per_image": parts[0]["stage_ms_per_image"]})
+    measured = [row["images_per_s"] for row in rows if "images_per_s" in row]
     return {"images": len(paths), "batch": args.e2e_batch, "precision": args.precisions[0], "rows": rows,
-            "best_images_per_s": max(row["images_per_s"] for row in rows)}
+            "best_images_per_s": max(measured, default=0.0)}
 
 
 def _unit_rows(rows: int, dim: int, seed: int) -> np.ndarray:
@@ -334,8 +341,8 @@ def summary_rows(results: dict) -> list[list]:
              for r in rows("embedding")]
     table += [[f"detection {r['precision']} {r['input']} batch {r['batch']}", "images/s", r["images_per_s"]]
               for r in rows("detection")]
-    table += [[f"facecore end to end, {r['processes']} process(es)", "images/s", r["images_per_s"]]
-              for r in rows("end_to_end")]
+    table += [[f"facecore end to end, {r['processes']} process(es)", "images/s",
+               r.get("images_per_s", f"error: {r.get('error', '?')[:80]}")] for r in rows("end_to_end")]
     table += [[f"exact search {r['faces']:,} faces fp16, p50 / p99", "ms",
                f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} (top-1 = host exact: {r['top1_equals_host_exact']})"]
               for r in rows("search")]
@@ -400,6 +407,16 @@ def parse_args(argv=None):
     return args
 
 
+def _release_device_memory(device: str) -> None:
+    if device.startswith("cuda"):
+        import gc
+
+        import torch
+
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -419,6 +436,7 @@ def main(argv=None) -> dict:
         except Exception as exc:
             results[name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]}
         results[name]["section_s"] = round(time.perf_counter() - section_started, 1)
+        _release_device_memory(args.device)  # the end-to-end processes need what earlier sections cached
         args.out.write_text(json.dumps(results, indent=2, default=str))
         print(f"[{time.perf_counter() - started:6.1f} s] {name}: "
               f"{'error' if 'error' in results[name] else 'done'}", flush=True)

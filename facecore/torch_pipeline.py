@@ -83,7 +83,9 @@ class TorchFacePipeline(FacePipeline):
             cfg = dataclasses.replace(cfg, detect_batch=max(cfg.detect_batch, GPU_DETECT_BATCH),
                                       embed_batch=max(cfg.embed_batch, GPU_EMBED_BATCH))
         self.config = cfg
-        detector = TorchGraph(converted_model_path(YUNET, cfg.cache_dir), device, precision)
+        # The detector stays in float32: its landmarks place the chips, and it is a small share of the
+        # time (0.29 ms per image at float32 against 0.26 at fp16 on an H100); fp16 pays in the embedder.
+        detector = TorchGraph(converted_model_path(YUNET, cfg.cache_dir), device, "f32")
         embedder = TorchGraph(converted_model_path(SFACE, cfg.cache_dir), device, precision)
         self.device = detector.device
         self.detector = TorchDetector(detector, YUNET, cfg.max_side)

@@ -253,3 +253,11 @@ def test_torch_matrix_search_matches_numpy(device):
 def test_matrix_search_choice():
     assert matrix_search("numpy") is None
     assert isinstance(matrix_search("cpu"), TorchMatrixSearch)
+
+
+def test_gpu_batches_are_padded_to_a_few_sizes():
+    from facecore.backends.torch_cuda import padded_batch
+
+    sizes = {padded_batch(rows) for rows in range(1, 257)}
+    assert sizes == {8, 16, 32, 64, 128, 256}
+    assert all(padded_batch(rows) >= rows for rows in range(1, 600))
