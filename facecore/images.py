@@ -11,6 +11,7 @@ import io
 import warnings
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -19,6 +20,8 @@ from facecore.errors import ImageTooLarge, InvalidImage, TooManyPixels, Unsuppor
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "WEBP", "TIFF", "GIF", "MPO"})
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 50_000_000
+EXIF_ORIENTATION = 0x0112
+JPEG_END = b"\xff\xd9"
 
 # We enforce our own pixel limit before decoding; Pillow's warning/error would fire on a different one.
 Image.MAX_IMAGE_PIXELS = None
@@ -77,6 +80,9 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> np.ndarray
     if width * height > limits.max_pixels:
         raise TooManyPixels(f"the image is {width}x{height} = {width * height} pixels; "
                             f"the limit is {limits.max_pixels} pixels")
+    fast = _decode_plain_jpeg(data, image)
+    if fast is not None:
+        return fast
     try:
         image.seek(0)
         image.load()
@@ -88,8 +94,22 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> np.ndarray
     return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
+def _decode_plain_jpeg(data: bytes, image: Image.Image) -> np.ndarray | None:
+    """A complete upright RGB or grey JPEG decoded by OpenCV straight to BGR (a third of Pillow's time,
+    the same pixels: both use libjpeg-turbo); None for anything else, which Pillow decodes."""
+    if image.format != "JPEG" or image.mode not in ("RGB", "L"):
+        return None
+    if image.getexif().get(EXIF_ORIENTATION, 1) != 1 or not data.rstrip(b"\0").endswith(JPEG_END):
+        return None  # rotated, or truncated: Pillow turns the first upright and rejects the second
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if bgr is None or bgr.shape[:2] != (image.height, image.width):
+        return None
+    return bgr
+
+
 def encode_jpeg(bgr: np.ndarray, quality: int = 90) -> bytes:
     """Encode a BGR array as JPEG bytes (used for stored face crops)."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(bgr[:, :, ::-1])).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
+    ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise InvalidImage(f"cannot encode a {bgr.shape} array as JPEG")
+    return encoded.tobytes()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facecore.align import align_face
+from facecore.align import CHIP_SIZE, align_faces
 from facecore.backends import BackendOptions
 from facecore.detect import DEFAULT_MAX_SIDE, Detection, YuNetDetector
 from facecore.embed import SFaceEmbedder
@@ -28,15 +28,22 @@ DEFAULT_DET_PROB_THRESHOLD = 0.8
 
 @dataclass
 class Face:
-    """One face of an image. ``embedding`` and ``quality`` are set by :meth:`FacePipeline.analyze`."""
+    """One face of an image. ``embedding`` and ``quality`` are set by :meth:`FacePipeline.analyze`;
+    ``pose`` is estimated from the landmarks when first read."""
 
     box: np.ndarray
     score: float
     landmarks: np.ndarray
-    pose: Pose
     chip: np.ndarray | None = None
     quality: Quality | None = None
     embedding: np.ndarray | None = None
+    _pose: Pose | None = field(default=None, repr=False)
+
+    @property
+    def pose(self) -> Pose:
+        if self._pose is None:
+            self._pose = estimate_pose(self.landmarks)
+        return self._pose
 
 
 @dataclass
@@ -63,12 +70,21 @@ class PipelineConfig:
 
 @dataclass
 class StageTimer:
-    """Milliseconds spent per stage, reported as ``execution_time``."""
+    """Milliseconds spent per stage, reported as ``execution_time``; ``details`` splits stages further
+    (the detector's resize, inference and decoding with NMS) for profiling."""
 
     stages: dict[str, float] = field(default_factory=dict)
+    details: dict[str, float] = field(default_factory=dict)
 
-    def add(self, stage: str, started: float) -> None:
-        self.stages[stage] = self.stages.get(stage, 0.0) + (time.perf_counter() - started) * 1000.0
+    def add(self, stage: str, started: float) -> float:
+        now = time.perf_counter()
+        self.stages[stage] = self.stages.get(stage, 0.0) + (now - started) * 1000.0
+        return now
+
+    def detail(self, stage: str, started: float) -> float:
+        now = time.perf_counter()
+        self.details[stage] = self.details.get(stage, 0.0) + (now - started) * 1000.0
+        return now
 
 
 class FacePipeline:
@@ -106,35 +122,48 @@ class FacePipeline:
         detections: list[list[Detection]] = []
         step = max(1, self.config.detect_batch)
         for start in range(0, len(decoded), step):
-            detections.extend(self.detector.detect_batch(decoded[start:start + step], det_prob_threshold, limit))
+            detections.extend(self.detector.detect_batch(decoded[start:start + step], det_prob_threshold, limit,
+                                                         timer))
         if timer:
             timer.add("detect", started)
-        return [[Face(box=d.box, score=d.score, landmarks=d.landmarks, pose=estimate_pose(d.landmarks))
-                 for d in per_image] for per_image in detections]
+        return [[Face(box=d.box, score=d.score, landmarks=d.landmarks) for d in per_image]
+                for per_image in detections]
 
     def analyze(self, images: Sequence[ImageInput], det_prob_threshold: float = DEFAULT_DET_PROB_THRESHOLD,
                 limit: int = 0, timer: StageTimer | None = None) -> list[list[Face]]:
-        """Faces of every image with aligned chip, quality and embedding."""
+        """Faces of every image with aligned chip, quality, pose and embedding."""
         decoded = self.decode(images, timer)
         faces = self.detect_decoded(decoded, det_prob_threshold, limit, timer)
         self.describe(decoded, faces, timer)
         return faces
 
-    def describe(self, decoded: list[np.ndarray], faces: list[list[Face]], timer: StageTimer | None = None) -> None:
-        """Fill chip, quality and embedding of detected ``faces`` (one list per decoded image), batched."""
+    def describe(self, decoded: list[np.ndarray], faces: list[list[Face]], timer: StageTimer | None = None,
+                 quality: bool | Sequence[bool] = True) -> None:
+        """Fill chip, embedding and (where ``quality``, one flag or one per image) quality and pose of
+        detected ``faces`` (one list per decoded image): the chips of all faces are warped into one
+        array and embedded in batches."""
         started = time.perf_counter()
-        flat = []
+        flat = [face for per_image in faces for face in per_image]
+        chips = np.empty((len(flat), CHIP_SIZE, CHIP_SIZE, 3), dtype=np.uint8)
+        offset = 0
         for image, per_image in zip(decoded, faces):
-            for face in per_image:
-                face.chip = align_face(image, face.landmarks)
-                face.quality = assess_quality(face.score, face.box[2] - face.box[0],
-                                              face.box[3] - face.box[1], face.chip, face.pose)
-                flat.append(face)
+            if per_image:
+                align_faces(image, np.stack([face.landmarks for face in per_image]),
+                            out=chips[offset:offset + len(per_image)])
+                offset += len(per_image)
+        for face, chip in zip(flat, chips):
+            face.chip = chip
         if timer:
-            timer.add("align", started)
-        started = time.perf_counter()
-        vectors = self.embedder.embed([face.chip for face in flat])
-        for face, vector in zip(flat, vectors):
+            started = timer.add("align", started)
+        wanted = [quality] * len(faces) if isinstance(quality, bool) else list(quality)
+        if any(wanted):
+            for per_image, wants in zip(faces, wanted):
+                for face in per_image if wants else ():
+                    face.quality = assess_quality(face.score, face.box[2] - face.box[0],
+                                                  face.box[3] - face.box[1], face.chip, face.pose)
+            if timer:
+                started = timer.add("quality", started)
+        for face, vector in zip(flat, self.embedder.embed(chips)):
             face.embedding = vector
         if timer:
             timer.add("embed", started)
