@@ -130,11 +130,11 @@ class FacePipeline:
                 for per_image in detections]
 
     def analyze(self, images: Sequence[ImageInput], det_prob_threshold: float = DEFAULT_DET_PROB_THRESHOLD,
-                limit: int = 0, timer: StageTimer | None = None) -> list[list[Face]]:
-        """Faces of every image with aligned chip, quality, pose and embedding."""
+                limit: int = 0, timer: StageTimer | None = None, quality: bool = True) -> list[list[Face]]:
+        """Faces of every image with aligned chip, embedding and (with ``quality``) quality and pose."""
         decoded = self.decode(images, timer)
         faces = self.detect_decoded(decoded, det_prob_threshold, limit, timer)
-        self.describe(decoded, faces, timer)
+        self.describe(decoded, faces, timer, quality)
         return faces
 
     def describe(self, decoded: list[np.ndarray], faces: list[list[Face]], timer: StageTimer | None = None,
@@ -173,4 +173,4 @@ class FacePipeline:
         """Per image, an ``(n_faces, D)`` array of unit-length embeddings, largest face first."""
         dimension = self.embedder.dimension
         return [np.stack([f.embedding for f in per_image]) if per_image else np.zeros((0, dimension), np.float32)
-                for per_image in self.analyze(images, det_prob_threshold, limit)]
+                for per_image in self.analyze(images, det_prob_threshold, limit, quality=False)]
