@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from facecore.backends import BackendOptions, InferenceModel
+from facecore.images import full_size, reduction_of
 from facecore.models import YUNET, ModelSpec, open_registry_model
 
 STRIDES = (8, 16, 32)
@@ -134,8 +135,9 @@ class YuNetDetector:
         """Detect faces in several BGR images at once.
 
         Returns, per image, faces with ``score >= threshold``, largest first, at most ``limit``
-        of them when ``limit > 0``. A :class:`~facecore.pipeline.StageTimer` gets the time of the
-        resize, the inference and the decoding with NMS as details.
+        of them when ``limit > 0``, in pixels of the full image (of a
+        :class:`~facecore.images.ReducedImage` too). A :class:`~facecore.pipeline.StageTimer` gets the
+        time of the resize, the inference and the decoding with NMS as details.
         """
         if not images:
             return []
@@ -159,8 +161,9 @@ class YuNetDetector:
         for slot, (image, scale) in enumerate(zip(images, scales)):
             boxes, scores, kps = decode_outputs(outputs, slot, pad_h, pad_w, threshold)
             keep = nms(boxes, scores)
-            faces = [Detection(box=self._clip(boxes[i] / scale, image.shape),
-                               score=float(scores[i]), landmarks=kps[i] / scale) for i in keep]
+            to_full = reduction_of(image) / scale  # detector pixels -> pixels of the full image
+            faces = [Detection(box=self._clip(boxes[i] * to_full, full_size(image)),
+                               score=float(scores[i]), landmarks=kps[i] * to_full) for i in keep]
             faces.sort(key=lambda face: face.area, reverse=True)
             results.append(faces[:limit] if limit > 0 else faces)
         if timer:
@@ -168,6 +171,6 @@ class YuNetDetector:
         return results
 
     @staticmethod
-    def _clip(box: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-        height, width = shape[:2]
+    def _clip(box: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        height, width = size
         return np.clip(box, [0, 0, 0, 0], [width, height, width, height]).astype(np.float32)

@@ -18,12 +18,13 @@ from facecore.align import CHIP_SIZE, align_faces
 from facecore.backends import BackendOptions
 from facecore.detect import DEFAULT_MAX_SIDE, Detection, YuNetDetector
 from facecore.embed import SFaceEmbedder
-from facecore.images import ImageLimits, decode_image
+from facecore.images import ImageLimits, decode_image, reduction_of
 from facecore.quality import Pose, Quality, assess_quality, estimate_pose
 
 ImageInput = bytes | bytearray | memoryview | np.ndarray
 DEFAULT_CACHE_DIR = "data/models"
 DEFAULT_DET_PROB_THRESHOLD = 0.8
+DEFAULT_DECODE_MIN_SIDE = 3 * DEFAULT_MAX_SIDE
 
 
 @dataclass
@@ -51,13 +52,17 @@ class PipelineConfig:
     """Knobs of the pipeline; the service fills these from its settings.
 
     ``backend`` and ``precision`` choose the inference backend (:mod:`facecore.backends`);
-    ``cache_dir`` holds the converted graphs and the backends' compiled models.
+    ``cache_dir`` holds the converted graphs and the backends' compiled models. JPEGs whose longer
+    side is at least twice ``decode_min_side`` are decoded at 1/2, 1/4 or 1/8 of their size, their
+    longer side staying at least ``decode_min_side`` (0: always in full); the default, 3x the
+    detector's input side, keeps the faces it can find large enough for 112x112 chips.
     """
 
     threads: int | None = None
     backend: str = "auto"
     precision: str = "auto"
     max_side: int = DEFAULT_MAX_SIDE
+    decode_min_side: int = DEFAULT_DECODE_MIN_SIDE
     detect_batch: int = 8
     embed_batch: int = 32
     limits: ImageLimits = field(default_factory=ImageLimits)
@@ -102,9 +107,11 @@ class FacePipeline:
         return self.embedder.model_id
 
     def decode(self, images: Sequence[ImageInput], timer: StageTimer | None = None) -> list[np.ndarray]:
-        """Bytes are decoded (with the configured limits); arrays pass through as BGR."""
+        """Bytes are decoded (with the configured limits; large JPEGs at a reduced size, see
+        ``PipelineConfig.decode_min_side``); arrays pass through as BGR."""
         started = time.perf_counter()
-        decoded = [image if isinstance(image, np.ndarray) else decode_image(bytes(image), self.config.limits)
+        decoded = [image if isinstance(image, np.ndarray)
+                   else decode_image(bytes(image), self.config.limits, self.config.decode_min_side)
                    for image in images]
         if timer:
             timer.add("decode", started)
@@ -148,7 +155,7 @@ class FacePipeline:
         offset = 0
         for image, per_image in zip(decoded, faces):
             if per_image:
-                align_faces(image, np.stack([face.landmarks for face in per_image]),
+                align_faces(image, np.stack([face.landmarks for face in per_image]) / reduction_of(image),
                             out=chips[offset:offset + len(per_image)])
                 offset += len(per_image)
         for face, chip in zip(flat, chips):
