@@ -1,7 +1,9 @@
 """Embedder deployment: decode -> detect -> align -> embed, batched across concurrent requests.
 
-Each replica holds one :class:`FacePipeline` on the configured inference backend (``auto``: CUDA
-when a GPU is visible, OpenVINO on x86 CPUs, ONNX Runtime otherwise). Requests
+Each replica holds one :class:`FacePipeline`: on a replica given a GPU fraction (``embedder_num_gpus``)
+the torch pipeline on CUDA with GPU preprocessing (:mod:`facecore.pipelines`), else one on the
+configured inference backend (``auto``: CUDA when a GPU is visible, OpenVINO on x86 CPUs, ONNX
+Runtime otherwise). Requests
 arriving within ``batch_wait_ms`` of each other are processed together (``@serve.batch``): detection
 runs over all their images at once, embedding over all their faces at once. Per-request parameters
 (threshold, limit) are applied after the shared detection. Errors are returned per request, so one
@@ -20,6 +22,7 @@ from ray import serve
 from facecore.errors import FaceError
 from facecore.images import encode_jpeg
 from facecore.pipeline import Face, FacePipeline, StageTimer
+from facecore.pipelines import open_pipeline
 from faces_settings import Settings
 
 
@@ -101,7 +104,7 @@ class Embedder:
     """Serve deployment wrapping :func:`process_batch` with dynamic batching."""
 
     def __init__(self, settings: Settings):
-        self.pipeline = FacePipeline(settings.pipeline_config())
+        self.pipeline = open_pipeline(settings.pipeline_config(gpu=settings.embedder_num_gpus > 0))
         self.process.set_max_batch_size(settings.batch_max_size)
         self.process.set_batch_wait_timeout_s(settings.batch_wait_ms / 1000.0)
         self.embed_chips.set_max_batch_size(settings.batch_max_size)

@@ -11,7 +11,10 @@ indexes the subject name and its face count, so subject filters and renames are 
 Deletes move the last row into the hole (bulk deletes compact instead), so rows stay dense.
 
 Search is exact: one matrix product of the queries with all rows (cosine, since both sides are unit
-length), then a partial top (argpartition) of a few times ``k`` candidates per query.
+length), then a partial top (argpartition) of a few times ``k`` candidates per query. A shard that
+sees a GPU (``SearchConfig.device``) takes those candidates from a half-precision copy of the matrix
+on the GPU instead (:mod:`actors.matrix_search`) and re-scores them here, and builds no approximate
+index on its own.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from actors.ann_index import AnnIndex
+from actors.matrix_search import matrix_search
 from store.faces import FaceRecord, FaceTable
 
 logger = logging.getLogger(__name__)
@@ -82,6 +86,7 @@ class SearchConfig:
     scan_threads: int = 1
     memory_budget_bytes: int | None = None
     index_dir: str | None = None
+    device: str = "numpy"  # or a torch device ("cuda"): exact candidates from a copy of the matrix there
 
 
 class IndexShard:
@@ -98,6 +103,7 @@ class IndexShard:
         self._table: FaceTable | None = FaceTable.open(db_uri, table_name, self.dim)
         self._commits_since_compaction = 0
         self._layout = 0
+        self._device_search = matrix_search(search.device)
         self._load()
         self._restore_index()
 
@@ -320,6 +326,8 @@ class IndexShard:
                 self._codes[row] = self._acquire(record.subject)
                 self._release(old_code)
                 self._vectors[row] = record.embedding
+            if replaced and self._device_search is not None:
+                self._device_search.invalidate()
             new = [r for r in prepared if r.face_id not in self._rows]
             if new:
                 self._append([r.face_id for r in new], [r.subject for r in new],
@@ -464,6 +472,8 @@ class IndexShard:
                 return results
             codes = self._codes[:n]
             first_try = min(n, CANDIDATE_FACTOR * wanted + CANDIDATE_SLACK)
+            if self._device_search is not None:
+                return self._device_subjects(matrix, wanted, first_try)
             for start, scores in self._score_chunks(matrix, self._vectors[:n]):
                 if first_try < n:
                     candidates = np.argpartition(scores, n - first_try, axis=1)[:, n - first_try:]
@@ -521,6 +531,11 @@ class IndexShard:
                 rows = np.flatnonzero(self._codes[:self._n] == code)
                 vectors = self._vectors[rows]
             if len(vectors) == 0:
+                return results
+            if rows is None and self._device_search is not None:
+                for query, (found, scores) in enumerate(self._device_scores(matrix, CANDIDATE_FACTOR * k)):
+                    results[query] = [(self._ids[row], self._subject_of[self._codes[row]], float(score))
+                                      for row, score in zip(found[:k], scores[:k])]
                 return results
             for start, scores in self._score_chunks(matrix, vectors):
                 for offset, row_scores in enumerate(scores):
@@ -617,7 +632,8 @@ class IndexShard:
         return self._ann is not None and self.search.mode != "exact"
 
     def _build_in_background_if_due(self) -> None:
-        if self.search.mode != "auto" or self._n < self.search.ann_min_faces or self._build_lock.locked():
+        if (self.search.mode != "auto" or self._device_search is not None or self._n < self.search.ann_min_faces
+                or self._build_lock.locked()):
             return
         if self._ann is None or len(self._tail) > self.search.rebuild_fraction * len(self._ann):
             threading.Thread(target=self.build_index, name=f"build-{self.table_name}", daemon=True).start()
@@ -633,6 +649,33 @@ class IndexShard:
             rows = rows[rows >= 0]  # deleted since the build
             scored.append((rows, self._vectors[rows] @ query))
         return scored
+
+    def _device_scores(self, matrix: np.ndarray, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query: the top ``count`` rows found on the device, re-scored exactly here, best first."""
+        rows, _ = self._device_search.top(matrix, self._vectors[:self._n], count, self._layout)
+        scored = []
+        for query, found in zip(matrix, rows):
+            scores = self._vectors[found] @ query
+            order = np.argsort(-scores, kind="stable")
+            scored.append((found[order], scores[order]))
+        return scored
+
+    def _device_subjects(self, matrix: np.ndarray, wanted: int, count: int) -> list[list[tuple[str, float, str]]]:
+        """:meth:`search_subjects` from device candidates, widened (16x, then all) for queries short of subjects."""
+        results: list[list[tuple[str, float, str]]] = [[] for _ in range(len(matrix))]
+        todo = np.arange(len(matrix))
+        while len(todo):
+            short = []
+            for query, (rows, scores) in zip(todo, self._device_scores(matrix[todo], count)):
+                _, first = np.unique(self._codes[rows], return_index=True)
+                if len(first) < wanted and count < self._n:
+                    short.append(query)
+                    continue
+                best = np.sort(first)[:wanted]
+                results[query] = [(self._subject_of[self._codes[rows[i]]], float(scores[i]), self._ids[rows[i]])
+                                  for i in best]
+            todo, count = np.asarray(short, dtype=np.int64), min(self._n, count * CANDIDATE_GROWTH)
+        return results
 
     def _rows_now(self, face_ids) -> np.ndarray:
         """Current rows of these faces (-1: not held). One dict look-up each: about 2 us at 10M faces."""

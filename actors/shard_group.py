@@ -33,7 +33,8 @@ def search_config(settings: Settings) -> SearchConfig:
     return SearchConfig(mode=settings.search_mode, ann_min_faces=settings.ann_min_faces,
                         candidates=settings.ann_candidates, scan_threads=settings.ann_scan_threads,
                         memory_budget_bytes=budget,
-                        index_dir=str(settings.data_dir / "indexes"))
+                        index_dir=str(settings.data_dir / "indexes"),
+                        device="cuda" if settings.shard_num_gpus > 0 else "numpy")
 
 
 def actor_name(service_id: int, shard: int, shards: int) -> str:
@@ -44,14 +45,14 @@ class ShardGroup:
     """Async client of the ``shards`` IndexShard actors of one service."""
 
     def __init__(self, service_id: int, shards: int, faces_uri: str, dim: int,
-                 search: SearchConfig = SearchConfig(), num_cpus: float = 0.0):
+                 search: SearchConfig = SearchConfig(), num_cpus: float = 0.0, num_gpus: float = 0.0):
         self.service_id = service_id
         self.faces_uri = faces_uri
         # Threaded actors: an index build runs beside searches instead of blocking them.
         self.actors = [
             ray.remote(IndexShard).options(
                 name=actor_name(service_id, shard, shards), namespace=NAMESPACE, get_if_exists=True,
-                lifetime="detached", max_restarts=-1, max_task_retries=-1, num_cpus=num_cpus,
+                lifetime="detached", max_restarts=-1, max_task_retries=-1, num_cpus=num_cpus, num_gpus=num_gpus,
                 max_concurrency=SHARD_THREADS, enable_task_events=False,  # no per-call event records in the GCS
             ).remote(faces_uri, table_name(service_id, shard, shards), dim, search)
             for shard in range(shards)
@@ -60,7 +61,8 @@ class ShardGroup:
     @classmethod
     def for_service(cls, service_id: int, shards: int, settings: Settings) -> "ShardGroup":
         """The shards of a service as every part of the platform must open them (same search setup)."""
-        return cls(service_id, shards, settings.faces_uri, SFACE.embedding_dim, search_config(settings))
+        return cls(service_id, shards, settings.faces_uri, SFACE.embedding_dim, search_config(settings),
+                   num_gpus=settings.shard_num_gpus)
 
     def _owner(self, face_id: str):
         return self.actors[shard_of(face_id, len(self.actors))]

@@ -1,6 +1,7 @@
 """The embedding stage of enrollment: an actor pool running the face pipeline on fetched images.
 
-Each actor holds one :class:`FacePipeline` and runs :func:`actors.embedder.process_batch` (the same
+Each actor holds one :class:`FacePipeline` (the torch one on CUDA for actors given a GPU fraction,
+see :mod:`facecore.pipelines`) and runs :func:`actors.embedder.process_batch` (the same
 batch core as the Serve embedder) on batches of images, then applies the policy for images with
 several faces. Errors stay per image: one bad file never fails its batch.
 """
@@ -18,7 +19,8 @@ import pyarrow as pa
 from actors.embedder import FaceRequest, FaceResponse, process_batch
 from batch_jobs.outcomes import OnMultiple, Outcome
 from facecore.errors import InvalidImage
-from facecore.pipeline import FacePipeline, PipelineConfig
+from facecore.pipeline import PipelineConfig
+from facecore.pipelines import open_pipeline
 from faces_settings import Settings
 
 log = logging.getLogger(__name__)
@@ -92,7 +94,7 @@ class EmbedImages:
     """Ray Data callable class: detect, align and embed the images of a batch (``image`` column)."""
 
     def __init__(self, config: PipelineConfig, det_prob_threshold: float, on_multiple: str):
-        self.pipeline = FacePipeline(config)
+        self.pipeline = open_pipeline(config)
         self.threshold = det_prob_threshold
         self.policy = OnMultiple(on_multiple)
         self.dim = self.pipeline.embedder.dimension
@@ -149,5 +151,5 @@ class EmbedImages:
 
 
 def pipeline_config(settings: Settings, plan: PoolPlan) -> PipelineConfig:
-    """The pipeline configuration of the pool's actors: the platform's, with the plan's threads."""
-    return dataclasses.replace(settings.pipeline_config(), threads=plan.threads)
+    """The pipeline configuration of the pool's actors: the platform's, with the plan's threads and GPU."""
+    return dataclasses.replace(settings.pipeline_config(gpu=plan.num_gpus > 0), threads=plan.threads)

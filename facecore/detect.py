@@ -126,10 +126,6 @@ class YuNetDetector:
     def from_registry(cls, options: BackendOptions, max_side: int = DEFAULT_MAX_SIDE) -> "YuNetDetector":
         return cls(open_registry_model(YUNET, options), YUNET, max_side)
 
-    def _scale(self, image: np.ndarray) -> float:
-        longest = max(image.shape[:2])
-        return min(1.0, self.max_side / longest) if self.max_side else 1.0
-
     def detect_batch(self, images: list[np.ndarray], threshold: float = 0.5,
                      limit: int = 0, timer=None) -> list[list[Detection]]:
         """Detect faces in several BGR images at once.
@@ -142,12 +138,11 @@ class YuNetDetector:
         if not images:
             return []
         started = time.perf_counter()
-        scales = [self._scale(image) for image in images]
-        sizes = [(max(1, round(im.shape[0] * s)), max(1, round(im.shape[1] * s)))
-                 for im, s in zip(images, scales)]
-        pad_h, pad_w = _padded_size(max(h for h, _ in sizes), max(w for _, w in sizes))
-        batch = np.zeros((len(images), pad_h, pad_w, 3), dtype=np.uint8)
-        for slot, (image, (h, w)) in enumerate(zip(images, sizes)):
+        layout = BatchLayout.of([image.shape for image in images], self.max_side,
+                                reductions=[reduction_of(image) for image in images],
+                                full_sizes=[full_size(image) for image in images])
+        batch = np.zeros((len(images), layout.pad_h, layout.pad_w, 3), dtype=np.uint8)
+        for slot, (image, (h, w)) in enumerate(zip(images, layout.sizes)):
             if (h, w) == image.shape[:2]:
                 batch[slot, :h, :w] = image
             else:
@@ -157,20 +152,54 @@ class YuNetDetector:
         outputs = dict(zip(self.output_names, self.model.run({self.input_name: batch})))
         if timer:
             started = timer.detail("inference", started)
-        results = []
-        for slot, (image, scale) in enumerate(zip(images, scales)):
-            boxes, scores, kps = decode_outputs(outputs, slot, pad_h, pad_w, threshold)
-            keep = nms(boxes, scores)
-            to_full = reduction_of(image) / scale  # detector pixels -> pixels of the full image
-            faces = [Detection(box=self._clip(boxes[i] * to_full, full_size(image)),
-                               score=float(scores[i]), landmarks=kps[i] * to_full) for i in keep]
-            faces.sort(key=lambda face: face.area, reverse=True)
-            results.append(faces[:limit] if limit > 0 else faces)
+        results = layout.detections(outputs, threshold, limit)
         if timer:
             timer.detail("nms", started)
         return results
 
-    @staticmethod
-    def _clip(box: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        height, width = size
-        return np.clip(box, [0, 0, 0, 0], [width, height, width, height]).astype(np.float32)
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """Where the images of one detector batch go: their scale, resized size and the padded batch size.
+
+    Images are shrunk so that their longer side is at most ``max_side`` (never enlarged) and padded
+    bottom-right to a common multiple of 32. Shared by the CPU and the GPU (torch) preprocessing.
+    An image decoded at ``1 / reduction`` of its size (:class:`~facecore.images.ReducedImage`) has its
+    faces reported in pixels of its full size, ``full_sizes``.
+    """
+
+    shapes: tuple[tuple[int, ...], ...]
+    scales: tuple[float, ...]
+    sizes: tuple[tuple[int, int], ...]
+    pad_h: int
+    pad_w: int
+    reductions: tuple[int, ...]
+    full_sizes: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def of(cls, shapes, max_side: int, reductions=None, full_sizes=None) -> "BatchLayout":
+        shapes = tuple(tuple(int(d) for d in shape[:2]) for shape in shapes)
+        scales = tuple(min(1.0, max_side / max(shape)) if max_side else 1.0 for shape in shapes)
+        sizes = tuple((max(1, round(h * s)), max(1, round(w * s))) for (h, w), s in zip(shapes, scales))
+        pad_h, pad_w = _padded_size(max(h for h, _ in sizes), max(w for _, w in sizes))
+        reductions = tuple(reductions) if reductions is not None else (1,) * len(shapes)
+        full_sizes = tuple(tuple(size) for size in full_sizes) if full_sizes is not None else shapes
+        return cls(shapes, scales, sizes, pad_h, pad_w, reductions, full_sizes)
+
+    def detections(self, outputs: dict[str, np.ndarray], threshold: float, limit: int) -> list[list[Detection]]:
+        """Per image, its faces in full-image coordinates, largest first, at most ``limit`` when > 0."""
+        results = []
+        for slot, (scale, reduction, full) in enumerate(zip(self.scales, self.reductions, self.full_sizes)):
+            boxes, scores, kps = decode_outputs(outputs, slot, self.pad_h, self.pad_w, threshold)
+            keep = nms(boxes, scores)
+            to_full = reduction / scale  # detector pixels -> pixels of the full image
+            faces = [Detection(box=_clip(boxes[i] * to_full, full), score=float(scores[i]),
+                               landmarks=kps[i] * to_full) for i in keep]
+            faces.sort(key=lambda face: face.area, reverse=True)
+            results.append(faces[:limit] if limit > 0 else faces)
+        return results
+
+
+def _clip(box: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    height, width = size[:2]
+    return np.clip(box, [0, 0, 0, 0], [width, height, width, height]).astype(np.float32)

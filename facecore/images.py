@@ -86,14 +86,11 @@ def jpeg_reduction(width: int, height: int, min_side: int) -> int:
     return max([1] + [factor for factor in REDUCED_JPEG_FLAGS if min_side and longest // factor >= min_side])
 
 
-def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), min_side: int = 0) -> np.ndarray:
-    """Decode image bytes to an ``(H, W, 3)`` uint8 BGR array, upright per its EXIF orientation.
+def open_checked(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
+    """Open image bytes lazily (header only) and check format, size and pixel-count limits.
 
-    Accepts JPEG, PNG, BMP, WebP, TIFF and GIF (first frame). Raises :class:`InvalidImage`,
-    :class:`UnsupportedFormat`, :class:`ImageTooLarge` or :class:`TooManyPixels`. With ``min_side``, a
-    plain JPEG whose longer side is at least twice that is decoded at 1/2, 1/4 or 1/8 of its size
-    (JPEG's DCT scaling, far cheaper than a full decode), its longer side staying at least
-    ``min_side``: a :class:`ReducedImage`.
+    Raises :class:`InvalidImage`, :class:`UnsupportedFormat`, :class:`ImageTooLarge` or
+    :class:`TooManyPixels`; no pixel is decoded yet.
     """
     if not data:
         raise InvalidImage("the image is empty (0 bytes)")
@@ -117,6 +114,20 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), min_side: int
     if width * height > limits.max_pixels:
         raise TooManyPixels(f"the image is {width}x{height} = {width * height} pixels; "
                             f"the limit is {limits.max_pixels} pixels")
+    return image
+
+
+def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), min_side: int = 0) -> np.ndarray:
+    """Decode image bytes to an ``(H, W, 3)`` uint8 BGR array, upright per its EXIF orientation.
+
+    Accepts JPEG, PNG, BMP, WebP, TIFF and GIF (first frame). Raises :class:`InvalidImage`,
+    :class:`UnsupportedFormat`, :class:`ImageTooLarge` or :class:`TooManyPixels`. With ``min_side``, a
+    plain JPEG whose longer side is at least twice that is decoded at 1/2, 1/4 or 1/8 of its size
+    (JPEG's DCT scaling, far cheaper than a full decode), its longer side staying at least
+    ``min_side``: a :class:`ReducedImage`.
+    """
+    image = open_checked(data, limits)
+    width, height = image.size
     fast = _decode_plain_jpeg(data, image, jpeg_reduction(width, height, min_side))
     if fast is not None:
         return fast

@@ -67,6 +67,7 @@ class PipelineConfig:
     embed_batch: int = 32
     limits: ImageLimits = field(default_factory=ImageLimits)
     cache_dir: str = DEFAULT_CACHE_DIR
+    gpu: bool = False  # this process was given a GPU (a fraction of one): see facecore.pipelines
 
     def backend_options(self) -> BackendOptions:
         return BackendOptions(backend=self.backend, precision=self.precision, threads=self.threads,

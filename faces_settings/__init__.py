@@ -24,10 +24,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("./data"), description="models cache, embedded PostgreSQL, LanceDB tables")
     threads: int | None = Field(None, description="inference threads per model (unset: all cores)")
     backend: str = Field("auto", description="inference backend: auto (CUDA if a GPU is visible, else OpenVINO on "
-                         "x86, else ONNX Runtime), openvino, onnxruntime, onnxruntime-cuda")
-    precision: str = Field("auto", pattern="^(auto|f32|bf16)$",
+                         "x86, else ONNX Runtime; the torch pipeline on processes given a GPU), openvino, "
+                         "onnxruntime, onnxruntime-cuda, torch")
+    precision: str = Field("auto", pattern="^(auto|f32|bf16|fp16)$",
                            description="inference precision: auto (bf16 where the CPU has bf16 units under "
-                           "OpenVINO, else f32), f32, bf16")
+                           "OpenVINO, fp16 under torch on CUDA, else f32), f32, bf16, fp16")
     max_detect_side: int = Field(DEFAULT_MAX_SIDE, description="images are shrunk to this longer side for detection")
     decode_min_side: int = Field(DEFAULT_DECODE_MIN_SIDE, ge=0, description="JPEGs at least twice this size are "
                                  "decoded at 1/2, 1/4 or 1/8 size, keeping their longer side at least this (0: never)")
@@ -56,6 +57,8 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(16, ge=1, description="requests per embedder batch (@serve.batch)")
     batch_wait_ms: float = Field(10.0, ge=0, description="how long a batch waits to fill")
     default_shards: int = Field(1, ge=1, description="index shards of a new service")
+    shard_num_gpus: float = Field(0.0, ge=0, description="GPU fraction per index shard; > 0 keeps each shard's "
+                                  "matrix on its GPU (fp16) for exact search")
     search_mode: str = Field("auto", pattern="^(auto|exact|ann)$",
                              description="shard search: exact, ann, or auto (ann from ann_min_faces faces)")
     ann_min_faces: int = Field(100_000, ge=1, description="auto mode builds an approximate index from this size")
@@ -92,12 +95,13 @@ class Settings(BaseSettings):
         """A copy with the data dir made absolute, safe to ship to processes with another cwd."""
         return self.model_copy(update={"data_dir": self.data_dir.resolve()})
 
-    def pipeline_config(self) -> PipelineConfig:
+    def pipeline_config(self, gpu: bool = False) -> PipelineConfig:
+        """The face pipeline's configuration, for a process given a GPU (``gpu``) or not."""
         return PipelineConfig(
             threads=self.threads, backend=self.backend, precision=self.precision, max_side=self.max_detect_side,
             decode_min_side=self.decode_min_side,
             detect_batch=self.detect_batch, embed_batch=self.embed_batch,
-            limits=ImageLimits(self.max_upload_bytes, self.max_pixels), cache_dir=str(self.models_dir),
+            limits=ImageLimits(self.max_upload_bytes, self.max_pixels), cache_dir=str(self.models_dir), gpu=gpu,
         )
 
 
