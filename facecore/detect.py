@@ -150,12 +150,7 @@ class YuNetDetector:
         if timer:
             started = timer.detail("resize", started)
         outputs = dict(zip(self.output_names, self.model.run({self.input_name: batch})))
-        if timer:
-            started = timer.detail("inference", started)
-        results = layout.detections(outputs, threshold, limit)
-        if timer:
-            timer.detail("nms", started)
-        return results
+        return layout.detections(outputs, threshold, limit, timer, started)
 
 
 @dataclass(frozen=True)
@@ -186,8 +181,13 @@ class BatchLayout:
         full_sizes = tuple(tuple(size) for size in full_sizes) if full_sizes is not None else shapes
         return cls(shapes, scales, sizes, pad_h, pad_w, reductions, full_sizes)
 
-    def detections(self, outputs: dict[str, np.ndarray], threshold: float, limit: int) -> list[list[Detection]]:
-        """Per image, its faces in full-image coordinates, largest first, at most ``limit`` when > 0."""
+    def detections(self, outputs: dict[str, np.ndarray], threshold: float, limit: int, timer=None,
+                   inference_started: float = 0.0) -> list[list[Detection]]:
+        """Per image, its faces in full-image coordinates, largest first, at most ``limit`` when > 0.
+
+        With a :class:`~facecore.pipeline.StageTimer`, the time since ``inference_started`` is recorded
+        as the detector's inference and this decoding (with NMS) as ``nms``."""
+        started = timer.detail("inference", inference_started) if timer else 0.0
         results = []
         for slot, (scale, reduction, full) in enumerate(zip(self.scales, self.reductions, self.full_sizes)):
             boxes, scores, kps = decode_outputs(outputs, slot, self.pad_h, self.pad_w, threshold)
@@ -197,6 +197,8 @@ class BatchLayout:
                                landmarks=kps[i] * to_full) for i in keep]
             faces.sort(key=lambda face: face.area, reverse=True)
             results.append(faces[:limit] if limit > 0 else faces)
+        if timer:
+            timer.detail("nms", started)
         return results
 
 

@@ -52,12 +52,7 @@ class TorchDetector:
             started = timer.detail("resize", started)
         outputs = self.graph.run_tensors({self.graph.input_names[0]: batch})
         arrays = {name: out.float().cpu().numpy() for name, out in zip(self.graph.output_names, outputs)}
-        if timer:
-            started = timer.detail("inference", started)
-        results = layout.detections(arrays, threshold, limit)
-        if timer:
-            timer.detail("nms", started)
-        return results
+        return layout.detections(arrays, threshold, limit, timer, started)
 
 
 class TorchEmbedder(SFaceEmbedder):
