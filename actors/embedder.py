@@ -13,6 +13,7 @@ bad image never fails the other requests of its batch.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,13 +30,15 @@ from faces_settings import Settings
 @dataclass
 class FaceRequest:
     """One image to process: encoded bytes, or a decoded BGR array (a video frame, no encode/decode
-    round trip). ``embed`` adds quality and embedding; ``crops`` adds aligned JPEG chips."""
+    round trip). ``embed`` adds the embedding, and with ``quality`` the quality (and pose) too;
+    ``crops`` adds aligned JPEG chips."""
 
     image: bytes | np.ndarray
     det_prob_threshold: float
     limit: int = 0
     embed: bool = True
     crops: bool = False
+    quality: bool = True
 
 
 @dataclass
@@ -78,7 +81,9 @@ def process_batch(pipeline: FacePipeline, requests: list[FaceRequest]) -> list[F
         selected = [_select(faces, requests[i].det_prob_threshold, requests[i].limit)
                     for i, faces in zip(live, detected)]
         to_embed = [n for n, i in enumerate(live) if requests[i].embed]
-        pipeline.describe([decoded[n] for n in to_embed], [selected[n] for n in to_embed], timer)
+        pipeline.describe([decoded[n] for n in to_embed], [selected[n] for n in to_embed], timer,
+                          quality=[requests[live[n]].quality for n in to_embed])
+        started = time.perf_counter()
         for n, index in enumerate(live):
             response = responses[index]
             response.faces = selected[n]
@@ -87,6 +92,8 @@ def process_batch(pipeline: FacePipeline, requests: list[FaceRequest]) -> list[F
                 response.crops = [encode_jpeg(face.chip) for face in response.faces]
             for face in response.faces:
                 face.chip = None  # large and not needed by the caller
+        if any(requests[index].crops for index in live):
+            timer.add("crops", started)
     for response in responses:
         response.timings = dict(timer.stages)
     return responses

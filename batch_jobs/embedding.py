@@ -121,7 +121,8 @@ class EmbedImages:
         images = batch.column("image")
         todo = [i for i, status in enumerate(statuses) if status is None]
         limit = 0 if self.policy is OnMultiple.ALL else 1
-        requests = [FaceRequest(image=images[i].as_py(), det_prob_threshold=self.threshold, limit=limit, crops=True)
+        requests = [FaceRequest(image=images[i].as_py(), det_prob_threshold=self.threshold, limit=limit, crops=True,
+                                quality=False)
                     for i in todo]
         faces = [0] * rows
         models: list[str | None] = [None] * rows

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import time
+
 import cv2
 import numpy as np
 
 from facecore.backends import BackendOptions, InferenceModel
+from facecore.images import full_size, reduction_of
 from facecore.models import YUNET, ModelSpec, open_registry_model
 
 STRIDES = (8, 16, 32)
@@ -73,25 +76,21 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = NMS_IOU) -
     return np.asarray(keep, dtype=np.int64)
 
 
-def _grid(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
-    ys, xs = np.mgrid[0:rows, 0:cols]
-    return xs.reshape(-1).astype(np.float32), ys.reshape(-1).astype(np.float32)
-
-
 def decode_outputs(outputs: dict[str, np.ndarray], index: int, pad_h: int, pad_w: int,
                    threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decode one image of a batch into ``(boxes (N,4), scores (N,), landmarks (N,5,2))``."""
     all_boxes, all_scores, all_kps = [], [], []
     for stride in STRIDES:
-        rows, cols = pad_h // stride, pad_w // stride
-        cls = np.clip(outputs[f"cls_{stride}"][index, :, 0], 0.0, 1.0)
-        obj = np.clip(outputs[f"obj_{stride}"][index, :, 0], 0.0, 1.0)
-        scores = np.sqrt(cls * obj)
-        hits = np.nonzero(scores >= threshold)[0]
+        cols = pad_w // stride
+        cls = outputs[f"cls_{stride}"][index, :, 0]
+        obj = outputs[f"obj_{stride}"][index, :, 0]
+        product = np.clip(cls, 0.0, 1.0) * np.clip(obj, 0.0, 1.0)
+        hits = np.nonzero(product >= threshold * threshold)[0]  # the score is the square root: only of hits
         if hits.size == 0:
             continue
-        xs, ys = _grid(rows, cols)
-        xs, ys = xs[hits], ys[hits]
+        scores = np.sqrt(product[hits])
+        ys, xs = np.divmod(hits, cols)
+        xs, ys = xs.astype(np.float32), ys.astype(np.float32)
         bbox = outputs[f"bbox_{stride}"][index, hits]
         kps = outputs[f"kps_{stride}"][index, hits].reshape(-1, 5, 2)
         cx = (xs + bbox[:, 0]) * stride
@@ -99,7 +98,7 @@ def decode_outputs(outputs: dict[str, np.ndarray], index: int, pad_h: int, pad_w
         w = np.exp(bbox[:, 2]) * stride
         h = np.exp(bbox[:, 3]) * stride
         all_boxes.append(np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1))
-        all_scores.append(scores[hits])
+        all_scores.append(scores)
         all_kps.append((kps + np.stack([xs, ys], axis=1)[:, None, :]) * stride)
     if not all_boxes:
         return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32)
@@ -128,23 +127,30 @@ class YuNetDetector:
         return cls(open_registry_model(YUNET, options), YUNET, max_side)
 
     def detect_batch(self, images: list[np.ndarray], threshold: float = 0.5,
-                     limit: int = 0) -> list[list[Detection]]:
+                     limit: int = 0, timer=None) -> list[list[Detection]]:
         """Detect faces in several BGR images at once.
 
         Returns, per image, faces with ``score >= threshold``, largest first, at most ``limit``
-        of them when ``limit > 0``.
+        of them when ``limit > 0``, in pixels of the full image (of a
+        :class:`~facecore.images.ReducedImage` too). A :class:`~facecore.pipeline.StageTimer` gets the
+        time of the resize, the inference and the decoding with NMS as details.
         """
         if not images:
             return []
-        layout = BatchLayout.of([image.shape for image in images], self.max_side)
+        started = time.perf_counter()
+        layout = BatchLayout.of([image.shape for image in images], self.max_side,
+                                reductions=[reduction_of(image) for image in images],
+                                full_sizes=[full_size(image) for image in images])
         batch = np.zeros((len(images), layout.pad_h, layout.pad_w, 3), dtype=np.uint8)
         for slot, (image, (h, w)) in enumerate(zip(images, layout.sizes)):
             if (h, w) == image.shape[:2]:
                 batch[slot, :h, :w] = image
             else:
                 cv2.resize(image, (w, h), dst=batch[slot, :h, :w], interpolation=cv2.INTER_AREA)
+        if timer:
+            started = timer.detail("resize", started)
         outputs = dict(zip(self.output_names, self.model.run({self.input_name: batch})))
-        return layout.detections(outputs, threshold, limit)
+        return layout.detections(outputs, threshold, limit, timer, started)
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,8 @@ class BatchLayout:
 
     Images are shrunk so that their longer side is at most ``max_side`` (never enlarged) and padded
     bottom-right to a common multiple of 32. Shared by the CPU and the GPU (torch) preprocessing.
+    An image decoded at ``1 / reduction`` of its size (:class:`~facecore.images.ReducedImage`) has its
+    faces reported in pixels of its full size, ``full_sizes``.
     """
 
     shapes: tuple[tuple[int, ...], ...]
@@ -160,28 +168,40 @@ class BatchLayout:
     sizes: tuple[tuple[int, int], ...]
     pad_h: int
     pad_w: int
+    reductions: tuple[int, ...]
+    full_sizes: tuple[tuple[int, int], ...]
 
     @classmethod
-    def of(cls, shapes, max_side: int) -> "BatchLayout":
+    def of(cls, shapes, max_side: int, reductions=None, full_sizes=None) -> "BatchLayout":
         shapes = tuple(tuple(int(d) for d in shape[:2]) for shape in shapes)
         scales = tuple(min(1.0, max_side / max(shape)) if max_side else 1.0 for shape in shapes)
         sizes = tuple((max(1, round(h * s)), max(1, round(w * s))) for (h, w), s in zip(shapes, scales))
         pad_h, pad_w = _padded_size(max(h for h, _ in sizes), max(w for _, w in sizes))
-        return cls(shapes, scales, sizes, pad_h, pad_w)
+        reductions = tuple(reductions) if reductions is not None else (1,) * len(shapes)
+        full_sizes = tuple(tuple(size) for size in full_sizes) if full_sizes is not None else shapes
+        return cls(shapes, scales, sizes, pad_h, pad_w, reductions, full_sizes)
 
-    def detections(self, outputs: dict[str, np.ndarray], threshold: float, limit: int) -> list[list[Detection]]:
-        """Per image, its faces in original coordinates, largest first, at most ``limit`` when > 0."""
+    def detections(self, outputs: dict[str, np.ndarray], threshold: float, limit: int, timer=None,
+                   inference_started: float = 0.0) -> list[list[Detection]]:
+        """Per image, its faces in full-image coordinates, largest first, at most ``limit`` when > 0.
+
+        With a :class:`~facecore.pipeline.StageTimer`, the time since ``inference_started`` is recorded
+        as the detector's inference and this decoding (with NMS) as ``nms``."""
+        started = timer.detail("inference", inference_started) if timer else 0.0
         results = []
-        for slot, (shape, scale) in enumerate(zip(self.shapes, self.scales)):
+        for slot, (scale, reduction, full) in enumerate(zip(self.scales, self.reductions, self.full_sizes)):
             boxes, scores, kps = decode_outputs(outputs, slot, self.pad_h, self.pad_w, threshold)
             keep = nms(boxes, scores)
-            faces = [Detection(box=_clip(boxes[i] / scale, shape), score=float(scores[i]),
-                               landmarks=kps[i] / scale) for i in keep]
+            to_full = reduction / scale  # detector pixels -> pixels of the full image
+            faces = [Detection(box=_clip(boxes[i] * to_full, full), score=float(scores[i]),
+                               landmarks=kps[i] * to_full) for i in keep]
             faces.sort(key=lambda face: face.area, reverse=True)
             results.append(faces[:limit] if limit > 0 else faces)
+        if timer:
+            timer.detail("nms", started)
         return results
 
 
-def _clip(box: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    height, width = shape[:2]
+def _clip(box: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    height, width = size[:2]
     return np.clip(box, [0, 0, 0, 0], [width, height, width, height]).astype(np.float32)

@@ -11,6 +11,7 @@ import io
 import warnings
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -19,6 +20,9 @@ from facecore.errors import ImageTooLarge, InvalidImage, TooManyPixels, Unsuppor
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "WEBP", "TIFF", "GIF", "MPO"})
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 50_000_000
+EXIF_ORIENTATION = 0x0112
+JPEG_END = b"\xff\xd9"
+REDUCED_JPEG_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 
 # We enforce our own pixel limit before decoding; Pillow's warning/error would fire on a different one.
 Image.MAX_IMAGE_PIXELS = None
@@ -47,6 +51,39 @@ def _to_rgb_array(image: Image.Image) -> np.ndarray:
     if mode != "RGB":
         image = image.convert("RGB")
     return np.asarray(image)
+
+
+class ReducedImage(np.ndarray):
+    """A JPEG decoded at ``1 / reduction`` of its size (``full_size``: its ``(height, width)``).
+
+    Pixel coordinates in it times ``reduction`` are coordinates in the full image. Its views report
+    ``reduction`` 1 (a crop has other coordinates): only the decoded image itself carries it.
+    """
+
+    reduction: int = 1
+    full_size: tuple[int, int] = (0, 0)
+
+    @classmethod
+    def wrap(cls, array: np.ndarray, reduction: int, full_size: tuple[int, int]) -> "ReducedImage":
+        image = array.view(cls)
+        image.reduction, image.full_size = reduction, full_size
+        return image
+
+
+def reduction_of(image: np.ndarray) -> int:
+    """1, or the reduction of a :class:`ReducedImage`."""
+    return getattr(image, "reduction", 1)
+
+
+def full_size(image: np.ndarray) -> tuple[int, int]:
+    """``(height, width)`` of the full image ``image`` shows (itself, unless reduced)."""
+    return image.full_size if reduction_of(image) > 1 else image.shape[:2]
+
+
+def jpeg_reduction(width: int, height: int, min_side: int) -> int:
+    """The largest JPEG decoding scale (1, 2, 4 or 8) that keeps the longer side at least ``min_side``."""
+    longest = max(width, height)
+    return max([1] + [factor for factor in REDUCED_JPEG_FLAGS if min_side and longest // factor >= min_side])
 
 
 def open_checked(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
@@ -80,13 +117,20 @@ def open_checked(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
     return image
 
 
-def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> np.ndarray:
+def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), min_side: int = 0) -> np.ndarray:
     """Decode image bytes to an ``(H, W, 3)`` uint8 BGR array, upright per its EXIF orientation.
 
     Accepts JPEG, PNG, BMP, WebP, TIFF and GIF (first frame). Raises :class:`InvalidImage`,
-    :class:`UnsupportedFormat`, :class:`ImageTooLarge` or :class:`TooManyPixels`.
+    :class:`UnsupportedFormat`, :class:`ImageTooLarge` or :class:`TooManyPixels`. With ``min_side``, a
+    plain JPEG whose longer side is at least twice that is decoded at 1/2, 1/4 or 1/8 of its size
+    (JPEG's DCT scaling, far cheaper than a full decode), its longer side staying at least
+    ``min_side``: a :class:`ReducedImage`.
     """
     image = open_checked(data, limits)
+    width, height = image.size
+    fast = _decode_plain_jpeg(data, image, jpeg_reduction(width, height, min_side))
+    if fast is not None:
+        return fast
     try:
         image.seek(0)
         image.load()
@@ -98,8 +142,25 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> np.ndarray
     return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
+def _decode_plain_jpeg(data: bytes, image: Image.Image, reduction: int) -> np.ndarray | None:
+    """A complete upright RGB or grey JPEG decoded by OpenCV straight to BGR (a third of Pillow's time,
+    the same pixels: both use libjpeg-turbo), at ``1 / reduction`` of its size; None for anything
+    else, which Pillow decodes."""
+    if image.format != "JPEG" or image.mode not in ("RGB", "L"):
+        return None
+    if image.getexif().get(EXIF_ORIENTATION, 1) != 1 or not data.rstrip(b"\0").endswith(JPEG_END):
+        return None  # rotated, or truncated: Pillow turns the first upright and rejects the second
+    flags = REDUCED_JPEG_FLAGS.get(reduction, cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    expected = (-(-image.height // reduction), -(-image.width // reduction))
+    if bgr is None or bgr.shape[:2] != expected:
+        return None
+    return bgr if reduction == 1 else ReducedImage.wrap(bgr, reduction, (image.height, image.width))
+
+
 def encode_jpeg(bgr: np.ndarray, quality: int = 90) -> bytes:
     """Encode a BGR array as JPEG bytes (used for stored face crops)."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(bgr[:, :, ::-1])).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
+    ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise InvalidImage(f"cannot encode a {bgr.shape} array as JPEG")
+    return encoded.tobytes()

@@ -14,29 +14,37 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facecore.align import align_face
+from facecore.align import CHIP_SIZE, align_faces
 from facecore.backends import BackendOptions
 from facecore.detect import DEFAULT_MAX_SIDE, Detection, YuNetDetector
 from facecore.embed import SFaceEmbedder
-from facecore.images import ImageLimits, decode_image
+from facecore.images import ImageLimits, decode_image, reduction_of
 from facecore.quality import Pose, Quality, assess_quality, estimate_pose
 
 ImageInput = bytes | bytearray | memoryview | np.ndarray
 DEFAULT_CACHE_DIR = "data/models"
 DEFAULT_DET_PROB_THRESHOLD = 0.8
+DEFAULT_DECODE_MIN_SIDE = 3 * DEFAULT_MAX_SIDE
 
 
 @dataclass
 class Face:
-    """One face of an image. ``embedding`` and ``quality`` are set by :meth:`FacePipeline.analyze`."""
+    """One face of an image. ``embedding`` and ``quality`` are set by :meth:`FacePipeline.analyze`;
+    ``pose`` is estimated from the landmarks when first read."""
 
     box: np.ndarray
     score: float
     landmarks: np.ndarray
-    pose: Pose
     chip: np.ndarray | None = None
     quality: Quality | None = None
     embedding: np.ndarray | None = None
+    _pose: Pose | None = field(default=None, repr=False)
+
+    @property
+    def pose(self) -> Pose:
+        if self._pose is None:
+            self._pose = estimate_pose(self.landmarks)
+        return self._pose
 
 
 @dataclass
@@ -44,13 +52,17 @@ class PipelineConfig:
     """Knobs of the pipeline; the service fills these from its settings.
 
     ``backend`` and ``precision`` choose the inference backend (:mod:`facecore.backends`);
-    ``cache_dir`` holds the converted graphs and the backends' compiled models.
+    ``cache_dir`` holds the converted graphs and the backends' compiled models. JPEGs whose longer
+    side is at least twice ``decode_min_side`` are decoded at 1/2, 1/4 or 1/8 of their size, their
+    longer side staying at least ``decode_min_side`` (0: always in full); the default, 3x the
+    detector's input side, keeps the faces it can find large enough for 112x112 chips.
     """
 
     threads: int | None = None
     backend: str = "auto"
     precision: str = "auto"
     max_side: int = DEFAULT_MAX_SIDE
+    decode_min_side: int = DEFAULT_DECODE_MIN_SIDE
     detect_batch: int = 8
     embed_batch: int = 32
     limits: ImageLimits = field(default_factory=ImageLimits)
@@ -64,12 +76,21 @@ class PipelineConfig:
 
 @dataclass
 class StageTimer:
-    """Milliseconds spent per stage, reported as ``execution_time``."""
+    """Milliseconds spent per stage, reported as ``execution_time``; ``details`` splits stages further
+    (the detector's resize, inference and decoding with NMS) for profiling."""
 
     stages: dict[str, float] = field(default_factory=dict)
+    details: dict[str, float] = field(default_factory=dict)
 
-    def add(self, stage: str, started: float) -> None:
-        self.stages[stage] = self.stages.get(stage, 0.0) + (time.perf_counter() - started) * 1000.0
+    def add(self, stage: str, started: float) -> float:
+        now = time.perf_counter()
+        self.stages[stage] = self.stages.get(stage, 0.0) + (now - started) * 1000.0
+        return now
+
+    def detail(self, stage: str, started: float) -> float:
+        now = time.perf_counter()
+        self.details[stage] = self.details.get(stage, 0.0) + (now - started) * 1000.0
+        return now
 
 
 class FacePipeline:
@@ -87,9 +108,11 @@ class FacePipeline:
         return self.embedder.model_id
 
     def decode(self, images: Sequence[ImageInput], timer: StageTimer | None = None) -> list[np.ndarray]:
-        """Bytes are decoded (with the configured limits); arrays pass through as BGR."""
+        """Bytes are decoded (with the configured limits; large JPEGs at a reduced size, see
+        ``PipelineConfig.decode_min_side``); arrays pass through as BGR."""
         started = time.perf_counter()
-        decoded = [image if isinstance(image, np.ndarray) else decode_image(bytes(image), self.config.limits)
+        decoded = [image if isinstance(image, np.ndarray)
+                   else decode_image(bytes(image), self.config.limits, self.config.decode_min_side)
                    for image in images]
         if timer:
             timer.add("decode", started)
@@ -107,35 +130,48 @@ class FacePipeline:
         detections: list[list[Detection]] = []
         step = max(1, self.config.detect_batch)
         for start in range(0, len(decoded), step):
-            detections.extend(self.detector.detect_batch(decoded[start:start + step], det_prob_threshold, limit))
+            detections.extend(self.detector.detect_batch(decoded[start:start + step], det_prob_threshold, limit,
+                                                         timer))
         if timer:
             timer.add("detect", started)
-        return [[Face(box=d.box, score=d.score, landmarks=d.landmarks, pose=estimate_pose(d.landmarks))
-                 for d in per_image] for per_image in detections]
+        return [[Face(box=d.box, score=d.score, landmarks=d.landmarks) for d in per_image]
+                for per_image in detections]
 
     def analyze(self, images: Sequence[ImageInput], det_prob_threshold: float = DEFAULT_DET_PROB_THRESHOLD,
-                limit: int = 0, timer: StageTimer | None = None) -> list[list[Face]]:
-        """Faces of every image with aligned chip, quality and embedding."""
+                limit: int = 0, timer: StageTimer | None = None, quality: bool = True) -> list[list[Face]]:
+        """Faces of every image with aligned chip, embedding and (with ``quality``) quality and pose."""
         decoded = self.decode(images, timer)
         faces = self.detect_decoded(decoded, det_prob_threshold, limit, timer)
-        self.describe(decoded, faces, timer)
+        self.describe(decoded, faces, timer, quality)
         return faces
 
-    def describe(self, decoded: list[np.ndarray], faces: list[list[Face]], timer: StageTimer | None = None) -> None:
-        """Fill chip, quality and embedding of detected ``faces`` (one list per decoded image), batched."""
+    def describe(self, decoded: list[np.ndarray], faces: list[list[Face]], timer: StageTimer | None = None,
+                 quality: bool | Sequence[bool] = True) -> None:
+        """Fill chip, embedding and (where ``quality``, one flag or one per image) quality and pose of
+        detected ``faces`` (one list per decoded image): the chips of all faces are warped into one
+        array and embedded in batches."""
         started = time.perf_counter()
-        flat = []
+        flat = [face for per_image in faces for face in per_image]
+        chips = np.empty((len(flat), CHIP_SIZE, CHIP_SIZE, 3), dtype=np.uint8)
+        offset = 0
         for image, per_image in zip(decoded, faces):
-            for face in per_image:
-                face.chip = align_face(image, face.landmarks)
-                face.quality = assess_quality(face.score, face.box[2] - face.box[0],
-                                              face.box[3] - face.box[1], face.chip, face.pose)
-                flat.append(face)
+            if per_image:
+                align_faces(image, np.stack([face.landmarks for face in per_image]) / reduction_of(image),
+                            out=chips[offset:offset + len(per_image)])
+                offset += len(per_image)
+        for face, chip in zip(flat, chips):
+            face.chip = chip
         if timer:
-            timer.add("align", started)
-        started = time.perf_counter()
-        vectors = self.embedder.embed([face.chip for face in flat])
-        for face, vector in zip(flat, vectors):
+            started = timer.add("align", started)
+        wanted = [quality] * len(faces) if isinstance(quality, bool) else list(quality)
+        if any(wanted):
+            for per_image, wants in zip(faces, wanted):
+                for face in per_image if wants else ():
+                    face.quality = assess_quality(face.score, face.box[2] - face.box[0],
+                                                  face.box[3] - face.box[1], face.chip, face.pose)
+            if timer:
+                started = timer.add("quality", started)
+        for face, vector in zip(flat, self.embedder.embed(chips)):
             face.embedding = vector
         if timer:
             timer.add("embed", started)
@@ -145,4 +181,4 @@ class FacePipeline:
         """Per image, an ``(n_faces, D)`` array of unit-length embeddings, largest face first."""
         dimension = self.embedder.dimension
         return [np.stack([f.embedding for f in per_image]) if per_image else np.zeros((0, dimension), np.float32)
-                for per_image in self.analyze(images, det_prob_threshold, limit)]
+                for per_image in self.analyze(images, det_prob_threshold, limit, quality=False)]

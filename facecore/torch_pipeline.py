@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from facecore.align import ARCFACE_TEMPLATE, CHIP_SIZE, similarity_transform
+from facecore.align import ARCFACE_TEMPLATE, CHIP_SIZE, similarity_transforms
 from facecore.backends.torch_cuda import TorchGraph
 from facecore.detect import YUNET, BatchLayout, Detection
 from facecore.embed import SFaceEmbedder, l2_normalize
@@ -40,15 +40,19 @@ class TorchDetector:
         self.spec = spec
         self.max_side = max_side
 
-    def detect_batch(self, images: list, threshold: float = 0.5, limit: int = 0) -> list[list[Detection]]:
+    def detect_batch(self, images: list, threshold: float = 0.5, limit: int = 0,
+                     timer: StageTimer | None = None) -> list[list[Detection]]:
         if not images:
             return []
+        started = time.perf_counter()
         device_images = [as_device_image(image, self.graph.device) for image in images]
         layout = BatchLayout.of([image.shape for image in device_images], self.max_side)
         batch = detector_batch(device_images, layout)
+        if timer:
+            started = timer.detail("resize", started)
         outputs = self.graph.run_tensors({self.graph.input_names[0]: batch})
         arrays = {name: out.float().cpu().numpy() for name, out in zip(self.graph.output_names, outputs)}
-        return layout.detections(arrays, threshold, limit)
+        return layout.detections(arrays, threshold, limit, timer, started)
 
 
 class TorchEmbedder(SFaceEmbedder):
@@ -104,20 +108,24 @@ class TorchFacePipeline(FacePipeline):
             timer.add("decode", started)
         return decoded
 
-    def describe(self, decoded: list, faces: list[list[Face]], timer: StageTimer | None = None) -> None:
-        """Chips of all faces warped in one batch on the device, embedded there; quality on the host."""
+    def describe(self, decoded: list, faces: list[list[Face]], timer: StageTimer | None = None,
+                 quality: bool | Sequence[bool] = True) -> None:
+        """Chips of all faces warped in one batch on the device, embedded there; quality (where asked,
+        one flag or one per image) on the host."""
         started = time.perf_counter()
         flat = [(index, face) for index, per_image in enumerate(faces) for face in per_image]
         if not flat:
             return
         images = [as_device_image(image, self.device) for image in decoded]
-        matrices = np.stack([similarity_transform(face.landmarks, ARCFACE_TEMPLATE) for _, face in flat])
+        matrices = similarity_transforms(np.stack([face.landmarks for _, face in flat]), ARCFACE_TEMPLATE)
         chips = warp_chips(images, [index for index, _ in flat], matrices, CHIP_SIZE)
         host_chips = chips.cpu().numpy()
-        for (_, face), chip in zip(flat, host_chips):
+        wanted = [quality] * len(faces) if isinstance(quality, bool) else list(quality)
+        for (index, face), chip in zip(flat, host_chips):
             face.chip = chip
-            face.quality = assess_quality(face.score, face.box[2] - face.box[0], face.box[3] - face.box[1],
-                                          chip, face.pose)
+            if wanted[index]:
+                face.quality = assess_quality(face.score, face.box[2] - face.box[0], face.box[3] - face.box[1],
+                                              chip, face.pose)
         if timer:
             timer.add("align", started)
         started = time.perf_counter()

@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from facecore.detect import DEFAULT_MAX_SIDE
 from facecore.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageLimits
-from facecore.pipeline import DEFAULT_DET_PROB_THRESHOLD, PipelineConfig
+from facecore.pipeline import DEFAULT_DECODE_MIN_SIDE, DEFAULT_DET_PROB_THRESHOLD, PipelineConfig
 from facecore.similarity import DEFAULT_RECOGNITION_THRESHOLD, DEFAULT_SIMILARITY_THRESHOLD
 
 
@@ -30,6 +30,8 @@ class Settings(BaseSettings):
                            description="inference precision: auto (bf16 where the CPU has bf16 units under "
                            "OpenVINO, fp16 under torch on CUDA, else f32), f32, bf16, fp16")
     max_detect_side: int = Field(DEFAULT_MAX_SIDE, description="images are shrunk to this longer side for detection")
+    decode_min_side: int = Field(DEFAULT_DECODE_MIN_SIDE, ge=0, description="JPEGs at least twice this size are "
+                                 "decoded at 1/2, 1/4 or 1/8 size, keeping their longer side at least this (0: never)")
     detect_batch: int = Field(8, description="images per detector run")
     embed_batch: int = Field(32, description="faces per embedder run")
     max_upload_bytes: int = Field(DEFAULT_MAX_BYTES, description="largest accepted image, in bytes")
@@ -97,6 +99,7 @@ class Settings(BaseSettings):
         """The face pipeline's configuration, for a process given a GPU (``gpu``) or not."""
         return PipelineConfig(
             threads=self.threads, backend=self.backend, precision=self.precision, max_side=self.max_detect_side,
+            decode_min_side=self.decode_min_side,
             detect_batch=self.detect_batch, embed_batch=self.embed_batch,
             limits=ImageLimits(self.max_upload_bytes, self.max_pixels), cache_dir=str(self.models_dir), gpu=gpu,
         )

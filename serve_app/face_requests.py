@@ -12,9 +12,12 @@ from serve_app.errors import BAD_PARAMETER, ApiError
 
 
 async def analyze_image(context: AppContext, image: bytes, det_prob_threshold: float, limit: int = 0,
-                        embed: bool = True, crops: bool = False, require_face: bool = True) -> FaceResponse:
-    """Faces of one uploaded image; raises the image's own error, or NoFaceFound when required."""
-    request = FaceRequest(image=image, det_prob_threshold=det_prob_threshold, limit=limit, embed=embed, crops=crops)
+                        embed: bool = True, crops: bool = False, require_face: bool = True,
+                        quality: bool = False) -> FaceResponse:
+    """Faces of one uploaded image; raises the image's own error, or NoFaceFound when required.
+    ``quality`` (the quality plugin) adds each face's quality scores."""
+    request = FaceRequest(image=image, det_prob_threshold=det_prob_threshold, limit=limit, embed=embed, crops=crops,
+                          quality=quality)
     response: FaceResponse = (await context.embedder.process.remote(request)).unwrap()
     if require_face and not response.faces:
         raise NoFaceFound("No face is found in the given image")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from collections import defaultdict
 
+import cv2
 import numpy as np
 import pytest
 
@@ -98,3 +99,20 @@ def test_nms_keeps_best_of_overlapping_boxes():
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], dtype=np.float32)
     scores = np.array([0.8, 0.9, 0.7], dtype=np.float32)
     assert nms(boxes, scores, 0.3).tolist() == [1, 2]
+
+
+def test_large_jpegs_are_decoded_reduced_with_the_same_faces(data_dir, pipeline):
+    """A 6000x4284 JPEG is decoded at half size; faces come back in full-size coordinates, as found in
+    the full decode, with the same embeddings."""
+    photo = cv2.imread(str(data_dir / "group" / "face_recognition_obama_and_biden.jpg"))
+    large = cv2.resize(photo, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
+    blob = cv2.imencode(".jpg", large, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
+    reduced = decode_image(blob, min_side=pipeline.config.decode_min_side)
+    assert reduced.reduction == 2 and reduced.shape[:2] == (2142, 3000) and reduced.full_size == (4284, 6000)
+    from_reduced = pipeline.analyze([blob])[0]
+    from_full = pipeline.analyze([decode_image(blob)])[0]
+    assert len(from_reduced) == len(from_full) >= 3
+    for small, full in zip(from_reduced, from_full):
+        assert box_iou(small.box, full.box[None])[0] >= 0.95
+        assert np.abs(small.landmarks - full.landmarks).max() < 0.05 * (full.box[2] - full.box[0])
+        assert float(small.embedding @ full.embedding) >= 0.98

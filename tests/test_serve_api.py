@@ -110,6 +110,9 @@ def test_detection_and_verification_agree_with_facecore(server, app_services, pi
         assert set(remote) >= {"landmarks", "pose", "quality", "execution_time"}
         assert "detector" in remote["execution_time"]
     assert set(detected["plugins_versions"]) >= {"detector", "calculator", "pose", "quality", "landmarks"}
+    assert detected["plugins_versions"]["backend"] == str(pipeline.embedder.description)
+    assert "quality" in detected["result"][0] and "quality" not in detect_without_quality(server, app_services,
+                                                                                      group_photo)
 
     first = data_dir / "lfw-dev" / "Abel_Pacheco" / "Abel_Pacheco_0001.jpg"
     second = data_dir / "lfw-dev" / "Abel_Pacheco" / "Abel_Pacheco_0002.jpg"
@@ -218,10 +221,18 @@ def test_service_stats_count_requests(server, admin, app_services, lfw_image):
     assert total() >= before + 1
 
 
-def test_health_and_metrics(server):
+def detect_without_quality(server, app_services, image: bytes) -> dict:
+    return client(server, app_services["detection"]).detect(image, face_plugins="pose")["result"][0]
+
+
+def test_health_and_metrics(server, pipeline):
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{server.url}/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
+    running = pipeline.embedder.description  # the same default settings: the same backend
+    models = ready.json()["checks"]["models"]
+    assert (models["backend"], models["device"], models["precision"]) == (
+        running.backend, running.device, running.precision)
     metrics = httpx.get(f"{server.url}/metrics")
     assert metrics.status_code == 200 and "faces_http_requests_total" in metrics.text
     docs = httpx.get(f"{server.url}/openapi.json").json()

@@ -25,7 +25,8 @@ async def detect(request: Request, service: Annotated[Service, Depends(detection
     plugins = parse_plugins(face_plugins)
     image = (await read_images(request, ("file",), context.settings.max_upload_bytes))["file"]
     threshold = context.settings.det_prob_threshold if det_prob_threshold is None else det_prob_threshold
-    response = await analyze_image(context, image, threshold, limit=limit, embed=needs_embedding(plugins))
+    response = await analyze_image(context, image, threshold, limit=limit, embed=needs_embedding(plugins),
+                                   quality="quality" in plugins)
     timings = execution_time(response.timings)
     body = {"result": [face_json(face, plugins, timings) for face in response.faces]}
     if status:

@@ -113,7 +113,8 @@ async def recognize(request: Request, service: RecognitionService, context: Ctx,
     face is reported ``unknown`` instead."""
     plugins = parse_plugins(face_plugins)
     image = (await read_images(request, ("file",), context.settings.max_upload_bytes))["file"]
-    response = await analyze_image(context, image, _threshold(context, det_prob_threshold), limit=limit)
+    response = await analyze_image(context, image, _threshold(context, det_prob_threshold), limit=limit,
+                                   quality="quality" in plugins)
     cutoff = context.recognition_threshold(service) if threshold is None else threshold
     started = time.perf_counter()
     queries = np.stack([face.embedding for face in response.faces])
@@ -141,7 +142,8 @@ async def verify_face(image_id: str, request: Request, service: RecognitionServi
     if await shards.get_face(image_id) is None:
         raise NotFound(f"face '{image_id}' not found")
     image = (await read_images(request, ("file",), context.settings.max_upload_bytes))["file"]
-    response = await analyze_image(context, image, _threshold(context, det_prob_threshold), limit=limit)
+    response = await analyze_image(context, image, _threshold(context, det_prob_threshold), limit=limit,
+                                   quality="quality" in plugins)
     queries = np.stack([face.embedding for face in response.faces])
     cosines = await shards.similarity_to(image_id, queries)
     timings = execution_time(response.timings)

@@ -32,8 +32,8 @@ async def verify(request: Request, service: VerificationService, context: Ctx,
     images = await read_images(request, ("source_image", "target_image"), context.settings.max_upload_bytes)
     threshold = context.settings.det_prob_threshold if det_prob_threshold is None else det_prob_threshold
     source, target = await asyncio.gather(
-        analyze_image(context, images["source_image"], threshold, limit=1),
-        analyze_image(context, images["target_image"], threshold, limit=limit))
+        analyze_image(context, images["source_image"], threshold, limit=1, quality="quality" in plugins),
+        analyze_image(context, images["target_image"], threshold, limit=limit, quality="quality" in plugins))
     source_face = source.faces[0]
     cosines = np.stack([face.embedding for face in target.faces]) @ source_face.embedding
     target_times = execution_time(target.timings)
