@@ -307,3 +307,19 @@ class FaceTable:
     def optimize(self, keep_versions_for: timedelta = timedelta(days=7)) -> None:
         """Compact small data files (one per commit) and remove versions older than the given age."""
         self._table.optimize(cleanup_older_than=keep_versions_for)
+
+    def version_count(self) -> int:
+        """How many versions of the table are kept on disk."""
+        return len(self._table.list_versions())
+
+    def erase_deleted(self) -> None:
+        """Leave no byte of deleted or replaced rows in the table's files.
+
+        A delete only marks rows in a deletion file, and compaction rewrites a data file only when a
+        tenth of its rows are deleted; so the live rows are rewritten into new files (one streamed
+        commit, readers see all old or all new rows), then every older version and every file no
+        version references are removed. Only the table's one writer may call this: an older version
+        that another reader still uses disappears.
+        """
+        self.overwrite(self.batches(batch_rows=SCAN_BATCH_ROWS // 16))
+        self._table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)

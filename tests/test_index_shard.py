@@ -507,8 +507,9 @@ def test_scan_and_search_timing_200k(uri):
 
 
 def test_many_small_commits_are_compacted(uri):
-    from actors.index_shard import COMPACT_EVERY_COMMITS
+    from actors.index_shard import TableUpkeep
 
+    COMPACT_EVERY_COMMITS = TableUpkeep().compact_every_commits
     shard = IndexShard(uri, "compacted", DIM)
     rng = np.random.default_rng(7)
     for i in range(COMPACT_EVERY_COMMITS + 3):
