@@ -456,8 +456,11 @@ class IndexShard:
             started = time.perf_counter()
             self._table.erase_deleted()
             self._commits_since_compaction = 0
+            stale_index = self._ann_rows is not None and bool((self._ann_rows < 0).any())
             logger.info("shard %s erased deleted faces from its files in %.2f s", self.table_name,
                         time.perf_counter() - started)
+        if stale_index:  # the saved approximate index still holds the codes of deleted faces: replace it
+            threading.Thread(target=self.build_index, name=f"build-{self.table_name}", daemon=True).start()
 
     def replace_from(self, source_table: str) -> list[str]:
         """Replace every row by the rows of table ``source_table`` in one commit, then reload memory.

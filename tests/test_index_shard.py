@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from actors.index_shard import MIN_CAPACITY, IndexShard
-from store.faces import FaceRecord, FaceTable, face_schema, sql_string, table_name
+from store.faces import CACHE_BYTES, FaceRecord, FaceTable, face_schema, lance_session, sql_string, table_name
 
 DIM = 128
 MODEL = "sface@2021dec-int8bq"
@@ -572,6 +572,7 @@ def test_versions_and_files_stay_bounded_under_adds_and_deletes(uri):
             sizes.append((shard._table.version_count(), sum(1 for f in folder.rglob("*") if f.is_file())))
     assert shard.count() == 20
     assert len(shard._codes) == MIN_CAPACITY  # the in-memory matrix did not grow either
+    assert lance_session().size_bytes <= 2 * CACHE_BYTES  # nor LanceDB's caches (index and metadata)
     versions, files = zip(*sizes)
     assert max(versions) < 300 and max(files) < 700, sizes  # about 1200 versions and 3600 files unbounded
     assert versions[-1] <= versions[1] + 100 and files[-1] <= files[1] + 200, sizes  # flat, not growing
