@@ -441,9 +441,16 @@ class IndexShard:
         """Erase deleted faces from the table's files ``upkeep.erase_after_s`` from now, unless already due."""
         with self._lock:
             if self._erasure is None:
-                self._erasure = threading.Timer(self.upkeep.erase_after_s, self.erase_deleted)
+                self._erasure = threading.Timer(self.upkeep.erase_after_s, self._erase_when_due)
                 self._erasure.daemon = True
                 self._erasure.start()
+
+    def _erase_when_due(self) -> None:
+        try:
+            self.erase_deleted()
+        except Exception:  # e.g. the disk is full: try again after another delay
+            logger.exception("shard %s could not erase deleted faces; trying again later", self.table_name)
+            self._schedule_erasure()
 
     def erase_deleted(self) -> None:
         """Rewrite the table without the bytes of deleted faces and remove its older versions now."""
