@@ -237,3 +237,4 @@ def test_erasure_replaces_a_saved_index_that_holds_deleted_faces(tmp_path):
         assert time.monotonic() < deadline, "the saved index still holds the deleted face"
         time.sleep(0.5)
     assert len(AnnIndex.load(saved).face_ids) == len(ids) - 1
+    assert shard.build_index()["indexed_faces"] == len(ids) - 1  # waits for the rebuild's own end
