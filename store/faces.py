@@ -29,7 +29,7 @@ SCAN_BATCH_ROWS = 65536
 # LanceDB caches file metadata per session, and every commit writes new files: with the default session
 # a long-lived writer's cache grew by about 26 KB per add and delete (100 MB in 4,000 of each), toward a
 # default limit far above what one face table needs. Search runs on the shard's in-memory copy.
-CACHE_BYTES = 32 * 2**20
+CACHE_BYTES = 8 * 2**20
 
 
 @lru_cache(maxsize=1)

@@ -573,7 +573,7 @@ def test_versions_and_files_stay_bounded_under_adds_and_deletes(uri):
     shard.erase_deleted()  # the last delete's erasure now, so that no timer outlives the test
     assert shard.count() == 20
     assert len(shard._codes) == MIN_CAPACITY  # the in-memory matrix did not grow either
-    assert lance_session().size_bytes <= 2 * CACHE_BYTES  # nor LanceDB's caches (index and metadata)
+    assert lance_session().size_bytes <= 1.25 * CACHE_BYTES  # nor LanceDB's caches (metadata, index)
     versions, files = zip(*sizes)
     assert max(versions) < 300 and max(files) < 700, sizes  # about 1200 versions and 3600 files unbounded
     assert versions[-1] <= versions[1] + 100 and files[-1] <= files[1] + 200, sizes  # flat, not growing
