@@ -43,7 +43,6 @@ CANDIDATE_SLACK = 16
 CANDIDATE_GROWTH = 16     # ...and at 16 times more when those hold fewer than k subjects, then all
 INSTALL_ATTEMPTS = 3       # a build maps its faces to rows that moved meanwhile at most this often unlocked
 CANDIDATES_PER_INDEXED = 5000  # approximate search re-scores at least one face in this many
-COMPACT_EVERY_COMMITS = 256  # each commit writes a small file: compact them before they slow reads
 SCORE_BUDGET = 32_000_000  # most query x face scores held at once (128 MB of float32)
 
 
@@ -89,22 +88,41 @@ class SearchConfig:
     device: str = "numpy"  # or a torch device ("cuda"): exact candidates from a copy of the matrix there
 
 
+@dataclass(frozen=True)
+class TableUpkeep:
+    """How a shard keeps its table small and erases what was deleted from it.
+
+    Every ``compact_every_commits`` commits (each writes a small file and a version) the table is
+    compacted and versions older than ``erase_after_s`` are removed, so versions and files stay
+    bounded. At most ``erase_after_s`` seconds after a delete, the bytes of every deleted face
+    (embedding, crop) are gone from the table's files (:meth:`store.faces.FaceTable.erase_deleted`).
+    """
+
+    compact_every_commits: int = 256
+    erase_after_s: float = 300.0
+
+
 class IndexShard:
     """One face table and its in-memory search index. All methods are synchronous and thread-safe."""
 
-    def __init__(self, db_uri: str, table_name: str, dim: int, search: SearchConfig = SearchConfig()):
+    def __init__(self, db_uri: str, table_name: str, dim: int, search: SearchConfig = SearchConfig(),
+                 upkeep: TableUpkeep = TableUpkeep()):
         if search.mode not in ("auto", "exact", "ann"):
             raise ValueError(f"unknown search mode {search.mode!r}: auto, exact or ann")
         self.dim = int(dim)
         self.table_name = table_name
         self.search = search
+        self.upkeep = upkeep
         self._lock = threading.RLock()
+        self._erasure: threading.Timer | None = None
         self._build_lock = threading.Lock()
         self._table: FaceTable | None = FaceTable.open(db_uri, table_name, self.dim)
         self._commits_since_compaction = 0
         self._layout = 0
         self._device_search = matrix_search(search.device)
         self._load()
+        if self._writable_table().version_count() > 1:  # older versions may hold faces deleted before a restart
+            self._schedule_erasure()
         self._restore_index()
 
     # ----------------------------------------------------------------------------------- state
@@ -335,8 +353,8 @@ class IndexShard:
             self._tail.update(dict.fromkeys(r.face_id for r in prepared))
             self._tail_rows = None
             self._commits_since_compaction += 1
-            if self._commits_since_compaction >= COMPACT_EVERY_COMMITS:
-                table.optimize()
+            if self._commits_since_compaction >= self.upkeep.compact_every_commits:
+                table.optimize(timedelta(seconds=self.upkeep.erase_after_s))
                 self._commits_since_compaction = 0
             self._build_in_background_if_due()
             return self._n
@@ -349,6 +367,7 @@ class IndexShard:
             if not present:
                 return []
             table.delete_ids(present)
+            self._schedule_erasure()
             return self._remove_rows([self._rows[face_id] for face_id in present])
 
     def delete_subject(self, subject: str) -> int:
@@ -359,6 +378,7 @@ class IndexShard:
             if code is None:
                 return 0
             table.delete_subject(subject)
+            self._schedule_erasure()
             rows = np.flatnonzero(self._codes[:self._n] == code)
             return len(self._remove_rows(rows.tolist()))
 
@@ -369,6 +389,7 @@ class IndexShard:
             deleted = self._n
             if deleted:
                 table.delete_all()
+                self._schedule_erasure()
             self._reset(MIN_CAPACITY)
             return deleted
 
@@ -400,6 +421,8 @@ class IndexShard:
     def drop(self) -> None:
         """Drop the table and its saved index, and clear memory; the shard accepts no writes afterwards."""
         with self._lock:
+            if self._erasure is not None:
+                self._erasure.cancel()
             if self._table is not None:
                 self._table.drop()
                 self._table = None
@@ -409,9 +432,42 @@ class IndexShard:
                 index_path.unlink(missing_ok=True)
 
     def optimize(self) -> None:
-        """Compact the table's small files (one per commit) and prune versions older than a week."""
+        """Compact the table's small files (one per commit) and prune versions past ``upkeep.erase_after_s``."""
         with self._lock:
-            self._writable_table().optimize()
+            self._writable_table().optimize(timedelta(seconds=self.upkeep.erase_after_s))
+            self._commits_since_compaction = 0
+
+    def _schedule_erasure(self) -> None:
+        """Erase deleted faces from the table's files ``upkeep.erase_after_s`` from now, unless already due."""
+        with self._lock:
+            if self._erasure is None:
+                self._erasure = threading.Timer(self.upkeep.erase_after_s, self._erase_when_due)
+                self._erasure.daemon = True
+                self._erasure.start()
+
+    def _erase_when_due(self) -> None:
+        try:
+            self.erase_deleted()
+        except Exception:  # e.g. the disk is full: try again after another delay
+            logger.exception("shard %s could not erase deleted faces; trying again later", self.table_name)
+            self._schedule_erasure()
+
+    def erase_deleted(self) -> None:
+        """Rewrite the table without the bytes of deleted faces and remove its older versions now."""
+        with self._lock:
+            if self._erasure is not None:
+                self._erasure.cancel()
+                self._erasure = None
+            if self._table is None:
+                return
+            started = time.perf_counter()
+            self._table.erase_deleted()
+            self._commits_since_compaction = 0
+            stale_index = self._ann_rows is not None and bool((self._ann_rows < 0).any())
+            logger.info("shard %s erased deleted faces from its files in %.2f s", self.table_name,
+                        time.perf_counter() - started)
+        if stale_index:  # the saved approximate index still holds the codes of deleted faces: replace it
+            threading.Thread(target=self.build_index, name=f"build-{self.table_name}", daemon=True).start()
 
     def replace_from(self, source_table: str) -> list[str]:
         """Replace every row by the rows of table ``source_table`` in one commit, then reload memory.

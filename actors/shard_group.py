@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import ray
 
-from actors.index_shard import IndexShard, SearchConfig
+from actors.index_shard import IndexShard, SearchConfig, TableUpkeep
 from facecore.models import SFACE
 from faces_settings import Settings
 from store.faces import FaceRecord, table_name
@@ -37,6 +37,11 @@ def search_config(settings: Settings) -> SearchConfig:
                         device="cuda" if settings.shard_num_gpus > 0 else "numpy")
 
 
+def table_upkeep(settings: Settings) -> TableUpkeep:
+    """How index shards compact their tables and erase deleted faces, from the settings."""
+    return TableUpkeep(erase_after_s=settings.erase_after_s)
+
+
 def actor_name(service_id: int, shard: int, shards: int) -> str:
     return f"index-shard-s{service_id}-n{shards}-p{shard}"
 
@@ -45,7 +50,8 @@ class ShardGroup:
     """Async client of the ``shards`` IndexShard actors of one service."""
 
     def __init__(self, service_id: int, shards: int, faces_uri: str, dim: int,
-                 search: SearchConfig = SearchConfig(), num_cpus: float = 0.0, num_gpus: float = 0.0):
+                 search: SearchConfig = SearchConfig(), num_cpus: float = 0.0, num_gpus: float = 0.0,
+                 upkeep: TableUpkeep = TableUpkeep()):
         self.service_id = service_id
         self.faces_uri = faces_uri
         # Threaded actors: an index build runs beside searches instead of blocking them.
@@ -54,7 +60,7 @@ class ShardGroup:
                 name=actor_name(service_id, shard, shards), namespace=NAMESPACE, get_if_exists=True,
                 lifetime="detached", max_restarts=-1, max_task_retries=-1, num_cpus=num_cpus, num_gpus=num_gpus,
                 max_concurrency=SHARD_THREADS, enable_task_events=False,  # no per-call event records in the GCS
-            ).remote(faces_uri, table_name(service_id, shard, shards), dim, search)
+            ).remote(faces_uri, table_name(service_id, shard, shards), dim, search, upkeep)
             for shard in range(shards)
         ]
 
@@ -62,7 +68,7 @@ class ShardGroup:
     def for_service(cls, service_id: int, shards: int, settings: Settings) -> "ShardGroup":
         """The shards of a service as every part of the platform must open them (same search setup)."""
         return cls(service_id, shards, settings.faces_uri, SFACE.embedding_dim, search_config(settings),
-                   num_gpus=settings.shard_num_gpus)
+                   num_gpus=settings.shard_num_gpus, upkeep=table_upkeep(settings))
 
     def _owner(self, face_id: str):
         return self.actors[shard_of(face_id, len(self.actors))]
@@ -111,6 +117,18 @@ class ShardGroup:
 
     async def rename_subject(self, old: str, new: str) -> int:
         return sum(await self._all("rename_subject", old, new))
+
+    async def subjects(self) -> dict[str, int]:
+        """Face count per subject over all shards."""
+        counts: dict[str, int] = {}
+        for shard_counts in await self._all("subjects"):
+            for subject, faces in shard_counts.items():
+                counts[subject] = counts.get(subject, 0) + faces
+        return counts
+
+    async def erase_deleted(self) -> None:
+        """Erase deleted faces from every shard's table files now (instead of ``erase_after_s`` later)."""
+        await self._all("erase_deleted")
 
     async def count(self, subject: str | None = None) -> int:
         return sum(await self._all("count", subject))

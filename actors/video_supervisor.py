@@ -9,6 +9,9 @@ every ``video_reconcile_s`` seconds and at once when the API calls :meth:`VideoS
 after a change, so streams take effect without restarting anything. It keeps no state of its own:
 after a restart it finds the running workers by name.
 
+It also enforces the retention of events: every ``EXPIRY_EVERY_S`` seconds it deletes the events older
+than ``event_retention_days`` with their images, and the images of streams that no longer exist.
+
 Workers are detached actors, restarted by Ray when their process dies, placed wherever the
 cluster has ``video_worker_num_cpus`` free.
 """
@@ -17,12 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from datetime import datetime, timedelta, timezone
 
 import ray
 
 from actors.video import VideoWorker
 from faces_settings import Settings
 from store.control import ControlPlane
+from store.event_media import EventMedia
 from store.video_store import Stream, VideoStore
 
 log = logging.getLogger(__name__)
@@ -30,6 +36,7 @@ log = logging.getLogger(__name__)
 NAMESPACE = "faces"
 SUPERVISOR_NAME = "video-supervisor"
 WORKER_PREFIX = "video-worker-"
+EXPIRY_EVERY_S = 60.0
 
 
 def worker_name(stream: Stream) -> str:
@@ -91,10 +98,31 @@ class VideoSupervisor:
                                            status.started_at if status else None)
             return {stream.id: name for name, stream in desired.items()}
 
+    async def expire_events(self) -> int:
+        """Delete events past the retention with their images, and the image folders of deleted streams
+        (a worker may write one more image after its stream is deleted); returns how many events."""
+        store = await self._video_store()
+        media = EventMedia(self.settings.video_media_dir)
+        expired: list[str] = []
+        if self.settings.event_retention_days > 0:
+            cutoff = datetime.now(timezone.utc) - timedelta(days=self.settings.event_retention_days)
+            expired = await store.delete_events_before(cutoff)
+            await asyncio.to_thread(media.delete_files, expired)
+        streams = {stream.id for stream in await store.list_streams()}
+        newest = max(streams, default=0)  # ids only grow: a folder above the newest may be a stream just created
+        for stream_id in await asyncio.to_thread(media.stream_ids):
+            if stream_id not in streams and stream_id < newest:
+                await asyncio.to_thread(media.delete_stream, stream_id)
+        return len(expired)
+
     async def _loop(self) -> None:
+        last_expiry = 0.0
         while True:
             try:
                 await self.reconcile()
+                if time.monotonic() - last_expiry >= EXPIRY_EVERY_S:
+                    last_expiry = time.monotonic()
+                    await self.expire_events()
             except Exception:  # keep supervising; the next round retries
                 log.exception("video reconcile failed")
             await asyncio.sleep(self.settings.video_reconcile_s)

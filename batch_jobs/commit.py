@@ -1,24 +1,21 @@
-"""Batched commits of enrolled faces: subjects to PostgreSQL first, then faces to the index shards.
+"""Batched commits of enrolled faces through the service's gallery (subject rows first, then faces).
 
-A subject row always exists before its faces. Within a commit the faces other than an image's first
+Within a commit the faces other than an image's first
 are stored before the first faces, so a stored first face means its whole image is stored: the read
 stage skips an input on exactly that evidence (see :mod:`batch_jobs.fetch`).
 """
 
 from __future__ import annotations
 
-from actors.shard_group import ShardGroup
-from store.control import ControlPlane
+from gallery.service_gallery import Gallery
 from store.faces import FaceRecord
 
 
 class FaceCommitter:
     """Buffers the faces of enrolled images and stores them in large batches."""
 
-    def __init__(self, control: ControlPlane, shards: ShardGroup, service_id: int):
-        self.control = control
-        self.shards = shards
-        self.service_id = service_id
+    def __init__(self, gallery: Gallery):
+        self.gallery = gallery
         self._first: list[FaceRecord] = []
         self._others: list[FaceRecord] = []
 
@@ -39,8 +36,6 @@ class FaceCommitter:
         self._first, self._others = [], []
         if not first:
             return 0
-        await self.control.ensure_subjects(self.service_id, [face.subject for face in first])
-        if others:
-            await self.shards.add(others)
-        await self.shards.add(first)
+        await self.gallery.add_faces(others)
+        await self.gallery.add_faces(first)
         return len(first) + len(others)

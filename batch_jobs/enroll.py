@@ -47,6 +47,7 @@ from batch_jobs.sources import manifest_inputs, tree_inputs
 from batch_jobs.tracking import JobTracker
 from facecore.models import SFACE
 from faces_settings import Settings
+from gallery.service_gallery import Gallery
 from store.control import ControlPlane, Service
 from store.faces import FaceRecord
 
@@ -170,7 +171,7 @@ async def run_enroll(settings: Settings, control: ControlPlane, tracker: JobTrac
     shards = ShardGroup.for_service(service.id, service.shards, settings)
     report = ReportWriter(report_uri)
     await tracker.start(total, report.uri)
-    sink = EnrollSink(FaceCommitter(control, shards, service.id), report, service.id, settings.enroll_commit_faces)
+    sink = EnrollSink(FaceCommitter(Gallery(control, shards, service.id)), report, service.id, settings.enroll_commit_faces)
     try:
         async for batch in dataset_batches(dataset):
             await sink.consume(batch)

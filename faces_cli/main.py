@@ -6,7 +6,8 @@ import argparse
 import logging
 import sys
 
-from faces_cli import enroll_commands, index_commands, pipeline_commands, serve_command, video_commands
+from faces_cli import (enroll_commands, gallery_commands, index_commands, pipeline_commands, serve_command,
+                       video_commands)
 from faces_settings import get_settings
 
 
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     index_commands.add_parsers(subparsers)
     video_commands.add_parsers(subparsers, get_settings().det_prob_threshold)
     enroll_commands.add_parsers(subparsers)
+    gallery_commands.add_parsers(subparsers)
     return parser
 
 

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
                                                          "(at least one in 5000 faces of the shard)")
     ann_scan_threads: int = Field(1, ge=1, description="threads one query scans a large approximate index with")
     shard_memory_budget_mb: int | None = Field(8192, ge=1, description="a shard refuses faces beyond this RAM")
+    erase_after_s: float = Field(300.0, ge=0, description="a deleted face's embedding and crop leave the table "
+                                                       "files within this many seconds")
+    event_retention_days: float = Field(30.0, ge=0, description="video events and their images are deleted "
+                                                              "after this many days (0: kept forever)")
     video_worker_num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per video stream worker")
     video_reconcile_s: float = Field(5.0, gt=0, description="how often the video supervisor checks the streams table")
     video_reconnect_max_s: float = Field(30.0, gt=0, description="longest wait between reconnects to a dropped video source")

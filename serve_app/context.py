@@ -8,6 +8,7 @@ from collections import defaultdict
 
 from actors.shard_group import ShardGroup
 from faces_settings import Settings
+from gallery.service_gallery import Gallery
 from store.control import ControlPlane, Service
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,10 @@ class AppContext:
         if key not in self._groups:
             self._groups[key] = ShardGroup.for_service(service.id, service.shards, self.settings)
         return self._groups[key]
+
+    async def gallery(self, service: Service) -> Gallery:
+        """The service's gallery: every change of its subjects and faces goes through it."""
+        return Gallery(await self.control(), self.shards(service), service.id)
 
     def forget_shards(self, service_id: int) -> None:
         for key in [k for k in self._groups if k[0] == service_id]:

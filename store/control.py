@@ -471,50 +471,6 @@ class ControlPlane:
             )
         )
 
-    async def rename_subject(self, service_id: int, old: str, new: str) -> bool:
-        """Rename subject ``old`` to ``new``; return True if ``new`` existed and the two were merged.
-
-        :class:`NotFound` if ``old`` is missing. Merging only deletes ``old`` here: the caller moves
-        its faces to ``new``. Renaming a subject to its own name changes nothing and returns False.
-        """
-        _require_name("subject", new)
-        async with self._pool.acquire() as connection, connection.transaction():
-            created_at = await connection.fetchval(
-                "SELECT created_at FROM subjects WHERE service_id = $1 AND name = $2 FOR UPDATE",
-                service_id,
-                old,
-            )
-            if created_at is None:
-                raise NotFound(f"subject {old!r} not found")
-            if old == new:
-                return False
-            status = await connection.execute(
-                """
-                INSERT INTO subjects (service_id, name, created_at) VALUES ($1, $2, $3)
-                ON CONFLICT DO NOTHING
-                """,
-                service_id,
-                new,
-                created_at,
-            )
-            await connection.execute(
-                "DELETE FROM subjects WHERE service_id = $1 AND name = $2", service_id, old
-            )
-        return status != "INSERT 0 1"
-
-    async def delete_subject(self, service_id: int, name: str) -> None:
-        """Delete one subject; :class:`NotFound` if missing."""
-        status = await self._pool.execute(
-            "DELETE FROM subjects WHERE service_id = $1 AND name = $2", service_id, name
-        )
-        if status != "DELETE 1":
-            raise NotFound(f"subject {name!r} not found")
-
-    async def delete_all_subjects(self, service_id: int) -> int:
-        """Delete every subject of a service; return how many there were."""
-        status = await self._pool.execute("DELETE FROM subjects WHERE service_id = $1", service_id)
-        return int(status.split()[-1])
-
     # --- request statistics -------------------------------------------------------------------
 
     async def record_requests(

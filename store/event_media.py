@@ -40,3 +40,22 @@ class EventMedia:
     def delete_stream(self, stream_id: int) -> None:
         """Remove every file of a stream."""
         shutil.rmtree(self.root / str(int(stream_id)), ignore_errors=True)
+
+    def delete_files(self, relatives: list[str]) -> None:
+        """Remove these files (paths relative to the root; missing ones and paths leaving it are skipped),
+        and the day folders they leave empty."""
+        root = self.root.resolve()
+        for relative in relatives:
+            path = (self.root / relative).resolve()
+            if path.is_relative_to(root):
+                path.unlink(missing_ok=True)
+                try:
+                    path.parent.rmdir()
+                except OSError:  # not empty (or already gone)
+                    pass
+
+    def stream_ids(self) -> list[int]:
+        """Ids of the streams that have a folder here."""
+        if not self.root.is_dir():
+            return []
+        return [int(entry.name) for entry in self.root.iterdir() if entry.is_dir() and entry.name.isdigit()]

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from pathlib import Path
 
 import lancedb
@@ -25,6 +26,20 @@ logger = logging.getLogger(__name__)
 
 INDEX_COLUMNS = ["face_id", "subject", "embedding"]
 SCAN_BATCH_ROWS = 65536
+# LanceDB caches file metadata per session, and every commit writes new files: with the default session
+# a long-lived writer's cache grew by about 26 KB per add and delete (100 MB in 4,000 of each), toward a
+# default limit far above what one face table needs. Search runs on the shard's in-memory copy.
+CACHE_BYTES = 8 * 2**20
+
+
+@lru_cache(maxsize=1)
+def lance_session() -> lancedb.Session:
+    """The process's one LanceDB session, its index and metadata caches bounded by ``CACHE_BYTES`` each."""
+    return lancedb.Session(index_cache_size_bytes=CACHE_BYTES, metadata_cache_size_bytes=CACHE_BYTES)
+
+
+def _connect(db_uri: str, read_consistency_interval: timedelta | None = None):
+    return lancedb.connect(db_uri, read_consistency_interval=read_consistency_interval, session=lance_session())
 
 
 @dataclass
@@ -127,7 +142,7 @@ class FaceTable:
         its columns differ from :func:`face_schema`.
         """
         schema = face_schema(dim)
-        db = lancedb.connect(db_uri, read_consistency_interval=read_consistency_interval)
+        db = _connect(db_uri, read_consistency_interval)
         try:
             table = db.open_table(name)
         except ValueError:  # LanceDB 0.40 raises ValueError("Table '...' was not found")
@@ -148,7 +163,7 @@ class FaceTable:
     @staticmethod
     def exists(db_uri: str, name: str) -> bool:
         try:
-            lancedb.connect(db_uri).open_table(name)
+            _connect(db_uri).open_table(name)
         except ValueError:
             return False
         return True
@@ -156,7 +171,7 @@ class FaceTable:
     @staticmethod
     def drop_table(db_uri: str, name: str) -> None:
         """Drop table ``name`` under ``db_uri``; a missing table is not an error."""
-        lancedb.connect(db_uri).drop_table(name, ignore_missing=True)
+        _connect(db_uri).drop_table(name, ignore_missing=True)
 
     def drop(self) -> None:
         """Drop this table. The object must not be used afterwards."""
@@ -307,3 +322,19 @@ class FaceTable:
     def optimize(self, keep_versions_for: timedelta = timedelta(days=7)) -> None:
         """Compact small data files (one per commit) and remove versions older than the given age."""
         self._table.optimize(cleanup_older_than=keep_versions_for)
+
+    def version_count(self) -> int:
+        """How many versions of the table are kept on disk."""
+        return len(self._table.list_versions())
+
+    def erase_deleted(self) -> None:
+        """Leave no byte of deleted or replaced rows in the table's files.
+
+        A delete only marks rows in a deletion file, and compaction rewrites a data file only when a
+        tenth of its rows are deleted; so the live rows are rewritten into new files (one streamed
+        commit, readers see all old or all new rows), then every older version and every file no
+        version references are removed. Only the table's one writer may call this: an older version
+        that another reader still uses disappears.
+        """
+        self.overwrite(self.batches(batch_rows=SCAN_BATCH_ROWS // 16))
+        self._table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)

@@ -238,6 +238,12 @@ class VideoStore:
             await connection.execute("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, event.to_payload())
         return event
 
+    async def delete_events_before(self, cutoff: datetime) -> list[str]:
+        """Delete the events created before ``cutoff``; returns the paths of their images."""
+        rows = await self._pool.fetch(
+            "DELETE FROM video_events WHERE created_at < $1 RETURNING crop_path, frame_path", cutoff)
+        return [path for row in rows for path in (row["crop_path"], row["frame_path"]) if path]
+
     async def get_event(self, event_id: int) -> StoredEvent:
         row = await self._pool.fetchrow(f"SELECT {_EVENT_COLUMNS} FROM video_events e WHERE e.id = $1", event_id)
         if row is None:

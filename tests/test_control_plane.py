@@ -31,6 +31,7 @@ from store.control import (
 )
 from store.embedded_pg import EmbeddedPostgres, resolve_dsn
 from store.errors import Conflict, NotFound, StoreError
+from store.gallery_intents import Intent, IntentStore
 
 
 @pytest.fixture(scope="module")
@@ -526,13 +527,21 @@ def test_subjects_add_list_exists_delete(dsn):
         await plane.ensure_subjects(other.id, ["bob"])
         assert await plane.list_subjects(other.id) == ["bob"]
 
-        await plane.delete_subject(service.id, "dave")
+        intents = IntentStore(plane.pool)
+        await intents.begin_delete(service.id, "dave")
+        assert await plane.subject_exists(service.id, "dave") is True  # until the faces are gone
+        assert await intents.pending(service.id) == [Intent("dave", "delete", None)]
+        await intents.finish(service.id, "dave")
         assert await plane.subject_exists(service.id, "dave") is False
+        assert await intents.pending(service.id) == []
         with pytest.raises(NotFound, match="subject 'dave' not found"):
-            await plane.delete_subject(service.id, "dave")
+            await intents.begin_delete(service.id, "dave")
 
-        assert await plane.delete_all_subjects(service.id) == 4
-        assert await plane.delete_all_subjects(service.id) == 0
+        await intents.begin_delete_all(service.id)
+        assert len(await intents.pending(service.id)) == 4
+        assert await intents.finish_delete_all(service.id) == 4
+        assert await intents.finish_delete_all(service.id) == 0
+        assert await intents.pending(service.id) == []
         assert await plane.list_subjects(service.id) == []
         assert await plane.list_subjects(other.id) == ["bob"]
 
@@ -557,7 +566,13 @@ def test_rename_subject_renames_or_merges(dsn):
             "SELECT created_at FROM subjects WHERE service_id = $1 AND name = 'alice'", service.id
         )
 
-        assert await plane.rename_subject(service.id, "alice", "alicia") is False  # renamed
+        intents = IntentStore(plane.pool)
+        await intents.begin_rename(service.id, "alice", "alicia")
+        assert await plane.list_subjects(service.id) == ["alice", "alicia", "bob"]  # both until the faces moved
+        await intents.begin_rename(service.id, "alice", "alicia")  # a retry: the same intent
+        with pytest.raises(Conflict, match="rename to 'alicia' of subject 'alice' did not finish"):
+            await intents.begin_delete(service.id, "alice")
+        await intents.finish(service.id, "alice")
         assert await plane.list_subjects(service.id) == ["alicia", "bob"]
         assert (
             await plane.pool.fetchval(
@@ -566,15 +581,14 @@ def test_rename_subject_renames_or_merges(dsn):
             == created
         )
 
-        assert await plane.rename_subject(service.id, "alicia", "bob") is True  # merged
-        assert await plane.list_subjects(service.id) == ["bob"]
-
-        assert await plane.rename_subject(service.id, "bob", "bob") is False
+        await intents.begin_rename(service.id, "alicia", "bob")  # merged
+        await intents.finish(service.id, "alicia")
         assert await plane.list_subjects(service.id) == ["bob"]
 
         with pytest.raises(NotFound, match="subject 'alice' not found"):
-            await plane.rename_subject(service.id, "alice", "anyone")
+            await intents.begin_rename(service.id, "alice", "anyone")
         assert await plane.list_subjects(service.id) == ["bob"]
+        assert await intents.pending(service.id) == []
 
     with_plane(dsn, body)
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from actors.index_shard import MIN_CAPACITY, IndexShard
-from store.faces import FaceRecord, FaceTable, face_schema, sql_string, table_name
+from store.faces import CACHE_BYTES, FaceRecord, FaceTable, face_schema, lance_session, sql_string, table_name
 
 DIM = 128
 MODEL = "sface@2021dec-int8bq"
@@ -507,8 +507,9 @@ def test_scan_and_search_timing_200k(uri):
 
 
 def test_many_small_commits_are_compacted(uri):
-    from actors.index_shard import COMPACT_EVERY_COMMITS
+    from actors.index_shard import TableUpkeep
 
+    COMPACT_EVERY_COMMITS = TableUpkeep().compact_every_commits
     shard = IndexShard(uri, "compacted", DIM)
     rng = np.random.default_rng(7)
     for i in range(COMPACT_EVERY_COMMITS + 3):
@@ -517,3 +518,62 @@ def test_many_small_commits_are_compacted(uri):
     assert fragments <= 4  # one compacted fragment plus the few commits since
     assert shard.count() == COMPACT_EVERY_COMMITS + 3
     assert IndexShard(uri, "compacted", DIM).count() == COMPACT_EVERY_COMMITS + 3
+
+
+# ------------------------------------------------------------------------------- erasure and upkeep
+
+
+def files_holding(folder: str, needle: bytes) -> list[str]:
+    """Every file under ``folder`` whose bytes contain ``needle``."""
+    from pathlib import Path
+
+    return [str(path) for path in Path(folder).rglob("*") if path.is_file() and needle in path.read_bytes()]
+
+
+def test_deleted_faces_leave_the_table_files_within_the_erasure_delay(uri):
+    from actors.index_shard import TableUpkeep
+
+    shard = IndexShard(uri, "erased", DIM, upkeep=TableUpkeep(erase_after_s=1.0))
+    vectors = unit(np.random.default_rng(3), 40)
+    crops = [jpeg(100 + i) for i in range(40)]
+    for i in range(0, 40, 10):  # several commits, as faces arrive one request at a time
+        shard.add([record for j in range(i, i + 10)
+                   for record in records([f"f{j}"], [f"person {j % 4}"], vectors[j:j + 1], crops[j])])
+    gone, kept = shard.get_face("f5"), shard.get_face("f6")  # the bytes as stored (unit length, float32)
+    gone_vector, gone_crop = gone.embedding.astype(np.float32).tobytes(), gone.crop
+    kept_vector, kept_crop = kept.embedding.astype(np.float32).tobytes(), kept.crop
+    assert gone_crop == crops[5] and len(gone_vector) == 4 * DIM
+    assert shard.delete_ids(["f5"]) == [("f5", "person 1")]
+    # A delete only marks the row: its bytes are still on disk, which is what the erasure is for.
+    assert files_holding(uri, gone_vector) and files_holding(uri, gone_crop)
+    deadline = time.monotonic() + 30
+    while files_holding(uri, gone_vector) or files_holding(uri, gone_crop):
+        assert time.monotonic() < deadline, "the deleted face's bytes stayed on disk"
+        time.sleep(0.2)
+    assert files_holding(uri, kept_vector) and files_holding(uri, kept_crop)
+    reopened = IndexShard(uri, "erased", DIM)
+    assert reopened.count() == 39 and reopened.get_face("f6").crop == kept_crop and reopened.get_face("f5") is None
+
+
+def test_versions_and_files_stay_bounded_under_adds_and_deletes(uri):
+    from pathlib import Path
+
+    from actors.index_shard import TableUpkeep
+
+    shard = IndexShard(uri, "churn", DIM, upkeep=TableUpkeep(compact_every_commits=32, erase_after_s=0.5))
+    rng = np.random.default_rng(11)
+    folder = Path(uri) / "churn.lance"
+    sizes = []
+    for i in range(600):  # 1200 commits: an add and a delete per round, the face count flat
+        shard.add(records([f"face-{i}"], [f"person {i % 7}"], unit(rng, 1)))
+        if i >= 20:
+            shard.delete_ids([f"face-{i - 20}"])
+        if i % 100 == 99:
+            sizes.append((shard._table.version_count(), sum(1 for f in folder.rglob("*") if f.is_file())))
+    shard.erase_deleted()  # the last delete's erasure now, so that no timer outlives the test
+    assert shard.count() == 20
+    assert len(shard._codes) == MIN_CAPACITY  # the in-memory matrix did not grow either
+    assert lance_session().size_bytes <= 1.25 * CACHE_BYTES  # nor LanceDB's caches (metadata, index)
+    versions, files = zip(*sizes)
+    assert max(versions) < 300 and max(files) < 700, sizes  # about 1200 versions and 3600 files unbounded
+    assert versions[-1] <= versions[1] + 100 and files[-1] <= files[1] + 200, sizes  # flat, not growing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
@@ -11,7 +12,9 @@ from serve_app.context import AppContext, request_context
 from serve_app.errors import BAD_PARAMETER, ApiError
 from serve_app.schemas import ApplicationOut, NameBody, ServiceCreate, ServiceOut, ServiceUpdate
 from serve_app.validation import RowId
-from store.control import Application, Service
+from store.control import Application, ControlPlane, Service
+from store.event_media import EventMedia
+from store.video_store import VideoStore
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 Ctx = Annotated[AppContext, Depends(request_context)]
@@ -27,10 +30,18 @@ def _service(service: Service, api_key: str | None = None) -> ServiceOut:
                       created_at=service.created_at.isoformat(), api_key=api_key)
 
 
-async def _drop_faces(context: AppContext, service: Service) -> None:
+async def _delete_service(context: AppContext, control: ControlPlane, service: Service) -> None:
+    """Delete a service with its data: its face tables and saved indexes first (a retry after a failure
+    still finds the service), then its rows (with those of its streams and events), then the streams'
+    event images (their workers stop with the rows; the video supervisor sweeps any image written after)."""
+    streams = await VideoStore(control.pool).list_streams(service.id) if service.type == "video" else []
     if service.type == "recognition":
         await context.shards(service).drop()
         context.forget_shards(service.id)
+    await control.delete_service(service.id)
+    media = EventMedia(context.settings.video_media_dir)
+    for stream in streams:
+        await asyncio.to_thread(media.delete_stream, stream.id)
 
 
 @router.post("/applications", response_model=ApplicationOut, status_code=201)
@@ -50,11 +61,11 @@ async def rename_application(application_id: RowId, body: NameBody, context: Ctx
 
 @router.delete("/applications/{application_id}", response_model=ApplicationOut)
 async def delete_application(application_id: RowId, context: Ctx):
-    """Delete an application, its services and all their faces."""
+    """Delete an application, its services and all their faces and event images."""
     control = await context.control()
     application = await control.get_application(application_id)
     for service in await control.list_services(application_id):
-        await _drop_faces(context, service)
+        await _delete_service(context, control, service)
     await control.delete_application(application_id)
     return _application(application)
 
@@ -96,11 +107,10 @@ async def update_service(service_id: RowId, body: ServiceUpdate, context: Ctx):
 
 @router.delete("/services/{service_id}", response_model=ServiceOut)
 async def delete_service(service_id: RowId, context: Ctx):
-    """Delete a service and all its faces."""
+    """Delete a service and all its faces and event images."""
     control = await context.control()
     service = await control.get_service(service_id)
-    await _drop_faces(context, service)
-    await control.delete_service(service_id)
+    await _delete_service(context, control, service)
     return _service(service)
 
 

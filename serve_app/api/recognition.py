@@ -47,8 +47,7 @@ async def add_face(request: Request, service: RecognitionService, context: Ctx,
     record = FaceRecord(face_id=str(uuid.uuid4()), subject=name, embedding=face.embedding,
                         model=(await context.model_versions())["calculator"], crop=crop, source=None,
                         created_at=datetime.now(timezone.utc))
-    await (await context.control()).add_subject(service.id, name)
-    await context.shards(service).add([record])
+    await (await context.gallery(service)).add_faces([record])
     return FaceRef(image_id=record.face_id, subject=name)
 
 
@@ -64,17 +63,15 @@ async def list_faces(service: RecognitionService, context: Ctx,
 @router.delete("/faces", response_model=Deleted)
 async def delete_faces(service: RecognitionService, context: Ctx, subject: FilterName | None = Query(None)):
     """Delete every face of ``subject``, or every face of the service when no subject is given."""
-    shards = context.shards(service)
+    gallery = await context.gallery(service)
     if subject:
-        if not await (await context.control()).subject_exists(service.id, subject):
-            raise NotFound(f"subject '{subject}' not found")
-        return Deleted(deleted=await shards.delete_subject(subject))
-    return Deleted(deleted=await shards.delete_all())
+        return Deleted(deleted=await gallery.delete_faces_of(subject))
+    return Deleted(deleted=await gallery.delete_all_faces())
 
 
 @router.delete("/faces/{image_id}", response_model=FaceRef)
 async def delete_face(image_id: str, service: RecognitionService, context: Ctx):
-    deleted = await context.shards(service).delete_ids([image_id])
+    deleted = await (await context.gallery(service)).delete_faces([image_id])
     if not deleted:
         raise NotFound(f"face '{image_id}' not found")
     return FaceRef(image_id=deleted[0][0], subject=deleted[0][1])
@@ -84,7 +81,7 @@ async def delete_face(image_id: str, service: RecognitionService, context: Ctx):
 async def delete_faces_by_id(service: RecognitionService, context: Ctx,
                              image_ids: list[str] = Body(..., min_length=1, max_length=10000)):
     """Delete several faces by id; unknown ids are skipped. Returns the faces deleted."""
-    deleted = await context.shards(service).delete_ids(image_ids)
+    deleted = await (await context.gallery(service)).delete_faces(image_ids)
     return [FaceRef(image_id=i, subject=s) for i, s in deleted]
 
 

@@ -20,13 +20,13 @@ SubjectPath = Annotated[FilterName, Path(description="the subject's current name
 
 @router.post("", response_model=SubjectBody, status_code=201)
 async def add_subject(body: SubjectBody, service: RecognitionService, context: Ctx):
-    await (await context.control()).add_subject(service.id, body.subject)
+    await (await context.gallery(service)).add_subject(body.subject)
     return SubjectBody(subject=body.subject)
 
 
 @router.get("", response_model=SubjectsList)
 async def list_subjects(service: RecognitionService, context: Ctx):
-    return SubjectsList(subjects=await (await context.control()).list_subjects(service.id))
+    return SubjectsList(subjects=await (await context.gallery(service)).subjects())
 
 
 @router.put("/{subject}", response_model=Updated)
@@ -35,22 +35,19 @@ async def rename_subject(subject: SubjectPath, body: SubjectBody, service: Recog
     new_name = body.subject
     if new_name == subject:
         return Updated(updated=False)
-    await (await context.control()).rename_subject(service.id, subject, new_name)
-    await context.shards(service).rename_subject(subject, new_name)
+    await (await context.gallery(service)).rename_subject(subject, new_name)
     return Updated(updated=True)
 
 
 @router.delete("/{subject}", response_model=SubjectBody)
 async def delete_subject(subject: SubjectPath, service: RecognitionService, context: Ctx):
-    """Delete a subject and all its faces."""
-    await (await context.control()).delete_subject(service.id, subject)
-    await context.shards(service).delete_subject(subject)
+    """Delete a subject and all its faces (the faces first: a retry after a failure finishes the job)."""
+    await (await context.gallery(service)).delete_subject(subject)
     return SubjectBody(subject=subject)
 
 
 @router.delete("", response_model=Deleted)
 async def delete_all_subjects(service: RecognitionService, context: Ctx):
     """Delete every subject of the service and all their faces."""
-    deleted = await (await context.control()).delete_all_subjects(service.id)
-    await context.shards(service).delete_all()
+    deleted = await (await context.gallery(service)).delete_all()
     return Deleted(deleted=deleted)
