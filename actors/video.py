@@ -29,7 +29,7 @@ import numpy as np
 from ray import serve
 
 from actors.embedder import FaceRequest, FaceResponse
-from actors.shard_group import ShardGroup
+from actors.shard_group import CALL_TIMEOUT_S, ShardGroup
 from facecore.pipeline import Face
 from faces_settings import Settings
 from facevideo.config import ProcessingOptions
@@ -161,7 +161,7 @@ class VideoWorker:
             service = await control.get_service(service_id)
         except NotFound:
             return None, self.settings.recognition_threshold
-        shards = ShardGroup.for_service(service.id, service.shards, self.settings)
+        shards = ShardGroup.for_service(service.id, service.shards, self.settings, call_timeout_s=CALL_TIMEOUT_S)
         threshold = (service.similarity_threshold if service.similarity_threshold is not None
                      else self.settings.recognition_threshold)
         return ShardWatchlist(shards), threshold

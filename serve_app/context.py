@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections import defaultdict
 
-from actors.shard_group import ShardGroup
+from actors.shard_group import CALL_TIMEOUT_S, ShardGroup
 from faces_settings import Settings
 from store.control import ControlPlane, Service
 
@@ -40,7 +40,8 @@ class AppContext:
     def shards(self, service: Service) -> ShardGroup:
         key = (service.id, service.shards)
         if key not in self._groups:
-            self._groups[key] = ShardGroup.for_service(service.id, service.shards, self.settings)
+            self._groups[key] = ShardGroup.for_service(service.id, service.shards, self.settings,
+                                                       call_timeout_s=CALL_TIMEOUT_S)
         return self._groups[key]
 
     def forget_shards(self, service_id: int) -> None:
