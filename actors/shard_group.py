@@ -3,6 +3,12 @@
 A face lives in shard ``crc32(face_id) % shards``, so point operations (get, delete, verify) go to
 one shard and only searches and listings fan out. The shards are named, detached, restartable Ray
 actors: every ingress replica and batch job reaches the same ones.
+
+A shard whose process dies is restarted by Ray, and calls made meanwhile wait for it (and are
+retried: every call is safe to repeat). A group made for requests (``call_timeout_s``, e.g.
+:data:`CALL_TIMEOUT_S`) waits at most that long; then, or when the actor cannot come back, its calls
+raise :class:`ShardUnavailable` (503 on the API). Jobs wait as long as it takes; index builds and
+compactions are never bounded.
 """
 
 from __future__ import annotations
@@ -21,6 +27,19 @@ from store.faces import FaceRecord, table_name
 
 NAMESPACE = "faces"
 SHARD_THREADS = 4
+CALL_TIMEOUT_S = 30.0
+
+
+class ShardUnavailable(Exception):
+    """An index shard did not answer in time (restarting, or gone): retry later."""
+
+
+async def _results(refs, timeout_s: float | None) -> list:
+    """The results of shard calls, waiting at most ``timeout_s`` (None: no limit) for all of them."""
+    try:
+        return await asyncio.wait_for(asyncio.gather(*refs), timeout_s)
+    except (TimeoutError, ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+        raise ShardUnavailable(f"an index shard is unavailable ({type(exc).__name__}); retry later") from exc
 
 
 def shard_of(face_id: str, shards: int) -> int:
@@ -51,9 +70,10 @@ class ShardGroup:
 
     def __init__(self, service_id: int, shards: int, faces_uri: str, dim: int,
                  search: SearchConfig = SearchConfig(), num_cpus: float = 0.0, num_gpus: float = 0.0,
-                 upkeep: TableUpkeep = TableUpkeep()):
+                 upkeep: TableUpkeep = TableUpkeep(), call_timeout_s: float | None = None):
         self.service_id = service_id
         self.faces_uri = faces_uri
+        self.call_timeout_s = call_timeout_s
         # Threaded actors: an index build runs beside searches instead of blocking them.
         self.actors = [
             ray.remote(IndexShard).options(
@@ -65,23 +85,28 @@ class ShardGroup:
         ]
 
     @classmethod
-    def for_service(cls, service_id: int, shards: int, settings: Settings) -> "ShardGroup":
-        """The shards of a service as every part of the platform must open them (same search setup)."""
+    def for_service(cls, service_id: int, shards: int, settings: Settings,
+                    call_timeout_s: float | None = None) -> "ShardGroup":
+        """The shards of a service as every part of the platform must open them (same search setup);
+        ``call_timeout_s``: how long a call may wait (requests), None for no limit (jobs)."""
         return cls(service_id, shards, settings.faces_uri, SFACE.embedding_dim, search_config(settings),
-                   num_gpus=settings.shard_num_gpus, upkeep=table_upkeep(settings))
+                   num_gpus=settings.shard_num_gpus, upkeep=table_upkeep(settings), call_timeout_s=call_timeout_s)
+
+    async def _gather(self, refs) -> list:
+        return await _results(refs, self.call_timeout_s)
 
     def _owner(self, face_id: str):
         return self.actors[shard_of(face_id, len(self.actors))]
 
     async def _all(self, method: str, *args) -> list:
-        return await asyncio.gather(*(getattr(actor, method).remote(*args) for actor in self.actors))
+        return await self._gather([getattr(actor, method).remote(*args) for actor in self.actors])
 
     async def add(self, records: Sequence[FaceRecord]) -> None:
         """Acknowledged once every owning shard has committed its part."""
         parts: dict[int, list[FaceRecord]] = {}
         for record in records:
             parts.setdefault(shard_of(record.face_id, len(self.actors)), []).append(record)
-        await asyncio.gather(*(self.actors[shard].add.remote(part) for shard, part in parts.items()))
+        await self._gather([self.actors[shard].add.remote(part) for shard, part in parts.items()])
 
     async def search_subjects(self, queries: np.ndarray, k: int) -> list[list[tuple[str, float, str]]]:
         """Per query the top-k distinct subjects ``(subject, cosine, face_id)`` over all shards."""
@@ -97,16 +122,16 @@ class ShardGroup:
         return merged
 
     async def similarity_to(self, face_id: str, queries: np.ndarray) -> np.ndarray | None:
-        return await self._owner(face_id).similarity_to.remote(face_id, queries)
+        return (await self._gather([self._owner(face_id).similarity_to.remote(face_id, queries)]))[0]
 
     async def get_face(self, face_id: str) -> FaceRecord | None:
-        return await self._owner(face_id).get_face.remote(face_id)
+        return (await self._gather([self._owner(face_id).get_face.remote(face_id)]))[0]
 
     async def delete_ids(self, face_ids: Sequence[str]) -> list[tuple[str, str]]:
         parts: dict[int, list[str]] = {}
         for face_id in face_ids:
             parts.setdefault(shard_of(face_id, len(self.actors)), []).append(face_id)
-        deleted = await asyncio.gather(*(self.actors[s].delete_ids.remote(ids) for s, ids in parts.items()))
+        deleted = await self._gather([self.actors[s].delete_ids.remote(ids) for s, ids in parts.items()])
         return [row for rows in deleted for row in rows]
 
     async def delete_subject(self, subject: str) -> int:
@@ -143,7 +168,7 @@ class ShardGroup:
             end = start + count
             if end > offset and len(rows) < limit:
                 local_offset = max(0, offset - start)
-                page, _ = await actor.list_faces.remote(subject, local_offset, limit - len(rows))
+                page, _ = (await self._gather([actor.list_faces.remote(subject, local_offset, limit - len(rows))]))[0]
                 rows.extend(page)
             start = end
         return rows, total
@@ -153,23 +178,26 @@ class ShardGroup:
         parts: dict[int, list[str]] = {}
         for face_id in face_ids:
             parts.setdefault(shard_of(face_id, len(self.actors)), []).append(face_id)
-        found = await asyncio.gather(*(self.actors[s].existing.remote(ids) for s, ids in parts.items()))
+        found = await self._gather([self.actors[s].existing.remote(ids) for s, ids in parts.items()])
         return {face_id for ids in found for face_id in ids}
+
+    async def _unbounded(self, method: str) -> list:
+        return await asyncio.gather(*(getattr(actor, method).remote() for actor in self.actors))
 
     async def optimize(self) -> None:
         """Compact every shard's table: one file per commit adds up after bulk writes."""
-        await self._all("optimize")
+        await self._unbounded("optimize")
 
     async def build_indexes(self) -> list[dict]:
         """Build every shard's approximate index in parallel (searches go on); per-shard stats."""
-        return await self._all("build_index")
+        return await self._unbounded("build_index")
 
     async def stats(self) -> list[dict]:
         return await self._all("stats")
 
     async def drop(self) -> None:
         """Drop every shard's table and stop its actor."""
-        await self._all("drop")
+        await self._unbounded("drop")
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
 

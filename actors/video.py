@@ -6,10 +6,14 @@ Events are stored in PostgreSQL (crops under the data dir), announced to the SSE
 and POSTed to the stream's webhook. The worker reports its status to PostgreSQL every second.
 
 A source that drops (or cannot be reached) is retried with exponential backoff, state
-``reconnecting``; one that can never work (not a video, corrupt, unknown protocol) ends in
-``failed`` with the reason; a file that reaches its end is ``finished``. The supervisor
+``reconnecting``; one that can never work (not a video, corrupt, unknown protocol, refused by the
+outbound policy) ends in ``failed`` with the reason; a file that reaches its end is ``finished``. The supervisor
 (``actors/video_supervisor.py``) creates, replaces and removes workers; it does not run a finished or
 failed stream again until its settings change.
+
+The source and the webhook are checked against the outbound policy (``FACES_FILE_ROOTS``,
+``FACES_ALLOWED_NETWORKS``) each time they are connected to; a stream of a video service key may not
+open local files. Reasons and log lines carry URLs with their credentials masked.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import numpy as np
 from ray import serve
 
 from actors.embedder import FaceRequest, FaceResponse
-from actors.shard_group import ShardGroup
+from actors.shard_group import CALL_TIMEOUT_S, ShardGroup
 from facecore.pipeline import Face
 from faces_settings import Settings
 from facevideo.config import ProcessingOptions
@@ -33,6 +37,7 @@ from facevideo.events import VideoEvent
 from facevideo.processor import StreamProcessor
 from facevideo.source import FrameReader, SourceError
 from facevideo.webhooks import WebhookSender
+from outbound import redact
 from serve_app.video_json import event_json
 from store.control import ControlPlane
 from store.event_media import EventMedia
@@ -88,6 +93,7 @@ class VideoWorker:
         self._frame_times: collections.deque[float] = collections.deque()
         self._store: VideoStore | None = None
         self._media = EventMedia(settings.video_media_dir)
+        self._policy = settings.outbound_policy()
         self._webhook: WebhookSender | None = None
         self._changed = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._main())
@@ -106,6 +112,7 @@ class VideoWorker:
         return (len(self._frame_times) - 1) / max(now - self._frame_times[0], 1e-6)
 
     def _set_state(self, state: str, reason: str | None = None) -> None:
+        reason = redact(reason)
         if (state, reason) != (self.state, self.reason):
             log.info("stream %d: %s%s", self.stream.id, state, f" ({reason})" if reason else "")
         self.state, self.reason = state, reason
@@ -126,8 +133,11 @@ class VideoWorker:
         sender: asyncio.Task | None = None
         try:
             watchlist, threshold = await self._watchlist(control)
-            if self.stream.webhook_url:
-                self._webhook = WebhookSender(self.stream.webhook_url, self.stream.webhook_secret or "")
+            if self.stream.webhook_url and not self.stream.webhook_secret:
+                log.warning("stream %d: its webhook has no secret; nothing is sent to it", self.stream.id)
+            elif self.stream.webhook_url:
+                self._webhook = WebhookSender(self.stream.webhook_url, self.stream.webhook_secret,
+                                              policy=self._policy)
                 sender = asyncio.create_task(self._webhook.run())
             state, reason = await self._run(watchlist, threshold)
         except Exception as exc:  # a worker must report why it stopped rather than die silently
@@ -151,7 +161,7 @@ class VideoWorker:
             service = await control.get_service(service_id)
         except NotFound:
             return None, self.settings.recognition_threshold
-        shards = ShardGroup.for_service(service.id, service.shards, self.settings)
+        shards = ShardGroup.for_service(service.id, service.shards, self.settings, call_timeout_s=CALL_TIMEOUT_S)
         threshold = (service.similarity_threshold if service.similarity_threshold is not None
                      else self.settings.recognition_threshold)
         return ShardWatchlist(shards), threshold
@@ -174,7 +184,8 @@ class VideoWorker:
         while True:
             connection += 1
             processor = StreamProcessor(backend, watchlist, options, session=f"{self.session}.{connection}")
-            reader = FrameReader(self.stream.source_url, options.max_fps, realtime=True)
+            reader = FrameReader(self.stream.source_url, options.max_fps, realtime=True, policy=self._policy,
+                                 admin=self.stream.owner_service_id is None)
             origin = datetime.now(timezone.utc)
             try:
                 await reader.start()

@@ -68,6 +68,7 @@ async def _enroll(settings: Settings, args: argparse.Namespace) -> int:
     from batch_jobs.report import summary
     from batch_jobs.runtime import control_plane, resolve_service
     from batch_jobs.tracking import JobTracker
+    from outbound import redact
     from store.jobs import JobStore
 
     spec = EnrollSpec(args.path, args.manifest, OnMultiple(args.on_multiple), args.report)
@@ -75,7 +76,7 @@ async def _enroll(settings: Settings, args: argparse.Namespace) -> int:
         service = await resolve_service(control, args.service)
         location = check_input(spec.input, spec.manifest)
         jobs = JobStore(control.pool)
-        job = await jobs.create("enroll", service.id, location.address, spec.on_multiple.value,
+        job = await jobs.create("enroll", service.id, redact(location.address), spec.on_multiple.value,
                                 {"manifest": spec.manifest})
         print(f"job {job.id}: enrolling {location.uri} into service {service.name!r} ({service.id})", flush=True)
         bar = ProgressBar(not args.quiet, "img")

@@ -38,7 +38,7 @@ from batch_jobs.commit import FaceCommitter
 from batch_jobs.embedding import EmbedImages, pipeline_config, plan_pool
 from batch_jobs.face_ids import face_id
 from batch_jobs.fetch import fetch_images
-from batch_jobs.locations import Locator, check_input
+from batch_jobs.locations import Locator, allowed, check_input
 from batch_jobs.outcomes import OnMultiple, Outcome
 from batch_jobs.rebuild_index import rebuild_indexes
 from batch_jobs.report import REPORT_SCHEMA, ReportWriter
@@ -48,6 +48,7 @@ from batch_jobs.tracking import JobTracker
 from facecore.models import SFACE
 from faces_settings import Settings
 from gallery.service_gallery import Gallery
+from outbound import OutboundPolicy
 from store.control import ControlPlane, Service
 from store.faces import FaceRecord
 
@@ -56,12 +57,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EnrollSpec:
-    """What to enroll: a folder tree (or, with ``manifest``, a manifest file) and the policy."""
+    """What to enroll: a folder tree (or, with ``manifest``, a manifest file) and the several-faces
+    policy. ``outbound``: what the job may open (input, rows, report; see
+    :mod:`batch_jobs.locations`); None for the command line, which runs with its user's rights."""
 
     input: str
     manifest: bool = False
     on_multiple: OnMultiple = OnMultiple.LARGEST
     report: str | None = None
+    outbound: OutboundPolicy | None = None
 
 
 @dataclass
@@ -130,10 +134,11 @@ class EnrollSink:
 
 def build_dataset(settings: Settings, service: Service, spec: EnrollSpec, job_id: int) -> tuple[Dataset, Dataset]:
     """The input rows, and the whole pipeline over them (inputs -> read -> embed)."""
-    location = check_input(spec.input, spec.manifest)
+    location = check_input(spec.input, spec.manifest, spec.outbound)
     batch = settings.enroll_batch_size
     inputs = manifest_inputs(location, batch) if spec.manifest else tree_inputs(location, batch)
-    locator = Locator(location, base_is_folder=location.info().type == pafs.FileType.Directory)
+    locator = Locator(location, base_is_folder=location.info().type == pafs.FileType.Directory,
+                      policy=spec.outbound)
     plan = plan_pool(settings, ray.cluster_resources(), ray.available_resources())
     log.info("job %d: %d embedder actor(s), %.2f CPU and %.2f GPU each, threads %s", job_id, plan.actors,
              plan.num_cpus, plan.num_gpus, plan.threads or "all")
@@ -167,7 +172,7 @@ async def run_enroll(settings: Settings, control: ControlPlane, tracker: JobTrac
     started = time.perf_counter()
     inputs, dataset = build_dataset(settings, service, spec, tracker.job_id)
     total = inputs.count()
-    report_uri = spec.report or default_report(settings, tracker.job_id)
+    report_uri = allowed(spec.report, spec.outbound) if spec.report else default_report(settings, tracker.job_id)
     shards = ShardGroup.for_service(service.id, service.shards, settings)
     report = ReportWriter(report_uri)
     await tracker.start(total, report.uri)

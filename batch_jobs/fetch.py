@@ -20,6 +20,7 @@ from batch_jobs.outcomes import Outcome
 from batch_jobs.sources import INPUT_SCHEMA
 from facecore.errors import ImageTooLarge
 from faces_settings import Settings
+from outbound import redact
 from store.control import Service
 
 READ_THREADS = 16
@@ -40,8 +41,8 @@ def _read(locator: Locator, source: str, max_bytes: int) -> tuple[bytes | None, 
         return read_image(locator.locate(source), max_bytes), None
     except ImageTooLarge as exc:
         return None, str(exc)
-    except Exception as exc:  # any filesystem's error: the input is reported, the job goes on
-        return None, f"cannot read the file: {exc}"
+    except Exception as exc:  # any filesystem's error, or a refused location: reported, the job goes on
+        return None, f"cannot read the file: {redact(str(exc))}"
 
 
 def fetch_images(batch: pa.Table, *, locator: Locator, service: Service, settings: Settings) -> pa.Table:

@@ -7,6 +7,12 @@ environment (``AWS_ACCESS_KEY_ID``, ...) or the URI. A resolved :class:`Location
 filesystem, so paths inside a manifest that use the input's scheme share its options in every task.
 
 A canonical URI is an absolute local path, or ``scheme://bucket/key`` without credentials or options.
+
+Jobs started through the API are confined by the outbound policy (:func:`allowed`): local paths
+only under ``FACES_FILE_ROOTS`` and never in the data dir, the schemes of :data:`JOB_SCHEMES`, and
+object-store endpoints and HDFS hosts that resolve to public addresses or ``FACES_ALLOWED_NETWORKS``;
+the input and report are checked when the job is asked for and again when it runs, and every input
+row when it is read. The ``faces enroll`` command line runs with its user's own rights, unconfined.
 """
 
 from __future__ import annotations
@@ -21,9 +27,11 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from batch_jobs.errors import JobInputError
+from outbound import OutboundPolicy, OutboundRefused, redact
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
+JOB_SCHEMES = frozenset({"file", "s3", "gs", "gcs", "hdfs"})
 
 
 def _scheme(value: str) -> str:
@@ -53,6 +61,17 @@ class Location:
         return self.filesystem.get_file_info(self.path)
 
 
+def allowed(uri: str, policy: OutboundPolicy | None) -> str:
+    """``uri`` if ``policy`` (None: unconfined) lets a job open it, a local path resolved;
+    :class:`JobInputError` with the reason otherwise."""
+    if policy is None:
+        return uri
+    try:
+        return policy.check(uri, JOB_SCHEMES, admin=True)
+    except OutboundRefused as exc:
+        raise JobInputError(redact(str(exc))) from None
+
+
 def resolve(uri: str) -> Location:
     """The location of a local path (relative to the working directory) or of a URI."""
     scheme = _scheme(uri)
@@ -67,7 +86,7 @@ def resolve(uri: str) -> Location:
         try:
             fs, path = fsspec.core.url_to_fs(uri)
         except (ImportError, ValueError) as exc:
-            raise JobInputError(f"no filesystem for {uri!r}: {exc}") from None
+            raise JobInputError(redact(f"no filesystem for {uri!r}: {exc}")) from None
         filesystem = pafs.PyFileSystem(pafs.FSSpecHandler(fs))
     path = path.rstrip("/")
     return Location(filesystem, path, f"{scheme}://{path}", uri)
@@ -81,9 +100,10 @@ class Locator:
     credentials); other URIs get their own filesystem, resolved once per ``scheme://host``.
     """
 
-    def __init__(self, base: Location, base_is_folder: bool):
+    def __init__(self, base: Location, base_is_folder: bool, policy: OutboundPolicy | None = None):
         self.base = base
         self.folder = base.path if base_is_folder else posixpath.dirname(base.path)
+        self.policy = policy
         self._filesystems: dict[str, pafs.FileSystem] = {}
 
     def canonical(self, value: str) -> str:
@@ -101,17 +121,19 @@ class Locator:
         return f"{scheme}://{host}{parts.path}"
 
     def locate(self, value: str) -> Location:
-        """The location of a row's path; may resolve (and then cache) a filesystem for a new host."""
+        """The location of a row's path; may resolve (and then cache) a filesystem for a new host.
+        :class:`JobInputError` for a location the policy refuses (a local file: checked each time)."""
         uri = self.canonical(value)
         scheme = _scheme(uri)
         if not scheme:
-            return Location(pafs.LocalFileSystem(), uri, uri, uri)
+            path = allowed(uri, self.policy)
+            return Location(pafs.LocalFileSystem(), path, uri, uri)
         path = uri[len(scheme) + 3:]
         if scheme == self.base.scheme:
             return Location(self.base.filesystem, path, uri, uri)
         host = "/".join(uri.split("/", 3)[:3])
         if host not in self._filesystems:
-            self._filesystems[host] = resolve(value).filesystem
+            self._filesystems[host] = resolve(allowed(value, self.policy)).filesystem
         return Location(self._filesystems[host], path, uri, value)
 
 
@@ -120,16 +142,16 @@ def is_image_name(path: str) -> bool:
     return posixpath.splitext(path)[1].lower() in IMAGE_EXTENSIONS
 
 
-def check_input(uri: str, manifest: bool) -> Location:
-    """Resolve a job's input and check that it exists and is of the right kind.
+def check_input(uri: str, manifest: bool, policy: OutboundPolicy | None = None) -> Location:
+    """Resolve a job's input and check that ``policy`` allows it, that it exists and is of the right kind.
 
-    Raises :class:`JobInputError` for an unreachable or missing input, or a file given as a tree.
+    Raises :class:`JobInputError` for a refused, unreachable or missing input, or a file given as a tree.
     """
-    location = resolve(uri)
+    location = resolve(allowed(uri, policy))
     try:
         kind = location.info().type
     except OSError as exc:
-        raise JobInputError(f"cannot reach {location.uri}: {exc}") from None
+        raise JobInputError(f"cannot reach {location.uri}: {redact(str(exc))}") from None
     if kind == pafs.FileType.NotFound:
         raise JobInputError(f"{'manifest' if manifest else 'folder'} {location.uri} not found")
     if not manifest and kind != pafs.FileType.Directory:

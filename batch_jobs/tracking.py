@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from outbound import redact
 from store.jobs import JobStore
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ class JobTracker:
     :meth:`update` calls ``on_progress`` (the command line's progress bar) every time and writes to
     PostgreSQL at most every ``every_s`` seconds. A heartbeat task keeps ``updated_at`` fresh while
     the job works without countable progress. On exit the job is finished: ``succeeded``, or
-    ``failed`` with the exception (which is not suppressed).
+    ``failed`` with the exception (which is not suppressed; URL credentials masked in the record).
     """
 
     def __init__(self, jobs: JobStore, job_id: int, on_progress: ProgressCallback | None = None,
@@ -48,7 +49,7 @@ class JobTracker:
                 await self._heartbeat
         error = None
         if exc is not None:
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            error = redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
             log.error("job %d failed: %s", self.job_id, error)
         await self.jobs.finish(self.job_id, self.processed, self.counts, error)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psutil
 
 
-def _role(process: psutil.Process) -> str:
+def process_role(process: psutil.Process) -> str:
     """``ray::ServeReplica:faces:Embedder`` -> ``Embedder``; other Ray workers by class; else the name."""
     title = " ".join(process.cmdline()[:1]) or process.name()
     if title.startswith("ray::"):
@@ -19,7 +19,7 @@ def cpu_seconds() -> dict[int, tuple[str, float]]:
     for process in psutil.process_iter():
         try:
             times = process.cpu_times()
-            seen[process.pid] = (_role(process), times.user + times.system)
+            seen[process.pid] = (process_role(process), times.user + times.system)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return seen

@@ -29,7 +29,13 @@ def build_request(host: str, path: str, params: dict, api_key: str, image: bytes
     return head.encode() + body
 
 
-async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+def build_bodyless(method: str, host: str, path: str, api_key: str, params: dict | None = None) -> bytes:
+    """A complete ``GET`` or ``DELETE`` without a body."""
+    target = f"{path}?{urlencode(params)}" if params else path
+    return f"{method} {target} HTTP/1.1\r\nHost: {host}\r\nx-api-key: {api_key}\r\n\r\n".encode()
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     """Status and body of one response (Content-Length or chunked)."""
     status = int((await reader.readline()).split()[1])
     length, chunked = 0, False
@@ -62,7 +68,7 @@ async def _drive(url: str, requests: list[bytes], clients: int, seconds: float) 
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
                 writer.write(requests[index % len(requests)])
-                status, body = await _response(reader)
+                status, body = await read_response(reader)
                 if status != 200:
                     raise RuntimeError(f"HTTP {status}: {body[:300]!r}")
                 latencies.append(time.perf_counter() - started)

@@ -14,6 +14,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,43 +39,56 @@ def ceiling(paths: list[Path], seconds: float) -> float:
     return done / (time.perf_counter() - started)
 
 
+def lfw_people() -> dict[str, list[Path]]:
+    """The lfw-dev photos by person."""
+    people: dict[str, list[Path]] = {}
+    for path in lfw_images():
+        people.setdefault(path.parent.name, []).append(path)
+    return people
+
+
+@contextmanager
+def bench_platform(port: int = 18000) -> Iterator[tuple[object, str]]:
+    """The platform started as `faces serve` does, on a temporary data dir (the converted models of
+    ./data reused), with one recognition service: yields the platform and the service's API key."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    from faces_settings import Settings
+    from serve_app.client import FaceClient
+    from serve_app.platform import start_platform
+
+    with tempfile.TemporaryDirectory() as data_dir:
+        models = Path("data/models").resolve()
+        if models.is_dir():
+            (Path(data_dir) / "models").symlink_to(models, target_is_directory=True)
+        platform = start_platform(Settings(data_dir=Path(data_dir), port=port, admin_token="bench"),
+                                  ray_init_options={"log_to_driver": False})
+        try:
+            admin = FaceClient(platform.url, admin_token="bench")
+            application = admin.create_application("bench")
+            yield platform, admin.create_service(application["id"], "load", "recognition")["api_key"]
+        finally:
+            platform.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--clients", type=int, default=8)
     args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-    from faces_settings import Settings
-    from serve_app.client import FaceClient
-    from serve_app.platform import start_platform
-
-    people: dict[str, list[Path]] = {}
-    for path in lfw_images():
-        people.setdefault(path.parent.name, []).append(path)
+    people = lfw_people()
     probes = [p for files in people.values() for p in files]
 
     ceiling_ips = ceiling(probes, args.seconds)
-    with tempfile.TemporaryDirectory() as data_dir:
-        models = Path("data/models").resolve()
-        if models.is_dir():
-            (Path(data_dir) / "models").symlink_to(models, target_is_directory=True)
-        platform = start_platform(Settings(data_dir=Path(data_dir), port=18000, admin_token="bench"),
-                                  ray_init_options={"log_to_driver": False})
-        try:
-            admin = FaceClient(platform.url, admin_token="bench")
-            application = admin.create_application("bench")
-            key = admin.create_service(application["id"], "load", "recognition")["api_key"]
-            add_bodies = [({"subject": name}, files[0].read_bytes()) for name, files in people.items()]
-            add = run_load(platform.url, key, "/api/v1/recognition/faces", add_bodies, args.clients,
-                           min(args.seconds, 15.0))
-            before = cpu_seconds()
-            recognize = run_load(platform.url, key, "/api/v1/recognition/recognize",
-                                 [({}, p.read_bytes()) for p in probes], args.clients, args.seconds)
-            spent = cpu_split(before, cpu_seconds())
-            spent["load generator"] = recognize.client_cpu_s
-        finally:
-            platform.stop()
+    with bench_platform() as (platform, key):
+        add_bodies = [({"subject": name}, files[0].read_bytes()) for name, files in people.items()]
+        add = run_load(platform.url, key, "/api/v1/recognition/faces", add_bodies, args.clients,
+                       min(args.seconds, 15.0))
+        before = cpu_seconds()
+        recognize = run_load(platform.url, key, "/api/v1/recognition/recognize",
+                             [({}, p.read_bytes()) for p in probes], args.clients, args.seconds)
+        spent = cpu_split(before, cpu_seconds())
+        spent["load generator"] = recognize.client_cpu_s
 
     rows = [["recognize (HTTP, Serve)", recognize.requests_per_s, recognize.p50_ms, recognize.p99_ms],
             ["add face (HTTP, Serve)", add.requests_per_s, add.p50_ms, add.p99_ms],

@@ -9,13 +9,14 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from facecore.detect import DEFAULT_MAX_SIDE
 from facecore.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageLimits
 from facecore.pipeline import DEFAULT_DECODE_MIN_SIDE, DEFAULT_DET_PROB_THRESHOLD, PipelineConfig
 from facecore.similarity import DEFAULT_RECOGNITION_THRESHOLD, DEFAULT_SIMILARITY_THRESHOLD
+from outbound import OutboundPolicy
 
 
 class Settings(BaseSettings):
@@ -81,6 +82,16 @@ class Settings(BaseSettings):
     enroll_batch_size: int = Field(64, ge=1, description="images per bulk-job embedder call")
     enroll_readers: int = Field(2, ge=1, description="concurrent read tasks of a bulk job")
     enroll_commit_faces: int = Field(2000, ge=1, description="faces per batched commit of a bulk job")
+    file_roots: list[Path] = Field([], description="folders whose files the admin may name as video sources and "
+                                   "job inputs or reports (JSON list; none: no local files)")
+    allowed_networks: list[str] = Field([], description="CIDRs of non-public addresses that video sources, webhooks "
+                                        "and job storage may reach (JSON list, e.g. [\"10.0.0.0/8\"])")
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _cidrs(cls, networks: list[str]) -> list[str]:
+        OutboundPolicy.build(allowed_networks=networks)  # ValueError for one that is not a CIDR
+        return networks
 
     @property
     def models_dir(self) -> Path:
@@ -94,6 +105,13 @@ class Settings(BaseSettings):
     def video_media_dir(self) -> Path:
         """Where event crops and frames are written (shared storage on a multi-node cluster)."""
         return self.data_dir / "video"
+
+    def outbound_policy(self) -> OutboundPolicy:
+        """Where callers may make the platform reach: local files under the file roots (never the
+        data dir or a local LanceDB), public hosts and the allowed networks."""
+        forbidden = [self.data_dir] + ([self.lancedb_uri] if self.lancedb_uri and "://" not in self.lancedb_uri
+                                       else [])
+        return OutboundPolicy.build(self.file_roots, self.allowed_networks, forbidden)
 
     def resolved(self) -> "Settings":
         """A copy with the data dir made absolute, safe to ship to processes with another cwd."""

@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from outbound import redact
+
 MODES = ("realtime", "overall")
 SOURCE_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "srt", "file")
 MAX_FPS = 60.0
@@ -17,23 +19,28 @@ MAX_FACE_SIZE = 4096
 
 
 def check_source_url(url: str) -> str:
-    """An absolute file path or a URL with one of :data:`SOURCE_SCHEMES`; returned stripped."""
+    """An absolute file path or a URL with one of :data:`SOURCE_SCHEMES`; returned stripped.
+
+    Only the form is checked here; who may open it is the outbound policy's question
+    (:meth:`outbound.OutboundPolicy.check`, with these schemes).
+    """
     value = (url or "").strip()
+    shown = redact(value)
     if not value:
         raise ValueError("the source URL must not be empty")
     if value.startswith("/"):
         return value
     parts = urlsplit(value)
     if not parts.scheme:
-        raise ValueError(f"the source {value!r} is neither an absolute file path nor a URL")
+        raise ValueError(f"the source {shown!r} is neither an absolute file path nor a URL")
     if parts.scheme.lower() not in SOURCE_SCHEMES:
         raise ValueError(f"unsupported source URL scheme {parts.scheme!r}: use an absolute file path or one of "
                          f"{', '.join(s + '://' for s in SOURCE_SCHEMES)}")
     if parts.scheme.lower() == "file":
         if not parts.path.startswith("/"):
-            raise ValueError(f"a file:// source needs an absolute path, not {value!r}")
+            raise ValueError(f"a file:// source needs an absolute path, not {shown!r}")
     elif not parts.netloc:
-        raise ValueError(f"the source URL {value!r} has no host")
+        raise ValueError(f"the source URL {shown!r} has no host")
     return value
 
 

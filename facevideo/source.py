@@ -5,9 +5,14 @@ A *file* source has media timestamps and an end; a *live* source is timed by the
 over HTTP carries no real timestamps) and has no end: when it stops, it dropped.
 
 Failures are :class:`SourceError` with ``permanent`` set for what retrying cannot fix (not a video,
-corrupt data, unknown protocol, access denied) and clear for what may pass (connection refused or
-reset, file not found, timeouts, an HTTP 404 or 5xx): the stream worker reconnects after the latter
-and gives up after the former.
+corrupt data, unknown protocol, access denied, a location the outbound policy refuses) and clear for
+what may pass (connection refused or reset, file not found, timeouts, an HTTP 404 or 5xx, a host name
+that does not resolve): the stream worker reconnects after the latter and gives up after the former.
+Their messages name the source with its credentials masked.
+
+With an :class:`outbound.OutboundPolicy`, a source is checked right before each time it is opened
+(its host resolved again), and FFmpeg may use only the protocols of its scheme (an HLS playlist of an
+``http`` source cannot make it read a local file).
 
 :class:`FrameReader` runs the blocking decode loop on a thread and hands frames to asyncio code.
 In ``realtime`` mode it plays files at their own pace and keeps only the newest frame when the
@@ -28,7 +33,8 @@ import av
 import av.error
 import numpy as np
 
-from facevideo.config import file_path, is_file_source
+from facevideo.config import SOURCE_SCHEMES, file_path, is_file_source
+from outbound import OutboundPolicy, OutboundRefused, redact
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,10 @@ MAX_BAD_PACKETS = 25
 _TRANSIENT = (av.error.EOFError, av.error.ExitError, av.error.HTTPServerError, av.error.HTTPNotFoundError,
               av.error.HTTPTooManyRequestsError)
 _PERMANENT_OS = (av.error.PermissionError, av.error.IsADirectoryError, av.error.NotADirectoryError)
+# The protocols FFmpeg may use for a source of each scheme (files: only files; streams: no files).
+_PROTOCOLS = {"file": "file", "http": "http,https,tcp,tls,crypto", "https": "http,https,tcp,tls,crypto",
+              "rtsp": "rtsp,rtsps,rtp,srtp,tcp,udp,tls", "rtsps": "rtsp,rtsps,rtp,srtp,tcp,udp,tls",
+              "rtmp": "rtmp,rtmps,tcp,tls", "udp": "udp,rtp", "srt": "srt"}
 
 
 class SourceError(Exception):
@@ -50,7 +60,8 @@ class SourceError(Exception):
 
 
 def classify(exc: Exception, url: str) -> SourceError:
-    """Turn a PyAV/OS exception into a :class:`SourceError` with a readable reason."""
+    """Turn a PyAV/OS exception into a :class:`SourceError` with a readable reason (``url``: the
+    source's name as it may be shown, credentials masked)."""
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     if isinstance(exc, av.error.InvalidDataError):
         return SourceError(f"{url}: not a readable video (invalid data: {reason})", permanent=True)
@@ -90,24 +101,41 @@ class FrameSampler:
         return True
 
 
+def _target(url: str, policy: OutboundPolicy | None, admin: bool) -> str:
+    """What FFmpeg opens: the policy's checked location, or the file path or URL as given."""
+    if policy is None:
+        return file_path(url) if is_file_source(url) else url
+    try:
+        return policy.check(url, SOURCE_SCHEMES, admin=admin)
+    except OutboundRefused as exc:
+        raise SourceError(f"{redact(url)}: {redact(str(exc))}", permanent=not exc.retry) from None
+
+
 class VideoSource:
-    """One opened source; iterate :meth:`frames` on one thread, then :meth:`close`."""
+    """One opened source; iterate :meth:`frames` on one thread, then :meth:`close`.
+
+    ``policy``: check the source against it first (``admin``: the stream is the admin's, so a local
+    file under the file roots is allowed).
+    """
 
     def __init__(self, url: str, max_fps: float = 0.0, open_timeout: float = OPEN_TIMEOUT_S,
-                 read_timeout: float = READ_TIMEOUT_S):
-        self.url = url
+                 read_timeout: float = READ_TIMEOUT_S, policy: OutboundPolicy | None = None, admin: bool = True):
+        self.url = redact(url)
         self.is_file = is_file_source(url)
         self.sampler = FrameSampler(max_fps)
         self.decoded = 0
-        target = file_path(url) if self.is_file else url
-        options = {"rtsp_transport": "tcp"} if url.lower().startswith("rtsp") else {}
+        target = _target(url, policy, admin)
+        scheme = "file" if self.is_file else url.split("://", 1)[0].lower()
+        options = {"rtsp_transport": "tcp"} if scheme.startswith("rtsp") else {}
+        if policy is not None and scheme in _PROTOCOLS:
+            options["protocol_whitelist"] = _PROTOCOLS[scheme]
         try:
             self.container = av.open(target, options=options, timeout=(open_timeout, read_timeout))
         except Exception as exc:
-            raise classify(exc, url) from None
+            raise classify(exc, self.url) from None
         if not self.container.streams.video:
             self.container.close()
-            raise SourceError(f"{url}: has no video stream", permanent=True)
+            raise SourceError(f"{self.url}: has no video stream", permanent=True)
         self.stream = self.container.streams.video[0]
         self.stream.thread_type = "AUTO"
         rate = self.stream.average_rate or self.stream.guessed_rate
@@ -171,15 +199,18 @@ class FrameReader:
     sampled frame is delivered, as fast as the consumer takes them (the decoder waits when
     :data:`READ_AHEAD` frames are ready). Errors of the source are raised by :meth:`next`. Items are handed over with
     ``call_soon_threadsafe`` and only touched on the event loop: a waiting consumer holds no thread.
+    ``policy`` and ``admin``: as for :class:`VideoSource`, checked each time the source is opened.
     """
 
     READ_AHEAD = 4
     REALTIME_BACKLOG = 3
 
-    def __init__(self, url: str, max_fps: float, realtime: bool):
+    def __init__(self, url: str, max_fps: float, realtime: bool, policy: OutboundPolicy | None = None,
+                 admin: bool = True):
         self.url = url
         self.max_fps = max_fps
         self.realtime = realtime
+        self.policy, self.admin = policy, admin
         self.dropped = 0
         self._items: collections.deque = collections.deque()
         self._ready: asyncio.Event | None = None
@@ -187,7 +218,7 @@ class FrameReader:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots = threading.Semaphore(self.READ_AHEAD)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"reader:{url}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"reader:{redact(url)}", daemon=True)
 
     async def start(self) -> None:
         """Open the source (raises :class:`SourceError`) and start decoding."""
@@ -239,7 +270,7 @@ class FrameReader:
 
     def _run(self) -> None:
         try:
-            source = VideoSource(self.url, self.max_fps)
+            source = VideoSource(self.url, self.max_fps, policy=self.policy, admin=self.admin)
         except SourceError as exc:
             self._send(exc)
             return
@@ -264,7 +295,7 @@ class FrameReader:
         except SourceError as exc:
             self._send(exc)
         except Exception as exc:  # a bug here must reach the consumer, not die with the thread
-            log.exception("reading %s failed", self.url)
-            self._send(SourceError(f"{self.url}: {exc}", permanent=False))
+            log.exception("reading %s failed", redact(self.url))
+            self._send(SourceError(redact(f"{self.url}: {exc}"), permanent=False))
         finally:
             source.close()

@@ -6,10 +6,13 @@ Each POST carries the event JSON and three headers:
   may deliver an event twice, never zero times while the receiver comes back within the retries);
 - ``X-Faces-Timestamp``: Unix seconds of this attempt;
 - ``X-Faces-Signature``: ``sha256=<hex>``, the HMAC-SHA256 with the stream's webhook secret of
-  ``"<timestamp>." + body``; check it with :func:`verify_signature`.
+  ``"<timestamp>." + body``; check it with :func:`verify_signature`, which also refuses a timestamp
+  more than :data:`SIGNATURE_TOLERANCE_S` from the receiver's clock (a replayed old delivery).
 
 A 2xx answer delivers the event; anything else (or no answer) is retried with exponential backoff,
-up to ``attempts`` tries, then the event is logged as undelivered and the next one goes.
+up to ``attempts`` tries, then the event is logged as undelivered and the next one goes. With an
+outbound policy, every connection is checked when it is made (:mod:`outbound.http`); a refused
+receiver is not retried. The receiver's URL appears in logs with its credentials masked.
 """
 
 from __future__ import annotations
@@ -23,12 +26,17 @@ import time
 
 import httpx
 
+from outbound import OutboundPolicy, OutboundRefused, redact
+from outbound.http import CheckedTransport
+
 log = logging.getLogger(__name__)
 
 EVENT_ID_HEADER = "X-Faces-Event-Id"
 TIMESTAMP_HEADER = "X-Faces-Timestamp"
 SIGNATURE_HEADER = "X-Faces-Signature"
 QUEUE_LIMIT = 1000
+SIGNATURE_TOLERANCE_S = 300
+WEBHOOK_SCHEMES = frozenset({"http", "https"})
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -37,17 +45,28 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return f"sha256={digest}"
 
 
-def verify_signature(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
-    """Whether ``signature`` is this body's signature with ``secret`` (constant-time comparison)."""
+def verify_signature(secret: str, timestamp: str, body: bytes, signature: str,
+                     tolerance_s: float = SIGNATURE_TOLERANCE_S, now: float | None = None) -> bool:
+    """Whether ``signature`` is this body's signature with ``secret`` (constant-time comparison) and
+    ``timestamp`` (Unix seconds) is within ``tolerance_s`` of ``now`` (default: the clock)."""
+    if not timestamp.isdigit():
+        return False
+    if abs((time.time() if now is None else now) - int(timestamp)) > tolerance_s:
+        return False
     return hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
 class WebhookSender:
     """One receiver: queue events with :meth:`submit`; :meth:`run` delivers them one by one."""
 
-    def __init__(self, url: str, secret: str, attempts: int = 5, backoff_s: float = 0.5, timeout_s: float = 5.0):
+    def __init__(self, url: str, secret: str, attempts: int = 5, backoff_s: float = 0.5, timeout_s: float = 5.0,
+                 policy: OutboundPolicy | None = None):
+        if not secret:
+            raise ValueError("a webhook needs a secret to sign its deliveries")
         self.url = url
+        self.name = redact(url)
         self.secret = secret
+        self.policy = policy
         self.attempts = attempts
         self.backoff_s = backoff_s
         self.timeout_s = timeout_s
@@ -66,12 +85,13 @@ class WebhookSender:
         if self._queue.full():
             dropped, _ = self._queue.get_nowait()
             self.failed += 1
-            log.warning("webhook %s is %d events behind; dropped event %d", self.url, QUEUE_LIMIT, dropped)
+            log.warning("webhook %s is %d events behind; dropped event %d", self.name, QUEUE_LIMIT, dropped)
         self._queue.put_nowait((event_id, event))
 
     async def run(self) -> None:
         """Deliver queued events until cancelled."""
-        async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+        transport = CheckedTransport(self.policy) if self.policy is not None else None
+        async with httpx.AsyncClient(timeout=self.timeout_s, transport=transport) as client:
             while True:
                 event_id, event = await self._queue.get()
                 self._in_flight = 1
@@ -81,8 +101,7 @@ class WebhookSender:
                     self.delivered += 1
                 else:
                     self.failed += 1
-                    log.warning("webhook %s: event %d undelivered after %d attempts", self.url, event_id,
-                                self.attempts)
+                    log.warning("webhook %s: event %d undelivered", self.name, event_id)
 
     async def deliver(self, client: httpx.AsyncClient, event_id: int, event: dict) -> bool:
         body = json.dumps(event).encode()
@@ -94,10 +113,15 @@ class WebhookSender:
                 response = await client.post(self.url, content=body, headers=headers)
                 if 200 <= response.status_code < 300:
                     return True
-                log.info("webhook %s answered %d to event %d (attempt %d)", self.url, response.status_code,
+                log.info("webhook %s answered %d to event %d (attempt %d)", self.name, response.status_code,
                          event_id, attempt + 1)
+            except OutboundRefused as exc:
+                log.warning("webhook %s refused for event %d: %s", self.name, event_id, redact(str(exc)))
+                if not exc.retry:
+                    return False
             except httpx.HTTPError as exc:
-                log.info("webhook %s failed for event %d (attempt %d): %s", self.url, event_id, attempt + 1, exc)
+                log.info("webhook %s failed for event %d (attempt %d): %s", self.name, event_id, attempt + 1,
+                         redact(str(exc)))
             if attempt + 1 < self.attempts:
                 await asyncio.sleep(self.backoff_s * 2 ** attempt)
         return False

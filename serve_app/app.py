@@ -10,6 +10,8 @@ from faces_settings import Settings
 from serve_app.ingress import Ingress
 
 APP_NAME = "faces"
+# How often Serve checks an Embedder replica (default 10 s): a dead replica is replaced within seconds.
+EMBEDDER_HEALTH_CHECK_S = 2.0
 
 
 def build_app(settings: Settings) -> Application:
@@ -18,6 +20,7 @@ def build_app(settings: Settings) -> Application:
         num_replicas=settings.embedder_replicas,
         ray_actor_options={"num_cpus": settings.embedder_num_cpus, "num_gpus": settings.embedder_num_gpus},
         max_ongoing_requests=max(32, 2 * settings.batch_max_size),
+        health_check_period_s=EMBEDDER_HEALTH_CHECK_S,
     ).bind(settings)
     return Ingress.options(
         num_replicas=settings.ingress_replicas,

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections import defaultdict
 
-from actors.shard_group import ShardGroup
+from actors.shard_group import CALL_TIMEOUT_S, ShardGroup
 from faces_settings import Settings
 from gallery.service_gallery import Gallery
 from store.control import ControlPlane, Service
@@ -41,7 +41,8 @@ class AppContext:
     def shards(self, service: Service) -> ShardGroup:
         key = (service.id, service.shards)
         if key not in self._groups:
-            self._groups[key] = ShardGroup.for_service(service.id, service.shards, self.settings)
+            self._groups[key] = ShardGroup.for_service(service.id, service.shards, self.settings,
+                                                       call_timeout_s=CALL_TIMEOUT_S)
         return self._groups[key]
 
     async def gallery(self, service: Service) -> Gallery:

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from actors.index_shard import ShardFull
+from actors.shard_group import ShardUnavailable
 from batch_jobs.errors import JobInputError
 from facecore.errors import (FaceError, ImageTooLarge, InvalidImage, NoFaceFound, TooManyPixels,
                              UnsupportedFormat)
@@ -107,8 +108,10 @@ POSTGRES_DOWN = (asyncpg.PostgresConnectionError, asyncpg.exceptions.CannotConne
                  asyncpg.exceptions.AdminShutdownError, asyncpg.exceptions.CrashShutdownError,
                  asyncpg.exceptions.TooManyConnectionsError)
 # A Ray actor (an index shard, a job runner) dead, restarting or unreachable; an object lost with its
-# node; Serve with no replica to take the request (the embedder dead or full).
-RAY_DOWN = (RayActorError, ObjectLostError, GetTimeoutError, BackPressureError, DeploymentUnavailableError)
+# node; Serve with no replica to take the request (the embedder dead or full); a request's shard calls
+# out of time.
+RAY_DOWN = (RayActorError, ObjectLostError, GetTimeoutError, BackPressureError, DeploymentUnavailableError,
+            ShardUnavailable)
 # Stored text that PostgreSQL refuses (a NUL character slipped through), or a number out of its range.
 POSTGRES_BAD_VALUE = (asyncpg.exceptions.CharacterNotInRepertoireError,
                       asyncpg.exceptions.UntranslatableCharacterError,
@@ -174,7 +177,7 @@ async def _handle(request: Request, exc: Exception) -> JSONResponse:
 # routing layer and re-raises it, so that a bug also shows in Serve's own logs.
 HANDLED = (ApiError, FaceError, StoreError, ShardFull, JobInputError, RequestValidationError,
            StarletteHTTPException, ClientDisconnect, ServiceUnavailable, asyncpg.PostgresError, asyncpg.InterfaceError,
-           RayError, RayServeException, OSError)
+           RayError, RayServeException, ShardUnavailable, OSError)
 
 
 def install_error_handlers(app: FastAPI) -> None:

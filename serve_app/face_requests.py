@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 
 from actors.embedder import FaceRequest, FaceResponse
@@ -9,6 +11,9 @@ from facecore.errors import NoFaceFound
 from facecore.models import SFACE
 from serve_app.context import AppContext
 from serve_app.errors import BAD_PARAMETER, ApiError
+
+# A request waits this long for the Embedder (a replica restarting, a long queue), then fails with 503.
+EMBEDDER_TIMEOUT_S = 30.0
 
 
 async def analyze_image(context: AppContext, image: bytes, det_prob_threshold: float, limit: int = 0,
@@ -18,7 +23,8 @@ async def analyze_image(context: AppContext, image: bytes, det_prob_threshold: f
     ``quality`` (the quality plugin) adds each face's quality scores."""
     request = FaceRequest(image=image, det_prob_threshold=det_prob_threshold, limit=limit, embed=embed, crops=crops,
                           quality=quality)
-    response: FaceResponse = (await context.embedder.process.remote(request)).unwrap()
+    response: FaceResponse = (await asyncio.wait_for(context.embedder.process.remote(request),
+                                                     EMBEDDER_TIMEOUT_S)).unwrap()
     if require_face and not response.faces:
         raise NoFaceFound("No face is found in the given image")
     return response

@@ -1,10 +1,18 @@
-"""JSON views of video streams and events: one shape for the API, Server-Sent Events and webhooks."""
+"""JSON views of video streams and events: one shape for the API, Server-Sent Events and webhooks.
+
+Streams are shown with the credentials of their URLs masked; the reason of a stream's state is the
+worker's own (masked) for the admin, and a fixed sentence per state for a video service key, so that
+a tenant learns nothing about files, hosts or ports from it.
+"""
 
 from __future__ import annotations
 
+from outbound import redact
 from store.video_store import StoredEvent, Stream
 
 EVENTS_PATH = "/api/v1/video/events"
+PUBLIC_REASONS = {"reconnecting": "the source cannot be reached or read at the moment; retrying",
+                  "failed": "the source cannot be played"}
 
 
 def event_json(event: StoredEvent) -> dict:
@@ -29,19 +37,22 @@ def event_json(event: StoredEvent) -> dict:
     }
 
 
-def stream_json(stream: Stream, show_secret: bool = False) -> dict:
-    """A stream with its status. The webhook secret is shown only when ``show_secret`` (on creation)."""
+def stream_json(stream: Stream, show_secret: bool = False, detail: bool = True) -> dict:
+    """A stream with its status. The webhook secret is shown only when ``show_secret`` (on creation);
+    ``detail``: the state's own reason (the admin), else the generic one."""
     status = stream.status
     if status is None:
         status_json = {"state": "pending" if stream.enabled else "stopped", "reason": None, "frames": 0,
                        "faces": 0, "events": 0, "fps": 0.0, "started_at": None, "updated_at": None}
     else:
-        status_json = {"state": status.state, "reason": status.reason, "frames": status.frames,
+        reason = redact(status.reason) if detail else PUBLIC_REASONS.get(status.state)
+        status_json = {"state": status.state, "reason": reason, "frames": status.frames,
                        "faces": status.faces, "events": status.events, "fps": round(status.fps, 2),
                        "started_at": status.started_at.isoformat() if status.started_at else None,
                        "updated_at": status.updated_at.isoformat()}
     body = {name: value for name, value in stream.settings().items() if name != "webhook_secret"}
     body["roi"] = list(stream.roi) if stream.roi is not None else None
+    body["source_url"], body["webhook_url"] = redact(stream.source_url), redact(stream.webhook_url)
     if show_secret:
         body["webhook_secret"] = stream.webhook_secret
     return {"id": stream.id, **body, "owner_service_id": stream.owner_service_id,

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from facevideo.config import check_max_fps, check_min_face_size, check_mode, check_roi, check_source_url
+from facevideo.webhooks import WEBHOOK_SCHEMES
 from serve_app.validation import Name, RowId, Text
 
 
@@ -14,8 +15,8 @@ def check_webhook_url(url: str | None) -> str | None:
     if url is None:
         return None
     parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"webhook_url must be an http:// or https:// URL, not {url!r}")
+    if parts.scheme not in WEBHOOK_SCHEMES or not parts.netloc:
+        raise ValueError("webhook_url must be an http:// or https:// URL")
     return url.strip()
 
 
@@ -58,7 +59,9 @@ class _StreamFields(BaseModel):
 class StreamCreate(_StreamFields):
     """A new stream. ``source_url``: an absolute file path or rtsp/http(s)/rtmp/udp/srt/file URL;
     ``max_fps``: detections per second (0: every frame); ``roi``: ``[x1, y1, x2, y2]`` in fractions
-    of the frame; ``webhook_secret``: generated when a webhook is set without one."""
+    of the frame; ``webhook_secret``: generated when a webhook is set without one (null is refused).
+    Local files only with the admin token, under ``FACES_FILE_ROOTS``; hosts must resolve to public
+    addresses or to ``FACES_ALLOWED_NETWORKS``."""
 
     name: Name = ""
     source_url: Text

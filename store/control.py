@@ -38,6 +38,8 @@ MIGRATION_LOCK_KEY = 0x72617966616365
 _MIGRATION_FILE = re.compile(r"^(\d+)_([A-Za-z0-9_]+)\.sql$")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+CONNECT_TIMEOUT_S = 5.0
+STATEMENT_TIMEOUT_S = 30.0
 
 _SERVICE_COLUMNS = "id, application_id, name, type, similarity_threshold, shards, created_at"
 
@@ -198,8 +200,14 @@ class ControlPlane:
 
     @classmethod
     async def connect(cls, dsn: str, min_size: int = 1, max_size: int = 5) -> ControlPlane:
-        """Open a pool on ``dsn`` and apply pending migrations."""
-        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+        """Open a pool on ``dsn`` and apply pending migrations.
+
+        Connecting and each statement are bounded (:data:`CONNECT_TIMEOUT_S`,
+        :data:`STATEMENT_TIMEOUT_S`), so that a PostgreSQL that stops answering fails a request
+        instead of hanging it; connections lost with a restart are replaced on their next use.
+        """
+        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, timeout=CONNECT_TIMEOUT_S,
+                                         command_timeout=STATEMENT_TIMEOUT_S)
         try:
             async with pool.acquire() as connection:
                 await apply_migrations(connection)

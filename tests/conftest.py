@@ -23,6 +23,12 @@ def test_data_dir() -> Path:
     return root
 
 
+def outbound_test_settings() -> dict:
+    """Tests play local files (temporary ones, the test photos) and talk to servers on loopback: the
+    outbound policy is told to allow both."""
+    return {"file_roots": [Path(tempfile.gettempdir()), test_data_dir()], "allowed_networks": ["127.0.0.0/8", "::1/128"]}
+
+
 @pytest.fixture(scope="session")
 def postgres_dir_factory():
     """Make folders for data dirs that hold an embedded PostgreSQL.
@@ -67,7 +73,8 @@ def lfw_image(data_dir) -> bytes:
 def server(postgres_dir_factory, models_dir):
     """The whole platform on one local Ray cluster (2 CPUs, no dashboard) for the test session.
 
-    Two ingress replicas, so that tests can check that replicas share the index shards.
+    Two ingress replicas, so that tests can check that replicas share the index shards. Local files
+    under the system temporary folder and the test photos, and loopback hosts, are allowed sources.
     """
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
@@ -78,7 +85,7 @@ def server(postgres_dir_factory, models_dir):
     data_dir = postgres_dir_factory("platform")
     (data_dir / "models").symlink_to(models_dir, target_is_directory=True)
     settings = Settings(data_dir=data_dir, port=free_port(), admin_token="test-admin-token",
-                        ingress_replicas=2, threads=2, max_upload_bytes=2 * 1024 * 1024)
+                        ingress_replicas=2, threads=2, max_upload_bytes=2 * 1024 * 1024, **outbound_test_settings())
     platform = start_platform(settings, ray_init_options={"num_cpus": 2, "log_to_driver": False})
     platform.admin_token = settings.admin_token
     yield platform
@@ -100,6 +107,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture
+def s3_endpoint():
+    """An S3 server (moto) on loopback: ``host:port``."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    yield f"127.0.0.1:{port}"
+    moto.stop()
 
 
 @pytest.fixture

@@ -33,7 +33,6 @@ from batch_jobs.outcomes import OnMultiple
 from batch_jobs.report import read_report
 from batch_jobs.runtime import control_plane, resolve_service
 from bulk_helpers import enroll_in_process, stored_faces, wait_for_job
-from conftest import free_port
 from facecore.models import SFACE
 from faces_settings import Settings
 from serve_app.client import FaceApiError, FaceClient
@@ -225,17 +224,6 @@ def test_policy_all_enrolls_every_face_of_a_group_photo(server, admin, bulk_app,
     assert row["status"] == "enrolled" and row["faces"] == 3
     assert row["face_ids"] == [face_id(service["id"], str(photo), index) for index in range(3)]
     assert {face["face_id"] for face in stored_faces(server.settings, service["id"])} == set(row["face_ids"])
-
-
-@pytest.fixture
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    yield f"127.0.0.1:{port}"
-    moto.stop()
 
 
 def test_a_manifest_on_object_storage(server, admin, bulk_app, data_dir, s3_endpoint):

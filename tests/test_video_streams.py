@@ -19,6 +19,7 @@ import ray
 from PIL import Image
 
 from actors.video_supervisor import running_workers
+from conftest import free_port
 from facevideo.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 from serve_app.client import FaceApiError, FaceClient
 from test_video_scan import assert_abc_tracks
@@ -235,18 +236,20 @@ def test_keys_streams_changes_and_deletion(server, admin, watchlist, tmp_path):
     wrong_key = httpx.get(f"{server.url}/api/v1/video/streams", headers={"x-api-key": detection["api_key"]})
     assert wrong_key.status_code == 403
 
-    # a video key manages its own streams only; a missing file waits for it (reconnecting)
+    # a video key manages its own streams only; a camera that is not there yet is waited for (reconnecting),
+    # with the reason's detail for the admin only
     cameras = FaceClient(server.url, api_key=video["api_key"])
-    missing = tmp_path / "later.mp4"
-    own = cameras.add_stream(str(missing), watchlist_service_id=watchlist["service"]["id"], max_fps=2)
+    own = cameras.add_stream(f"http://127.0.0.1:{free_port()}/later.mjpg",
+                             watchlist_service_id=watchlist["service"]["id"], max_fps=2)
     assert own["owner_service_id"] == video["id"]
-    admins = admin.add_stream(str(missing), enabled=False)
+    admins = admin.add_stream(str(tmp_path / "later.mp4"), enabled=False)
     assert [s["id"] for s in cameras.list_streams()] == [own["id"]]
     with pytest.raises(FaceApiError) as hidden:
         cameras.get_stream(admins["id"])
     assert hidden.value.status == 404
     reconnecting = wait_for_state(cameras, own["id"], {"reconnecting"}, timeout=30)
-    assert "No such file" in reconnecting["status"]["reason"]
+    assert reconnecting["status"]["reason"] == "the source cannot be reached or read at the moment; retrying"
+    assert "Connection refused" in admin.get_stream(own["id"])["status"]["reason"]
     assert admin.get_stream(admins["id"])["status"]["state"] == "stopped"
 
     # changes take effect without a restart: a disabled stream's worker goes away, a changed one is replaced

@@ -1,8 +1,11 @@
 """Admin API of bulk jobs: start an enrollment or a migration in the cluster, follow its progress.
 
 Starting a job checks what can be checked at once (the service, the input's existence, the policy,
-the model) and answers 400/404 for mistakes; the work then runs in a detached actor
+the model, and that the outbound policy allows the input and the report: local paths under
+``FACES_FILE_ROOTS`` outside the data dir, storage hosts that resolve to public addresses or
+``FACES_ALLOWED_NETWORKS``) and answers 400/404 for mistakes; the work then runs in a detached actor
 (:mod:`batch_jobs.runner`), not in the request, and its row in PostgreSQL carries its progress.
+Locations are recorded and shown with their credentials masked.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from batch_jobs.errors import JobInputError
-from batch_jobs.locations import check_input
+from batch_jobs.locations import allowed, check_input
 from batch_jobs.model_choice import target_model
 from batch_jobs.runner import start_job
 from serve_app.auth import require_admin
 from serve_app.context import AppContext, request_context
 from serve_app.errors import BAD_PARAMETER, WRONG_SERVICE_TYPE, ApiError
+from outbound import redact
 from serve_app.schemas import EnrollJobCreate, JobOut, MigrateJobCreate
 from serve_app.validation import RowId
 from store.control import Service
@@ -37,10 +41,12 @@ def job_out(job: Job) -> JobOut:
         rate = job.processed / elapsed if elapsed > 0 else None
     if rate and job.total is not None and job.status == "running":
         eta = max(0, job.total - job.processed) / rate
-    return JobOut(id=job.id, kind=job.kind, service_id=job.service_id, input=job.input, policy=job.policy,
-                  options=job.options, status="lost" if job.lost else job.status, total=job.total,
+    options = {name: redact(value) if isinstance(value, str) else value for name, value in job.options.items()}
+    return JobOut(id=job.id, kind=job.kind, service_id=job.service_id, input=redact(job.input), policy=job.policy,
+                  options=options, status="lost" if job.lost else job.status, total=job.total,
                   processed=job.processed, progress=progress, images_per_s=rate, eta_s=eta, counts=job.counts,
-                  report_path=job.report_path, error=job.error, created_at=job.created_at.isoformat(),
+                  report_path=redact(job.report_path), error=redact(job.error),
+                  created_at=job.created_at.isoformat(),
                   started_at=job.started_at.isoformat() if job.started_at else None,
                   finished_at=job.finished_at.isoformat() if job.finished_at else None,
                   updated_at=job.updated_at.isoformat())
@@ -61,14 +67,17 @@ async def start_enroll(body: EnrollJobCreate, context: Ctx):
         raise ApiError(400, "give exactly one of 'path' (a folder of subject folders) or 'manifest'", BAD_PARAMETER)
     service = await _recognition_service(context, body.service_id)
     manifest = body.manifest is not None
+    policy = context.settings.outbound_policy()
     try:
-        location = await asyncio.to_thread(check_input, body.manifest or body.path, manifest)
+        location = await asyncio.to_thread(check_input, body.manifest or body.path, manifest, policy)
+        if body.report:
+            await asyncio.to_thread(allowed, body.report, policy)
     except JobInputError as exc:
         raise ApiError(400, str(exc), BAD_PARAMETER) from None
-    options = {"manifest": manifest, **({"report": body.report} if body.report else {})}
-    job = await JobStore((await context.control()).pool).create("enroll", service.id, location.address,
+    options = {"manifest": manifest, **({"report": redact(body.report)} if body.report else {})}
+    job = await JobStore((await context.control()).pool).create("enroll", service.id, redact(location.address),
                                                                  body.on_multiple.value, options)
-    start_job(context.settings, job.id)
+    start_job(context.settings, job.id, location.address, body.report)
     return job_out(job)
 
 

@@ -3,6 +3,11 @@
 A video service key sees and changes only the streams it created, and may watch only recognition
 services of its own application; the admin token sees everything. Every change of the streams
 table is followed by a reconcile of the supervisor, so it takes effect at once.
+
+Sources and webhooks are checked against the outbound policy before they are stored: local files
+only on the admin's own streams (under ``FACES_FILE_ROOTS``), hosts that resolve to public addresses
+or to ``FACES_ALLOWED_NETWORKS``. A video key is told only that a location is not allowed, and sees
+generic reasons for its streams' states; URLs are shown with their credentials masked.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from ray import serve
 from sse_starlette.sse import EventSourceResponse
 
 from actors.video_supervisor import ensure_supervisor
+from facevideo.config import SOURCE_SCHEMES
+from facevideo.webhooks import WEBHOOK_SCHEMES
+from outbound import OutboundRefused, redact
 from serve_app.auth import admin_or_service_key
 from serve_app.context import AppContext, request_context
 from serve_app.errors import BAD_PARAMETER, ApiError
@@ -71,6 +79,26 @@ async def _check_watchlist(context: AppContext, service_id: int | None, caller: 
         raise ApiError(400, f"watchlist service {service_id} belongs to another application", BAD_PARAMETER)
 
 
+async def _check_outbound(context: AppContext, caller: Service | None, owner_service_id: int | None,
+                          changes: dict) -> None:
+    """Refuse a source or webhook the outbound policy does not allow (400). Local files are allowed
+    only on streams of the admin (``owner_service_id`` None); only the admin gets the detail."""
+    policy = context.settings.outbound_policy()
+    for field, schemes in (("source_url", SOURCE_SCHEMES), ("webhook_url", WEBHOOK_SCHEMES)):
+        if changes.get(field):
+            try:
+                await asyncio.to_thread(policy.check, changes[field], schemes, admin=owner_service_id is None)
+            except OutboundRefused as exc:
+                reason = redact(str(exc)) if caller is None else exc.public
+                raise ApiError(400, f"{field}: {reason}", BAD_PARAMETER) from None
+
+
+def _check_webhook_secret(changes: dict, webhook_url: str | None) -> None:
+    if webhook_url and "webhook_secret" in changes and changes["webhook_secret"] is None:
+        raise ApiError(400, "webhook_secret must not be null while webhook_url is set (leave it out to have one "
+                            "generated)", BAD_PARAMETER)
+
+
 async def _reconcile(context: AppContext) -> None:
     """Ask the supervisor to apply the change now (it also catches up on its own every few seconds)."""
     try:
@@ -83,42 +111,45 @@ async def _reconcile(context: AppContext) -> None:
 @router.post("/streams", status_code=201)
 async def create_stream(body: StreamCreate, caller: Caller, context: Ctx):
     """Add a stream; its worker starts at once. The response shows the webhook secret (only here)."""
-    await _check_watchlist(context, body.watchlist_service_id, caller)
     settings = body.model_dump()
+    _check_webhook_secret(body.model_dump(include=body.model_fields_set), settings["webhook_url"])
+    await _check_watchlist(context, body.watchlist_service_id, caller)
+    owner = caller.id if caller else None
+    await _check_outbound(context, caller, owner, settings)
     if settings["webhook_url"] and not settings["webhook_secret"]:
         settings["webhook_secret"] = secrets.token_urlsafe(24)
-    stream = await (await _store(context)).create_stream(caller.id if caller else None, **settings)
+    stream = await (await _store(context)).create_stream(owner, **settings)
     await _reconcile(context)
-    return stream_json(stream, show_secret=True)
+    return stream_json(stream, show_secret=True, detail=caller is None)
 
 
 @router.get("/streams")
 async def list_streams(caller: Caller, context: Ctx):
     streams = await (await _store(context)).list_streams(caller.id if caller else None)
-    return [stream_json(stream) for stream in streams]
+    return [stream_json(stream, detail=caller is None) for stream in streams]
 
 
 @router.get("/streams/{stream_id}")
 async def get_stream(stream_id: RowId, caller: Caller, context: Ctx):
-    return stream_json(await _owned_stream(await _store(context), stream_id, caller))
+    return stream_json(await _owned_stream(await _store(context), stream_id, caller), detail=caller is None)
 
 
 @router.patch("/streams/{stream_id}")
 async def update_stream(stream_id: int, body: StreamUpdate, caller: Caller, context: Ctx):
     """Change some settings; the stream's worker is replaced by one with the new settings."""
     store = await _store(context)
-    await _owned_stream(store, stream_id, caller)
+    current = await _owned_stream(store, stream_id, caller)
     changes = {name: value for name, value in body.model_dump(exclude_unset=True).items()
                if value is not None or name in NULLABLE}
+    _check_webhook_secret(changes, changes.get("webhook_url", current.webhook_url))
     if "watchlist_service_id" in changes:
         await _check_watchlist(context, changes["watchlist_service_id"], caller)
-    if changes.get("webhook_url") and "webhook_secret" not in changes:
-        current = await store.get_stream(stream_id)
-        if not current.webhook_secret:
-            changes["webhook_secret"] = secrets.token_urlsafe(24)
+    await _check_outbound(context, caller, current.owner_service_id, changes)
+    if changes.get("webhook_url") and "webhook_secret" not in changes and not current.webhook_secret:
+        changes["webhook_secret"] = secrets.token_urlsafe(24)
     stream = await store.update_stream(stream_id, changes)
     await _reconcile(context)
-    return stream_json(stream, show_secret="webhook_secret" in changes)
+    return stream_json(stream, show_secret="webhook_secret" in changes, detail=caller is None)
 
 
 @router.delete("/streams/{stream_id}")
@@ -129,7 +160,7 @@ async def delete_stream(stream_id: RowId, caller: Caller, context: Ctx):
     stream = await store.delete_stream(stream_id)
     await _reconcile(context)
     await asyncio.to_thread(_media(context).delete_stream, stream_id)
-    return stream_json(stream)
+    return stream_json(stream, detail=caller is None)
 
 
 @router.get("/events")

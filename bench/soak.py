@@ -1,0 +1,228 @@
+"""Soak: a recognize/add/delete/list mix at a fraction of the measured peak, for minutes, watching memory.
+
+Starts the platform as `faces serve` does (embedded PostgreSQL, local Ray, Serve, loopback only),
+enrolls one photo of each lfw-dev person, then:
+
+1. measures the peak: ``--clients`` clients send the mix as fast as they can for ``--peak-seconds``;
+2. runs the mix at ``--fraction`` of that rate (paced) for ``--minutes``, and every
+   ``--sample-seconds`` records the RSS of every platform process (ingress replicas, embedder,
+   index shards, Serve's proxy and controller, the other Ray processes, PostgreSQL) and PostgreSQL's
+   connection count (pg_stat_activity);
+3. reports the answers by status (zero 5xx expected), RSS per process role over time with its growth
+   after the warm-up (``--warmup-minutes``; < 5% expected), and the connections over time.
+
+One cycle of a client: add a face, recognize 6 photos, list a page of faces, delete the face it
+added, so the gallery keeps its size. The load runs in a process of its own and stops by itself.
+
+    python bench/soak.py [--minutes 30] [--fraction 0.8] [--clients 6] [--peak-seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import socket
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import print_table, save_results  # noqa: E402
+from bench.cpu_split import process_role  # noqa: E402
+from bench.http_load import build_bodyless, build_request, read_response  # noqa: E402
+from bench.serve_load import bench_platform, lfw_people  # noqa: E402
+
+RECOGNIZE_PER_CYCLE = 6
+GROWTH_TARGET = 0.05
+
+
+async def _mix(url: str, key: str, adds: list[tuple[str, bytes]], probes: list[bytes], clients: int,
+               seconds: float, rate: float | None) -> dict:
+    """``clients`` clients cycling add / recognize x6 / list / delete; ``rate``: requests/s in all
+    (paced), None: as fast as they go. Answers counted by ``"<endpoint> <status>"``."""
+    parts = urlsplit(url)
+    host = parts.netloc
+    recognize = [build_request(host, "/api/v1/recognition/recognize", {}, key, image) for image in probes]
+    add = [build_request(host, "/api/v1/recognition/faces", {"subject": subject}, key, image)
+           for subject, image in adds]
+    listing = build_bodyless("GET", host, "/api/v1/recognition/faces", key, {"page": 0, "size": 20})
+    counts: Counter[str] = Counter()
+    interval = clients / rate if rate else 0.0
+    deadline = time.monotonic() + seconds
+
+    async def client(number: int) -> None:
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        due, turn = time.monotonic() + interval * number / clients, number
+
+        async def send(name: str, request: bytes) -> tuple[int, bytes]:
+            nonlocal due
+            if interval:
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                due = max(due + interval, time.monotonic() - interval)
+            writer.write(request)
+            status, body = await read_response(reader)
+            counts[f"{name} {status}"] += 1
+            return status, body
+
+        try:
+            while time.monotonic() < deadline:
+                status, body = await send("add", add[turn % len(add)])
+                face = json.loads(body).get("image_id") if status == 200 else None
+                for step in range(RECOGNIZE_PER_CYCLE):
+                    await send("recognize", recognize[(turn * RECOGNIZE_PER_CYCLE + step) % len(recognize)])
+                await send("list", listing)
+                if face:
+                    await send("delete", build_bodyless("DELETE", host, f"/api/v1/recognition/faces/{face}", key))
+                turn += clients
+        finally:
+            writer.close()
+
+    started = time.monotonic()
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return {"counts": dict(counts), "seconds": time.monotonic() - started}
+
+
+def _mix_process(queue, *args) -> None:
+    try:
+        queue.put(asyncio.run(_mix(*args)))
+    except Exception as exc:  # the platform stopped answering: report it rather than hang the benchmark
+        queue.put({"error": repr(exc)})
+
+
+def start_mix(*args) -> tuple[multiprocessing.Process, multiprocessing.Queue]:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_mix_process, args=(queue, *args), daemon=True)
+    process.start()
+    return process, queue
+
+
+def platform_processes(pgdata: Path) -> list[psutil.Process]:
+    """Every process of the platform this benchmark started: its own children (Ray and what Ray
+    runs) and the PostgreSQL server of the data dir with its backends."""
+    processes = psutil.Process().children(recursive=True)
+    postmaster = psutil.Process(int((pgdata / "postmaster.pid").read_text().split()[0]))
+    return [*processes, postmaster, *postmaster.children(recursive=True)]
+
+
+def rss_by_role(pgdata: Path, load_pid: int | None) -> dict[str, float]:
+    """MB of resident memory per process role (the load generator left out)."""
+    totals: dict[str, float] = {}
+    for process in platform_processes(pgdata):
+        if process.pid == load_pid:
+            continue
+        try:
+            role = "PostgreSQL" if process.name() == "postgres" else process_role(process)
+            totals[role] = totals.get(role, 0.0) + process.memory_info().rss / 2**20
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return dict(sorted(totals.items()))
+
+
+async def postgres_connections(dsn: str) -> int:
+    import asyncpg
+
+    connection = await asyncpg.connect(dsn)
+    try:
+        return await connection.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                                         "AND backend_type = 'client backend'")
+    finally:
+        await connection.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=30.0, help="length of the soak (default 30)")
+    parser.add_argument("--fraction", type=float, default=0.8, help="of the measured peak (default 0.8)")
+    parser.add_argument("--clients", type=int, default=6)
+    parser.add_argument("--peak-seconds", type=float, default=30.0)
+    parser.add_argument("--sample-seconds", type=float, default=60.0, help="between memory samples (default 60)")
+    parser.add_argument("--warmup-minutes", type=float, default=None,
+                        help="growth is measured from the first sample after this (default: a quarter, at most 5)")
+    parser.add_argument("--port", type=int, default=0, help="HTTP port of the platform (default: a free one)")
+    args = parser.parse_args()
+    if not args.port:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            args.port = probe.getsockname()[1]
+    warmup = args.warmup_minutes if args.warmup_minutes is not None else min(5.0, args.minutes / 4)
+
+    people = lfw_people()
+    probes = [path.read_bytes() for files in people.values() for path in files[1:3]]
+    adds = [(f"soak {name}", files[0].read_bytes()) for name, files in people.items()]
+    with bench_platform(args.port) as (platform, key):
+        from serve_app.client import FaceClient
+
+        pgdata = platform.settings.data_dir / "postgres"
+        with FaceClient(platform.url, api_key=key) as api:
+            for name, files in people.items():
+                api.add_face(files[0], subject=name)
+
+        peak_process, peak_queue = start_mix(platform.url, key, adds, probes, args.clients, args.peak_seconds, None)
+        peak = peak_queue.get(timeout=args.peak_seconds + 300)
+        peak_process.join()
+        peak_rate = sum(peak["counts"].values()) / peak["seconds"]
+        target = args.fraction * peak_rate
+        print(f"peak: {peak_rate:.1f} requests/s ({args.clients} clients); soak at {target:.1f} requests/s "
+              f"for {args.minutes:g} min", flush=True)
+
+        seconds = args.minutes * 60
+        soak_process, soak_queue = start_mix(platform.url, key, adds, probes, args.clients, seconds, target)
+        started = time.monotonic()
+        samples = []
+        while True:
+            elapsed = time.monotonic() - started
+            sample = {"minute": round(elapsed / 60, 2), "rss_mb": rss_by_role(pgdata, soak_process.pid),
+                      "postgres_connections": asyncio.run(postgres_connections(platform.settings.postgres_dsn))}
+            samples.append(sample)
+            print(f"  {sample['minute']:6.2f} min  connections {sample['postgres_connections']:3d}  "
+                  + "  ".join(f"{role} {mb:.0f}" for role, mb in sample["rss_mb"].items()), flush=True)
+            if elapsed >= seconds or not soak_process.is_alive():
+                break
+            soak_process.join(timeout=min(args.sample_seconds, seconds - elapsed + 1))
+        soak = soak_queue.get(timeout=300)
+        soak_process.join(timeout=60)
+    for run in (peak, soak):
+        if "error" in run:
+            raise SystemExit(f"the load stopped: {run['error']}")
+
+    report(args, peak_rate, target, soak, samples, warmup)
+
+
+def report(args, peak_rate: float, target: float, soak: dict, samples: list[dict], warmup: float) -> None:
+    counts = Counter(soak["counts"])
+    by_status = Counter()
+    for name, n in counts.items():
+        by_status[name.rsplit(" ", 1)[1]] += n
+    errors = sum(n for status, n in by_status.items() if status.startswith("5"))
+    print(f"\nsoak: {args.minutes:g} min at {target:.1f} requests/s ({args.fraction:.0%} of the peak "
+          f"{peak_rate:.1f}), {sum(counts.values())} requests, {errors} answered 5xx\n")
+    print_table(["request", "status", "count"], [[*name.rsplit(" ", 1), n] for name, n in sorted(counts.items())])
+
+    after_warmup = [s for s in samples if s["minute"] >= warmup] or samples[-1:]
+    first, last = after_warmup[0], samples[-1]
+    roles = sorted(set(first["rss_mb"]) | set(last["rss_mb"]))
+    growth = {role: (last["rss_mb"].get(role, 0.0) - first["rss_mb"].get(role, 0.0)) / first["rss_mb"][role]
+              for role in roles if first["rss_mb"].get(role)}
+    print(f"\nRSS (MB) per process role, from minute {first['minute']:g} (after the warm-up) to {last['minute']:g}\n")
+    print_table(["process", "after warm-up", "end", "growth", f"< {GROWTH_TARGET:.0%}"],
+                [[role, first["rss_mb"].get(role, 0.0), last["rss_mb"].get(role, 0.0), f"{growth.get(role, 0):+.1%}",
+                  "yes" if growth.get(role, 0) < GROWTH_TARGET else "NO"] for role in roles])
+    connections = [s["postgres_connections"] for s in samples]
+    print(f"\nPostgreSQL connections: min {min(connections)}, max {max(connections)}, last {connections[-1]}")
+    results = {"minutes": args.minutes, "clients": args.clients, "fraction": args.fraction, "peak_rps": peak_rate,
+               "target_rps": target, "achieved_rps": sum(counts.values()) / soak["seconds"],
+               "counts": dict(counts), "by_status": dict(by_status), "errors_5xx": errors,
+               "warmup_minutes": warmup, "rss_growth": growth, "samples": samples}
+    print(f"results: {save_results('soak', results)}")
+
+
+if __name__ == "__main__":
+    main()
