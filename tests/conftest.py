@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from facecore.pipeline import FacePipeline, PipelineConfig
+from process_tree import descendants_named, is_alive
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,9 +89,12 @@ def server(postgres_dir_factory, models_dir):
                         ingress_replicas=2, threads=2, max_upload_bytes=2 * 1024 * 1024, **outbound_test_settings())
     platform = start_platform(settings, ray_init_options={"num_cpus": 2, "log_to_driver": False})
     platform.admin_token = settings.admin_token
+    haproxy = descendants_named("haproxy")
+    assert haproxy, "HAProxy is the platform's default HTTP ingress"
     yield platform
     platform.stop()
     assert not ray.is_initialized()
+    assert not [pid for pid in haproxy if is_alive(pid)], "HAProxy outlived the platform"
 
 
 @pytest.fixture(scope="session")
