@@ -3,7 +3,9 @@
 Frames go to the Embedder deployment (detection batched with the HTTP traffic, embeddings of the
 chips the tracker asks for); best shots are matched against the watchlist service's index shards.
 Events are stored in PostgreSQL (crops under the data dir), announced to the SSE relays by NOTIFY,
-and POSTed to the stream's webhook. The worker reports its status to PostgreSQL every second.
+and POSTed to the stream's webhook. The worker reports its status to PostgreSQL every second. It
+reaches PostgreSQL only through the shared VideoRecorder (``actors/video_recorder.py``), so streams
+cannot exhaust PostgreSQL's connections.
 
 A source that drops (or cannot be reached) is retried with exponential backoff, state
 ``reconnecting``; one that can never work (not a video, corrupt, unknown protocol, refused by the
@@ -30,6 +32,7 @@ from ray import serve
 
 from actors.embedder import FaceRequest, FaceResponse
 from actors.shard_group import CALL_TIMEOUT_S, ShardGroup
+from actors.video_recorder import ensure_recorder
 from facecore.pipeline import Face
 from faces_settings import Settings
 from facevideo.config import ProcessingOptions
@@ -39,10 +42,9 @@ from facevideo.source import FrameReader, SourceError
 from facevideo.webhooks import WebhookSender
 from outbound import redact
 from serve_app.video_json import event_json
-from store.control import ControlPlane
+from store.control import Service
 from store.event_media import EventMedia
-from store.errors import NotFound
-from store.video_store import StoredEvent, Stream, VideoStore
+from store.video_store import StoredEvent, Stream
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ class VideoWorker:
         self.frames = self.faces = self.events = 0
         self.started_at = datetime.now(timezone.utc)
         self._frame_times: collections.deque[float] = collections.deque()
-        self._store: VideoStore | None = None
+        self._recorder = ensure_recorder(settings)  # PostgreSQL through one shared pool, not one per stream
         self._media = EventMedia(settings.video_media_dir)
         self._policy = settings.outbound_policy()
         self._webhook: WebhookSender | None = None
@@ -118,21 +120,19 @@ class VideoWorker:
         self.state, self.reason = state, reason
         self._changed.set()
 
-    async def _connect(self) -> ControlPlane:
+    async def _watchlist_service(self, service_id: int) -> Service | None:
         while True:
             try:
-                return await ControlPlane.connect(self.settings.postgres_dsn, min_size=1, max_size=2)
+                return await self._recorder.get_service.remote(service_id)
             except Exception as exc:  # PostgreSQL not reachable (yet): keep trying, the stream waits
                 log.warning("stream %d: cannot reach PostgreSQL (%s); retrying", self.stream.id, exc)
                 await asyncio.sleep(RECONNECT_FIRST_S * 5)
 
     async def _main(self) -> None:
-        control = await self._connect()
-        self._store = VideoStore(control.pool)
         reporter = asyncio.create_task(self._report_status())
         sender: asyncio.Task | None = None
         try:
-            watchlist, threshold = await self._watchlist(control)
+            watchlist, threshold = await self._watchlist()
             if self.stream.webhook_url and not self.stream.webhook_secret:
                 log.warning("stream %d: its webhook has no secret; nothing is sent to it", self.stream.id)
             elif self.stream.webhook_url:
@@ -151,15 +151,13 @@ class VideoWorker:
         reporter.cancel()
         self._set_state(state, reason)
         await self._write_status()
-        await control.close()
 
-    async def _watchlist(self, control: ControlPlane) -> tuple[ShardWatchlist | None, float]:
+    async def _watchlist(self) -> tuple[ShardWatchlist | None, float]:
         service_id = self.stream.watchlist_service_id
         if service_id is None:
             return None, self.settings.recognition_threshold
-        try:
-            service = await control.get_service(service_id)
-        except NotFound:
+        service = await self._watchlist_service(service_id)
+        if service is None:
             return None, self.settings.recognition_threshold
         shards = ShardGroup.for_service(service.id, service.shards, self.settings, call_timeout_s=CALL_TIMEOUT_S)
         threshold = (service.similarity_threshold if service.similarity_threshold is not None
@@ -232,13 +230,19 @@ class VideoWorker:
 
     async def _store_event(self, event: VideoEvent, origin: datetime) -> StoredEvent:
         key = f"{event.track_id}-{secrets.token_hex(4)}"
-        crop_path = await asyncio.to_thread(self._media.save, self.stream.id, f"{key}-crop", event.crop)
-        frame_path = (await asyncio.to_thread(self._media.save, self.stream.id, f"{key}-frame", event.frame)
-                      if event.frame is not None else None)
-        return await self._store.add_event(
-            self.stream.id, event.track_id, event.reason, origin + timedelta(seconds=event.first_seen),
+        owner = self.stream.owner_service_id
+        crop_path = frame_path = None
+        media_bytes = 0
+        if await self._recorder.media_allowed.remote(owner):  # else beyond the owner's media quota
+            crop_path = await asyncio.to_thread(self._media.save, self.stream.id, f"{key}-crop", event.crop)
+            media_bytes = len(event.crop)
+            if event.frame is not None:
+                frame_path = await asyncio.to_thread(self._media.save, self.stream.id, f"{key}-frame", event.frame)
+                media_bytes += len(event.frame)
+        return await self._recorder.add_event.remote(
+            owner, self.stream.id, event.track_id, event.reason, origin + timedelta(seconds=event.first_seen),
             origin + timedelta(seconds=event.last_seen), event.box, event.quality, event.detection_score,
-            event.subject, event.similarity, crop_path, frame_path)
+            event.subject, event.similarity, crop_path, frame_path, media_bytes)
 
     async def _flush_webhooks(self, timeout_s: float = WEBHOOK_FLUSH_S) -> None:
         """Give queued webhook deliveries (and their retries) time before the worker stops."""
@@ -257,7 +261,8 @@ class VideoWorker:
 
     async def _write_status(self) -> None:
         try:
-            await self._store.set_status(self.stream.id, self.state, self.reason, self.stream.settings_digest(),
-                                         self.frames, self.faces, self.events, self._fps(), self.started_at)
+            await self._recorder.set_status.remote(self.stream.id, self.state, self.reason,
+                                                   self.stream.settings_digest(), self.frames, self.faces,
+                                                   self.events, self._fps(), self.started_at)
         except Exception:  # status is best effort; the next report retries
             log.exception("stream %d: could not write its status", self.stream.id)

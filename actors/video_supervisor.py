@@ -26,6 +26,7 @@ from datetime import datetime, timedelta, timezone
 import ray
 
 from actors.video import VideoWorker
+from actors.video_recorder import NAMESPACE, RECORDER_NAME
 from faces_settings import Settings
 from store.control import ControlPlane
 from store.event_media import EventMedia
@@ -33,7 +34,6 @@ from store.video_store import Stream, VideoStore
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "faces"
 SUPERVISOR_NAME = "video-supervisor"
 WORKER_PREFIX = "video-worker-"
 EXPIRY_EVERY_S = 60.0
@@ -137,7 +137,8 @@ def ensure_supervisor(settings: Settings, app_name: str):
 
 
 def stop_video() -> None:
-    """Kill the supervisor and every worker (the application is being stopped)."""
+    """Kill the supervisor, every worker and their recorder (the application is being stopped)."""
     _kill(SUPERVISOR_NAME)
     for name in running_workers():
         _kill(name)
+    _kill(RECORDER_NAME)

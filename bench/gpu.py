@@ -277,7 +277,9 @@ def serving(args) -> dict:
             try:
                 admin = FaceClient(platform_.url, admin_token="bench")
                 application = admin.create_application("bench")
-                key = admin.create_service(application["id"], "load", "recognition")["api_key"]
+                service = admin.create_service(application["id"], "load", "recognition")
+                admin.set_quotas(service["id"], requests_per_s=1e6)  # measure the platform, not its rate limit
+                key = service["api_key"]
                 client = FaceClient(platform_.url, api_key=key)
                 for name, files in list(people.items())[:args.enroll_people]:
                     client.add_face(files[0].read_bytes(), subject=name)

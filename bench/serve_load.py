@@ -1,10 +1,11 @@
 """HTTP load on the served API: recognize and add-face throughput and latency, 8 concurrent clients.
 
 Starts the platform exactly as `faces serve` does (embedded PostgreSQL, local Ray, Serve), enrolls
-one photo of each lfw-dev person, then drives load from a separate process. Baseline in the same run:
-the facecore pipeline alone in a plain loop in one process (the ceiling).
+one photo of each lfw-dev person, then drives load from a separate process; once with HAProxy as the
+HTTP ingress (the default) and once with Serve's Python proxy. Baseline in the same run: the facecore
+pipeline alone in a plain loop in one process (the ceiling). Prints where the CPU goes per process.
 
-    python bench/serve_load.py [--seconds 30] [--clients 8]
+    python bench/serve_load.py [--seconds 30] [--clients 8] [--ingress both|haproxy|serve-proxy]
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ def ceiling(paths: list[Path], seconds: float) -> float:
     return done / (time.perf_counter() - started)
 
 
+INGRESSES = {"haproxy": "HAProxy", "serve-proxy": "Serve proxy"}
+# the ingress's own processes: always in the CPU table, however little they spend
+INGRESS_ROLES = ("haproxy", "HAProxyManager", "ProxyActor", "Ingress")
+
+
 def lfw_people() -> dict[str, list[Path]]:
     """The lfw-dev photos by person."""
     people: dict[str, list[Path]] = {}
@@ -48,9 +54,10 @@ def lfw_people() -> dict[str, list[Path]]:
 
 
 @contextmanager
-def bench_platform(port: int = 18000) -> Iterator[tuple[object, str]]:
+def bench_platform(port: int = 18000, haproxy: bool = True) -> Iterator[tuple[object, str]]:
     """The platform started as `faces serve` does, on a temporary data dir (the converted models of
-    ./data reused), with one recognition service: yields the platform and the service's API key."""
+    ./data reused), with one recognition service: yields the platform and the service's API key.
+    ``haproxy``: HAProxy or Serve's Python proxy as the ingress."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     from faces_settings import Settings
     from serve_app.client import FaceClient
@@ -60,27 +67,21 @@ def bench_platform(port: int = 18000) -> Iterator[tuple[object, str]]:
         models = Path("data/models").resolve()
         if models.is_dir():
             (Path(data_dir) / "models").symlink_to(models, target_is_directory=True)
-        platform = start_platform(Settings(data_dir=Path(data_dir), port=port, admin_token="bench"),
+        platform = start_platform(Settings(data_dir=Path(data_dir), port=port, admin_token="bench", haproxy=haproxy),
                                   ray_init_options={"log_to_driver": False})
         try:
             admin = FaceClient(platform.url, admin_token="bench")
             application = admin.create_application("bench")
-            yield platform, admin.create_service(application["id"], "load", "recognition")["api_key"]
+            service = admin.create_service(application["id"], "load", "recognition")
+            admin.set_quotas(service["id"], requests_per_s=1e6)  # measure the platform, not its rate limit
+            yield platform, service["api_key"]
         finally:
             platform.stop()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--clients", type=int, default=8)
-    args = parser.parse_args()
-
-    people = lfw_people()
-    probes = [p for files in people.values() for p in files]
-
-    ceiling_ips = ceiling(probes, args.seconds)
-    with bench_platform() as (platform, key):
+def measure(ingress: str, args, people: dict[str, list[Path]], probes: list[Path]) -> dict:
+    """Start the platform with one ingress, enroll, then drive add-face and recognize load."""
+    with bench_platform(args.port, haproxy=ingress == "haproxy") as (platform, key):
         add_bodies = [({"subject": name}, files[0].read_bytes()) for name, files in people.items()]
         add = run_load(platform.url, key, "/api/v1/recognition/faces", add_bodies, args.clients,
                        min(args.seconds, 15.0))
@@ -89,21 +90,50 @@ def main() -> None:
                              [({}, p.read_bytes()) for p in probes], args.clients, args.seconds)
         spent = cpu_split(before, cpu_seconds())
         spent["load generator"] = recognize.client_cpu_s
+    return {"recognize": recognize, "add": add, "cpu_seconds": spent}
 
-    rows = [["recognize (HTTP, Serve)", recognize.requests_per_s, recognize.p50_ms, recognize.p99_ms],
-            ["add face (HTTP, Serve)", add.requests_per_s, add.p50_ms, add.p99_ms],
-            ["facecore pipeline, plain loop (ceiling)", ceiling_ips, "-", "-"]]
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--ingress", choices=[*INGRESSES, "both"], default="both",
+                        help="HTTP ingress to measure (both: HAProxy, then Serve's Python proxy as the baseline)")
+    parser.add_argument("--port", type=int, default=18000)
+    args = parser.parse_args()
+
+    people = lfw_people()
+    probes = [p for files in people.values() for p in files]
+
+    ceiling_ips = ceiling(probes, args.seconds)
+    ingresses = list(INGRESSES) if args.ingress == "both" else [args.ingress]
+    runs = {ingress: measure(ingress, args, people, probes) for ingress in ingresses}
+
+    rows = []
+    for ingress, run in runs.items():
+        rows += [[f"recognize (HTTP, {INGRESSES[ingress]})", run["recognize"].requests_per_s,
+                  run["recognize"].p50_ms, run["recognize"].p99_ms,
+                  run["recognize"].requests_per_s / ceiling_ips],
+                 [f"add face (HTTP, {INGRESSES[ingress]})", run["add"].requests_per_s, run["add"].p50_ms,
+                  run["add"].p99_ms, run["add"].requests_per_s / ceiling_ips]]
+    rows.append(["facecore pipeline, plain loop (ceiling)", ceiling_ips, "-", "-", 1.0])
     print(f"\n{args.clients} concurrent clients, {args.seconds:.0f} s, lfw-dev images\n")
-    print_table(["path", "requests/s", "p50 ms", "p99 ms"], rows)
-    print(f"\nrecognize / ceiling: {recognize.requests_per_s / ceiling_ips:.2f}")
-    print("\nCPU per recognize request, by process (the ceiling spends "
-          f"{2000 / ceiling_ips:.1f} ms of its 2 cores per image)\n")
-    by_cost = sorted(spent.items(), key=lambda item: -item[1])[:12]
-    print_table(["process", "CPU ms per request"],
-                [[role, 1000 * seconds / recognize.requests] for role, seconds in by_cost])
-    results = {"recognize": vars(recognize), "add": vars(add), "cpu_seconds": spent,
-               "ceiling_images_per_s": ceiling_ips}
+    print_table(["path", "requests/s", "p50 ms", "p99 ms", "/ ceiling"], rows)
+    for ingress, run in runs.items():
+        print(f"\nCPU per recognize request with the {INGRESSES[ingress]} ingress, by process "
+              f"(the ceiling spends {2000 / ceiling_ips:.1f} ms of its 2 cores per image)\n")
+        print_table(["process", "CPU ms per request"], cpu_rows(run["cpu_seconds"], run["recognize"].requests))
+    results = {ingress: {"recognize": vars(run["recognize"]), "add": vars(run["add"]),
+                         "cpu_seconds": run["cpu_seconds"]} for ingress, run in runs.items()}
+    results["ceiling_images_per_s"] = ceiling_ips
     print(f"results: {save_results('serve_load', results)}")
+
+
+def cpu_rows(spent: dict[str, float], requests: int) -> list[list]:
+    """The 12 costliest processes, and the ingress's own processes wherever they rank."""
+    by_cost = sorted(spent.items(), key=lambda item: -item[1])
+    shown = by_cost[:12] + [(role, s) for role, s in by_cost[12:] if role in INGRESS_ROLES]
+    return [[role, 1000 * seconds / requests] for role, seconds in shown]
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ def serve_command(args: argparse.Namespace) -> int:
     platform = start_platform(get_settings().model_copy(update=overrides))
     if platform.admin_token:
         print(f"Admin token (shown once, keep it): {platform.admin_token}", flush=True)
-    print(f"Serving on {platform.url}  (API docs: {platform.url}/docs)  data: {platform.settings.data_dir}", flush=True)
+    ingress = "HAProxy" if platform.settings.haproxy else "Serve's proxy"
+    print(f"Serving on {platform.url} (plain HTTP, {ingress})  API docs: {platform.url}/docs  "
+          f"data: {platform.settings.data_dir}", flush=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

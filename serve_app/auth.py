@@ -24,6 +24,7 @@ def service_key(kind: str):
             raise ApiError(403, f"this API key belongs to a {service.type} service; this endpoint needs "
                                 f"a {kind} service key", WRONG_SERVICE_TYPE)
         request.state.service_id = service.id
+        await context.admit(service)
         return service
 
     return dependency

@@ -21,11 +21,14 @@ Image = bytes | str | Path
 
 
 class FaceApiError(Exception):
-    def __init__(self, status: int, message: str, code: int | None):
+    """An error response; ``retry_after`` (seconds) when the server said when to try again (429, 503)."""
+
+    def __init__(self, status: int, message: str, code: int | None, retry_after: float | None = None):
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
         self.code = code
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -166,6 +169,13 @@ class _FaceApi:
     def service_stats(self, service_id: int):
         return self._send(_Call("GET", f"/api/v1/admin/services/{service_id}/stats", admin=True))
 
+    def get_quotas(self, service_id: int):
+        return self._send(_Call("GET", f"/api/v1/admin/services/{service_id}/quotas", admin=True))
+
+    def set_quotas(self, service_id: int, **quotas):
+        """``requests_per_s``, ``faces``, ``streams``, ``sse_connections``, ``event_media_bytes``; None: default."""
+        return self._send(_Call("PUT", f"/api/v1/admin/services/{service_id}/quotas", json=quotas, admin=True))
+
     # video (admin token, or a video service key for its own streams)
     video = "/api/v1/video"
 
@@ -243,11 +253,14 @@ class _Transport:
     @staticmethod
     def _result(call: _Call, response: httpx.Response):
         if response.status_code >= 400:
+            retry_after = response.headers.get("retry-after")
+            retry_after = float(retry_after) if retry_after and retry_after.isdigit() else None
             try:
                 body = response.json()
-                raise FaceApiError(response.status_code, body.get("message", response.text), body.get("code"))
+                raise FaceApiError(response.status_code, body.get("message", response.text), body.get("code"),
+                                   retry_after)
             except ValueError:
-                raise FaceApiError(response.status_code, response.text, None) from None
+                raise FaceApiError(response.status_code, response.text, None, retry_after) from None
         return response.content if call.raw else response.json()
 
 

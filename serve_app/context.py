@@ -9,7 +9,9 @@ from collections import defaultdict
 from actors.shard_group import CALL_TIMEOUT_S, ShardGroup
 from faces_settings import Settings
 from gallery.service_gallery import Gallery
+from serve_app.quotas import ConnectionSlots, QuotaCache, Quotas, RateLimiter, share
 from store.control import ControlPlane, Service
+from store.quotas import QuotaStore
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,9 @@ class AppContext:
         self._stats_flusher: asyncio.Task | None = None
         self._model_versions: dict[str, str] | None = None
         self._background: set[asyncio.Task] = set()
+        self.quotas = QuotaCache(settings.default_quotas())
+        self.rate_limiter = RateLimiter()
+        self.sse_slots = ConnectionSlots(settings.sse_connections_per_replica)
 
     async def control(self) -> ControlPlane:
         if self._control is None:
@@ -37,6 +42,17 @@ class AppContext:
                 if self._control is None:
                     self._control = await ControlPlane.connect(self.settings.postgres_dsn)
         return self._control
+
+    async def quota_store(self) -> QuotaStore:
+        return QuotaStore((await self.control()).pool)
+
+    async def service_quotas(self, service_id: int) -> Quotas:
+        return await self.quotas.get(await self.quota_store(), service_id)
+
+    async def admit(self, service: Service) -> None:
+        """Count one request against the service's rate limit (this replica's share); 429 beyond."""
+        quotas = await self.service_quotas(service.id)
+        self.rate_limiter.acquire(service.id, share(quotas.requests_per_s, self.settings.ingress_replicas))
 
     def shards(self, service: Service) -> ShardGroup:
         key = (service.id, service.shards)

@@ -49,6 +49,7 @@ RATE_LIMITED = 29
 SHARD_FULL = 30
 BODY_TOO_LARGE = 13  # the whole request body, like an image over its limit
 UNAVAILABLE = 31
+QUOTA_EXCEEDED = 32
 INTERNAL = 99
 
 RETRY_AFTER_S = 5  # what a 503 tells the client to wait before trying again
@@ -57,11 +58,12 @@ RETRY_AFTER_S = 5  # what a 503 tells the client to wait before trying again
 class ApiError(Exception):
     """An error response: HTTP status, message and application code."""
 
-    def __init__(self, status: int, message: str, code: int):
+    def __init__(self, status: int, message: str, code: int, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
+        self.headers = headers
 
 
 class ServiceUnavailable(Exception):
@@ -80,8 +82,9 @@ def _face_error_status(exc: FaceError) -> tuple[int, int]:
     return 400, BAD_PARAMETER
 
 
-def error_response(status: int, message: str, code: int) -> JSONResponse:
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+def error_response(status: int, message: str, code: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    if headers is None and status == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
     return JSONResponse(status_code=status, content={"message": message, "code": code}, headers=headers)
 
 
@@ -170,7 +173,8 @@ async def _handle(request: Request, exc: Exception) -> JSONResponse:
         log.error("internal error on %s %s", request.method, request.url.path, exc_info=unwrap(exc))
     elif status == 503:
         log.warning("dependency unavailable on %s %s: %r", request.method, request.url.path, unwrap(exc))
-    return error_response(status, message, code)
+    cause = unwrap(exc)
+    return error_response(status, message, code, cause.headers if isinstance(cause, ApiError) else None)
 
 
 # Every family :func:`classify` knows. ``Exception`` stays last: Starlette answers it outside the

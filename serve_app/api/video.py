@@ -22,6 +22,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Response
 from ray import serve
 from sse_starlette.sse import EventSourceResponse
+from starlette.background import BackgroundTask
 
 from actors.video_supervisor import ensure_supervisor
 from facevideo.config import SOURCE_SCHEMES
@@ -29,7 +30,8 @@ from facevideo.webhooks import WEBHOOK_SCHEMES
 from outbound import OutboundRefused, redact
 from serve_app.auth import admin_or_service_key
 from serve_app.context import AppContext, request_context
-from serve_app.errors import BAD_PARAMETER, ApiError
+from serve_app.errors import BAD_PARAMETER, QUOTA_EXCEEDED, ApiError
+from serve_app.quotas import connection_share
 from serve_app.video_events import get_relay
 from serve_app.video_json import event_json, stream_json
 from serve_app.validation import FilterName, RowId
@@ -108,12 +110,21 @@ async def _reconcile(context: AppContext) -> None:
         log.exception("video supervisor reconcile failed")
 
 
+async def _check_streams_quota(context: AppContext, caller: Service) -> None:
+    limit = (await context.service_quotas(caller.id)).streams
+    if await (await context.quota_store()).streams_owned(caller.id) >= limit:
+        raise ApiError(403, f"this service has its quota of {limit} video streams; delete one or ask the "
+                            "administrator for a larger quota", QUOTA_EXCEEDED)
+
+
 @router.post("/streams", status_code=201)
 async def create_stream(body: StreamCreate, caller: Caller, context: Ctx):
     """Add a stream; its worker starts at once. The response shows the webhook secret (only here)."""
     settings = body.model_dump()
     _check_webhook_secret(body.model_dump(include=body.model_fields_set), settings["webhook_url"])
     await _check_watchlist(context, body.watchlist_service_id, caller)
+    if caller is not None:
+        await _check_streams_quota(context, caller)
     owner = caller.id if caller else None
     await _check_outbound(context, caller, owner, settings)
     if settings["webhook_url"] and not settings["webhook_secret"]:
@@ -212,13 +223,22 @@ async def stream_events(caller: Caller, context: Ctx,
     """Server-Sent Events: each new event as ``event: video_event`` with its JSON. Reconnect with
     ``Last-Event-ID`` to receive what was missed first."""
     store = await _store(context)
-    relay = get_relay(context.settings.postgres_dsn)
-    queue = await relay.subscribe()
-    chosen = _EventFilter(store, caller, stream, subject)
     try:
         last = int(last_event_id) if last_event_id else None
     except ValueError:
         raise ApiError(400, "Last-Event-ID must be an event id", BAD_PARAMETER) from None
+    # long-lived connections hold a slot of the replica's own, far fewer than its request slots, so
+    # they cannot crowd out other requests; a service's share is its quota divided among the replicas
+    owner_limit = None if caller is None else connection_share(
+        (await context.service_quotas(caller.id)).sse_connections, context.settings.ingress_replicas)
+    release = context.sse_slots.acquire(caller.id if caller else None, owner_limit)
+    relay = get_relay(context.settings.postgres_dsn)
+    try:
+        queue = await relay.subscribe()
+    except BaseException:
+        release()
+        raise
+    chosen = _EventFilter(store, caller, stream, subject)
 
     async def events():
         seen = last
@@ -236,8 +256,13 @@ async def stream_events(caller: Caller, context: Ctx,
                     yield _sse(event)
         finally:
             relay.unsubscribe(queue)
+            release()
 
-    return EventSourceResponse(events(), ping=SSE_PING_S)
+    def closed() -> None:  # also when the client left before the stream began
+        relay.unsubscribe(queue)
+        release()
+
+    return EventSourceResponse(events(), ping=SSE_PING_S, background=BackgroundTask(closed))
 
 
 @router.get("/events/{event_id}")

@@ -1,0 +1,95 @@
+"""VideoRecorder: the video workers' one connection pool to PostgreSQL.
+
+Each stream's worker is its own process; with a pool each, a hundred streams (even at a dead source)
+would hold a hundred PostgreSQL connections, PostgreSQL's default limit, and the control plane would
+fail for everyone. Workers write their status and events through this one detached actor instead,
+which holds a pool of at most :data:`POOL_SIZE` connections whatever the number of streams. It also
+keeps the event media quota: a video service's streams store crops and frames until their bytes
+reach the service's ``event_media_bytes`` quota, then events without images.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+
+import ray
+
+from faces_settings import Settings
+from store.control import ControlPlane, Service
+from store.errors import NotFound
+from store.quotas import QuotaStore
+from store.video_store import StoredEvent, VideoStore
+
+NAMESPACE = "faces"  # of every video actor: supervisor, workers, recorder
+RECORDER_NAME = "video-recorder"
+POOL_SIZE = 4
+MEDIA_USAGE_REFRESH_S = 10.0
+
+
+class VideoRecorder:
+    """Status and event writes of every video worker, on one small pool; see the module docstring."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._control: ControlPlane | None = None
+        self._lock = asyncio.Lock()
+        self._media: dict[int, tuple[float, int, int]] = {}  # service -> (read at, quota, bytes used)
+
+    async def _connected(self) -> ControlPlane:
+        async with self._lock:
+            if self._control is None:
+                self._control = await ControlPlane.connect(self.settings.postgres_dsn, min_size=1, max_size=POOL_SIZE)
+        return self._control
+
+    async def connections(self) -> int:
+        """Connections of the pool now (for tests and operators)."""
+        return (await self._connected()).pool.get_size()
+
+    async def get_service(self, service_id: int) -> Service | None:
+        try:
+            return await (await self._connected()).get_service(service_id)
+        except NotFound:
+            return None
+
+    async def set_status(self, *args) -> None:
+        """:meth:`VideoStore.set_status`."""
+        await VideoStore((await self._connected()).pool).set_status(*args)
+
+    async def media_allowed(self, owner_service_id: int | None) -> bool:
+        """Whether the owner's streams may store another event's images (the admin's always may)."""
+        if owner_service_id is None:
+            return True
+        read_at, quota, used = self._media.get(owner_service_id, (0.0, 0, 0))
+        if time.monotonic() - read_at > MEDIA_USAGE_REFRESH_S:
+            store = QuotaStore((await self._connected()).pool)
+            try:
+                overrides = await store.overrides(owner_service_id)
+            except NotFound:  # the service is being deleted with its streams
+                return False
+            quota = overrides.get("event_media_bytes", self.settings.quota_event_media_bytes)
+            used = await store.event_media_bytes(owner_service_id)
+            self._media[owner_service_id] = (time.monotonic(), quota, used)
+        return used < quota
+
+    async def add_event(self, owner_service_id: int | None, stream_id: int, track_id: str, reason: str,
+                        first_seen: datetime, last_seen: datetime, box: tuple[float, float, float, float],
+                        quality: float, detection_score: float, subject: str | None, similarity: float | None,
+                        crop_path: str | None, frame_path: str | None, media_bytes: int) -> StoredEvent:
+        """:meth:`VideoStore.add_event`, counting its media against the owner's quota."""
+        event = await VideoStore((await self._connected()).pool).add_event(
+            stream_id, track_id, reason, first_seen, last_seen, box, quality, detection_score, subject, similarity,
+            crop_path, frame_path, media_bytes=media_bytes)
+        if owner_service_id in self._media:
+            read_at, quota, used = self._media[owner_service_id]
+            self._media[owner_service_id] = (read_at, quota, used + media_bytes)
+        return event
+
+
+def ensure_recorder(settings: Settings):
+    """The cluster's recorder actor, created (detached, restartable, no CPU) if missing."""
+    return ray.remote(VideoRecorder).options(
+        name=RECORDER_NAME, namespace=NAMESPACE, get_if_exists=True, lifetime="detached",
+        max_restarts=-1, num_cpus=0,  # no task retries: an event must not be stored twice
+    ).remote(settings)
