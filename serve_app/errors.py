@@ -105,11 +105,13 @@ def _validation_error(exc: RequestValidationError) -> tuple[int, str, int]:
 
 
 # PostgreSQL unreachable or refusing connections: asyncpg's connection errors (class 08, a connection
-# lost included), a server shutting down or starting (57P), too many connections (53300). Its socket
-# refusing or missing (a stopped server) is an OSError, below.
+# lost included), a server shutting down or starting (57P), too many connections (53300), and the
+# client-side protocol error of a pooled connection whose server went away in the middle of a query
+# ("cannot switch to state ...; another operation is in progress"). Its socket refusing or missing (a
+# stopped server) is an OSError, below.
 POSTGRES_DOWN = (asyncpg.PostgresConnectionError, asyncpg.exceptions.CannotConnectNowError,
                  asyncpg.exceptions.AdminShutdownError, asyncpg.exceptions.CrashShutdownError,
-                 asyncpg.exceptions.TooManyConnectionsError)
+                 asyncpg.exceptions.TooManyConnectionsError, asyncpg.exceptions._base.InternalClientError)
 # A Ray actor (an index shard, a job runner) dead, restarting or unreachable; an object lost with its
 # node; Serve with no replica to take the request (the embedder dead or full); a request's shard calls
 # out of time.
