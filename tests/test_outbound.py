@@ -306,6 +306,20 @@ def test_a_tenant_sees_generic_reasons_and_masked_credentials(server, admin, ten
         tenant.delete_stream(stream["id"])
 
 
+def test_a_tenant_stream_redirected_to_a_metadata_address_fails_with_the_generic_reason(server, admin, tenant):
+    redirector = Site("127.0.0.1", {"/cam.mjpg": (302, {"Location": "http://169.254.169.254/latest/meta-data/"}, b"")})
+    stream = tenant.add_stream(f"{redirector.base}/cam.mjpg", max_fps=2)
+    try:
+        own = wait_for_state(tenant, stream["id"], {"failed", "running"}, timeout=30)
+        assert own["status"] == {**own["status"], "state": "failed", "reason": "the source cannot be played"}
+        detail = admin.get_stream(stream["id"])["status"]["reason"]
+        assert "169.254.169.254 is a cloud metadata address" in detail
+        assert redirector.requests == ["/cam.mjpg"]
+    finally:
+        tenant.delete_stream(stream["id"])
+        redirector.close()
+
+
 @pytest.mark.parametrize("hook", ["http://169.254.169.254/latest/meta-data/", "http://10.0.0.7:8080/hook",
                                   "http://[::ffff:10.1.1.1]/hook", "http://192.168.1.1/"])
 def test_webhooks_to_internal_addresses_are_refused(server, admin, tenant, hook):
