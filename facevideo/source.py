@@ -12,7 +12,12 @@ Their messages name the source with its credentials masked.
 
 With an :class:`outbound.OutboundPolicy`, a source is checked right before each time it is opened
 (its host resolved again), and FFmpeg may use only the protocols of its scheme (an HLS playlist of an
-``http`` source cannot make it read a local file).
+``http`` source cannot make it read a local file). FFmpeg follows HTTP redirects and playlist entries
+to hosts it does not check, so for an ``http(s)`` source the redirects are followed here first, each
+hop checked (:func:`outbound.redirects.final_location`), and FFmpeg gets the final URL with its own
+redirect following off (``max_redirects=0``); a tenant's source may only be a single-resource
+container (:data:`TENANT_HTTP_FORMATS`): playlists (HLS, DASH, concat) name further URLs on any host
+and are refused.
 
 :class:`FrameReader` runs the blocking decode loop on a thread and hands frames to asyncio code.
 In ``realtime`` mode it plays files at their own pace and keeps only the newest frame when the
@@ -31,10 +36,12 @@ from dataclasses import dataclass
 
 import av
 import av.error
+import httpx
 import numpy as np
 
 from facevideo.config import SOURCE_SCHEMES, file_path, is_file_source
 from outbound import OutboundPolicy, OutboundRefused, redact
+from outbound.redirects import HTTP_SCHEMES, final_location
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,9 @@ _PERMANENT_OS = (av.error.PermissionError, av.error.IsADirectoryError, av.error.
 _PROTOCOLS = {"file": "file", "http": "http,https,tcp,tls,crypto", "https": "http,https,tcp,tls,crypto",
               "rtsp": "rtsp,rtsps,rtp,srtp,tcp,udp,tls", "rtsps": "rtsp,rtsps,rtp,srtp,tcp,udp,tls",
               "rtmp": "rtmp,rtmps,tcp,tls", "udp": "udp,rtp", "srt": "srt"}
+# The demuxers FFmpeg may pick for a tenant's http(s) source: containers that read one resource only.
+TENANT_HTTP_FORMATS = ("mpjpeg,mjpeg,jpeg_pipe,mov,mp4,matroska,webm,flv,live_flv,mpegts,avi,h264,hevc,"
+                       "mpegvideo,mpeg,ivf,nut,ogg,asf,rawvideo")
 
 
 class SourceError(Exception):
@@ -101,14 +111,39 @@ class FrameSampler:
         return True
 
 
-def _target(url: str, policy: OutboundPolicy | None, admin: bool) -> str:
-    """What FFmpeg opens: the policy's checked location, or the file path or URL as given."""
+def _target(url: str, policy: OutboundPolicy | None, admin: bool, timeout: float) -> str:
+    """What FFmpeg opens: the policy's checked location (for http(s), after its checked redirects),
+    or the file path or URL as given."""
     if policy is None:
         return file_path(url) if is_file_source(url) else url
     try:
-        return policy.check(url, SOURCE_SCHEMES, admin=admin)
+        target = policy.check(url, SOURCE_SCHEMES, admin=admin)
+        if _scheme(url) in HTTP_SCHEMES:
+            target = final_location(target, policy, admin=admin, timeout=timeout)
+        return target
     except OutboundRefused as exc:
         raise SourceError(f"{redact(url)}: {redact(str(exc))}", permanent=not exc.retry) from None
+    except httpx.HTTPError as exc:
+        raise SourceError(f"{redact(url)}: {redact(str(exc)) or type(exc).__name__}", permanent=False) from None
+
+
+def _scheme(url: str) -> str:
+    return "file" if is_file_source(url) else url.split("://", 1)[0].lower()
+
+
+def _ffmpeg_options(scheme: str, policy: OutboundPolicy | None, admin: bool) -> dict[str, str]:
+    """FFmpeg's options for a source: RTSP over TCP; with a policy, the scheme's protocols only, no
+    redirects followed by FFmpeg, and for a tenant's http(s) source no playlist formats."""
+    options = {"rtsp_transport": "tcp"} if scheme.startswith("rtsp") else {}
+    if policy is None:
+        return options
+    if scheme in _PROTOCOLS:
+        options["protocol_whitelist"] = _PROTOCOLS[scheme]
+    if scheme in HTTP_SCHEMES:
+        options["max_redirects"] = "0"
+        if not admin:
+            options["format_whitelist"] = TENANT_HTTP_FORMATS
+    return options
 
 
 class VideoSource:
@@ -124,11 +159,8 @@ class VideoSource:
         self.is_file = is_file_source(url)
         self.sampler = FrameSampler(max_fps)
         self.decoded = 0
-        target = _target(url, policy, admin)
-        scheme = "file" if self.is_file else url.split("://", 1)[0].lower()
-        options = {"rtsp_transport": "tcp"} if scheme.startswith("rtsp") else {}
-        if policy is not None and scheme in _PROTOCOLS:
-            options["protocol_whitelist"] = _PROTOCOLS[scheme]
+        target = _target(url, policy, admin, open_timeout)
+        options = _ffmpeg_options(_scheme(url), policy, admin)
         try:
             self.container = av.open(target, options=options, timeout=(open_timeout, read_timeout))
         except Exception as exc:

@@ -1,15 +1,41 @@
 """Two applications side by side: every endpoint tried with a key of one and the ids of the other
-(faces, subjects, images, streams, events, crops, jobs) answers only 403 or 404, and changes nothing."""
+(faces, subjects, images, streams, events, crops, jobs) answers only 403 or 404, and changes nothing.
+
+Tenant A's stream is a real camera (MJPEG over HTTP on loopback) showing its enrolled person, so it has
+a real event with a crop and a frame; tenant B's stream is a disabled one."""
 
 from __future__ import annotations
 
+import cv2
 import httpx
+import numpy as np
 import pytest
+
+from facevideo.synthetic import Appearance
+from video_samples import MjpegServer, wait_for
+
+EVENT_TIMEOUT_S = 60
+
+
+def _camera_of(lfw_image: bytes) -> MjpegServer:
+    """A camera showing the person enrolled in tenant A."""
+    photo = cv2.imdecode(np.frombuffer(lfw_image, np.uint8), cv2.IMREAD_COLOR)
+    return MjpegServer(Appearance(photo, 0, 1e9, (0.5, 0.5), 200), fps=5).start()
+
+
+def _first_event(server, key: str, stream_id: int) -> dict:
+    """Wait for the stream's first event; then stop the stream (its event stays)."""
+    with httpx.Client(base_url=server.url, headers={"x-api-key": key}, timeout=30) as http:
+        events = wait_for(lambda: http.get("/api/v1/video/events", params={"stream": stream_id}).json(),
+                          EVENT_TIMEOUT_S, interval=0.5, message=f"an event of stream {stream_id}")
+        assert http.patch(f"/api/v1/video/streams/{stream_id}", json={"enabled": False}).status_code == 200
+    return events[-1]
 
 
 @pytest.fixture(scope="module")
 def tenants(server, admin, lfw_image):
     made = {}
+    camera = _camera_of(lfw_image)
     for name in ("tenant-a", "tenant-b"):
         application = admin.create_application(f"test-cross-{name}")
         keys = {kind: admin.create_service(application["id"], f"{name}-{kind}", kind)
@@ -18,19 +44,33 @@ def tenants(server, admin, lfw_image):
                           files={"file": lfw_image}, headers={"x-api-key": keys["recognition"]["api_key"]},
                           timeout=60)
         assert face.status_code == 200, face.text
-        stream = httpx.post(f"{server.url}/api/v1/video/streams",
-                            json={"source_url": "rtsp://127.0.0.1:9/none", "enabled": False},
+        source = ({"source_url": camera.url, "watchlist_service_id": keys["recognition"]["id"], "max_fps": 5,
+                   "save_frame": True} if name == "tenant-a" else
+                  {"source_url": "rtsp://127.0.0.1:9/none", "enabled": False})
+        stream = httpx.post(f"{server.url}/api/v1/video/streams", json=source,
                             headers={"x-api-key": keys["video"]["api_key"]}, timeout=60)
         assert stream.status_code == 201, stream.text
         made[name] = {"keys": {kind: s["api_key"] for kind, s in keys.items()},
                       "services": {kind: s["id"] for kind, s in keys.items()},
                       "face": face.json()["image_id"], "subject": f"{name}-person", "stream": stream.json()["id"]}
+    try:
+        event = _first_event(server, made["tenant-a"]["keys"]["video"], made["tenant-a"]["stream"])
+    finally:
+        camera.stop()
+    assert event["subject"] == "tenant-a-person" and event["frame_url"], event
+    made["tenant-a"]["event"] = event["id"]
     return made
+
+
+def _event_calls(event: int) -> list[tuple[str, str, dict]]:
+    urls = (f"/api/v1/video/events/{event}", f"/api/v1/video/events/{event}/crop",
+            f"/api/v1/video/events/{event}/frame")
+    return [(kind, "GET", {"url": url}) for url in urls for kind in ("video", "recognition", "detection")]
 
 
 def _calls(victim: dict, image: bytes) -> list[tuple[str, str, dict]]:
     face, subject, stream = victim["face"], victim["subject"], victim["stream"]
-    return [
+    return ([] if "event" not in victim else _event_calls(victim["event"])) + [
         ("recognition", "GET", {"url": f"/api/v1/recognition/faces/{face}/img"}),
         ("recognition", "DELETE", {"url": f"/api/v1/recognition/faces/{face}"}),
         ("recognition", "POST", {"url": f"/api/v1/recognition/faces/{face}/verify", "files": {"file": image}}),
@@ -81,6 +121,13 @@ def test_listings_show_only_the_own_tenant(server, tenants):
             events = http.get("/api/v1/video/events", params={"stream": tenants[other]["stream"]},
                               headers={"x-api-key": keys["video"]})
             assert events.status_code == 200 and events.json() == []
+            for params in ({}, {"subject": tenants[other]["subject"]}, {"after_id": 0, "limit": 1000}):
+                seen = http.get("/api/v1/video/events", params=params, headers={"x-api-key": keys["video"]})
+                assert seen.status_code == 200
+                assert {e["stream_id"] for e in seen.json()} <= {tenants[name]["stream"]}, (name, params)
+                assert tenants[other].get("event") not in {e["id"] for e in seen.json()}, (name, params)
+        owner = http.get("/api/v1/video/events", headers={"x-api-key": tenants["tenant-a"]["keys"]["video"]}).json()
+        assert tenants["tenant-a"]["event"] in {e["id"] for e in owner}
 
 
 def test_nothing_of_the_victims_changed(server, tenants):
@@ -91,3 +138,6 @@ def test_nothing_of_the_victims_changed(server, tenants):
             assert http.get("/api/v1/recognition/subjects", headers=key).json()["subjects"] == [tenant["subject"]]
             stream = http.get(f"/api/v1/video/streams/{tenant['stream']}", headers={"x-api-key": tenant["keys"]["video"]})
             assert stream.status_code == 200 and stream.json()["max_fps"] != 1
+            if "event" in tenant:  # the event and its media are there for their owner
+                for _, _, request in _event_calls(tenant["event"])[::3]:
+                    assert http.get(request["url"], headers={"x-api-key": tenant["keys"]["video"]}).status_code == 200

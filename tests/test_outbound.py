@@ -23,11 +23,14 @@ import pytest
 
 from conftest import free_port
 from facevideo.config import SOURCE_SCHEMES
+from facevideo.source import SourceError, VideoSource
+from facevideo.synthetic import Appearance
 from facevideo.webhooks import sign, verify_signature
 from outbound import OutboundPolicy, OutboundRefused, redact
 from outbound.http import CheckedTransport
 from serve_app.client import FaceApiError, FaceClient
 from test_video_streams import wait_for_state
+from video_samples import MjpegServer, still
 
 
 # --- the policy -------------------------------------------------------------------------------
@@ -170,6 +173,94 @@ def test_the_webhook_transport_checks_each_connection_when_it_is_made():
         receiver.server.shutdown()
 
 
+class Site:
+    """An HTTP server on ``host`` answering ``pages`` (path -> status, headers, body) and recording
+    every request it gets."""
+
+    def __init__(self, host: str, pages: dict[str, tuple[int, dict, bytes]] | None = None):
+        self.pages = pages or {}
+        self.requests: list[str] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                owner.requests.append(self.path)
+                status, headers, body = owner.pages.get(self.path, (404, {}, b""))
+                self.send_response(status)
+                for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.base = f"http://{host}:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def sites():
+    """A source host the policy allows (127.0.0.1) and a host it refuses (127.0.0.2: loopback that
+    FACES_ALLOWED_NETWORKS does not list)."""
+    allowed, refused = Site("127.0.0.1"), Site("127.0.0.2")
+    yield allowed, refused
+    allowed.close()
+    refused.close()
+
+
+ONLY_127_0_0_1 = OutboundPolicy.build(allowed_networks=["127.0.0.1/32"])
+
+
+@pytest.mark.parametrize("admin", [False, True])
+def test_a_video_source_cannot_redirect_ffmpeg_to_a_refused_host(sites, admin):
+    allowed, refused = sites
+    refused.pages["/secret"] = (200, {"Content-Type": "multipart/x-mixed-replace; boundary=frame"}, b"")
+    allowed.pages["/cam.mjpg"] = (302, {"Location": "/hop"}, b"")  # a relative hop on the same host
+    allowed.pages["/hop"] = (307, {"Location": f"{refused.base}/secret"}, b"")
+    with pytest.raises(SourceError) as error:
+        VideoSource(f"{allowed.base}/cam.mjpg", policy=ONLY_127_0_0_1, admin=admin)
+    assert error.value.permanent
+    assert "127.0.0.2 is a loopback address that FACES_ALLOWED_NETWORKS does not list" in str(error.value)
+    assert allowed.requests == ["/cam.mjpg", "/hop"]
+    assert refused.requests == [], "FFmpeg followed the redirect to a host the policy refuses"
+    with pytest.raises(SourceError, match="local files are not allowed"):
+        allowed.pages["/cam.mjpg"] = (301, {"Location": "file:///etc/passwd"}, b"")
+        VideoSource(f"{allowed.base}/cam.mjpg", policy=ONLY_127_0_0_1, admin=admin)
+
+
+def test_redirects_between_allowed_hosts_still_play(sites, data_dir):
+    allowed, _ = sites
+    camera = MjpegServer(Appearance(still(data_dir, "Abel_Pacheco", 1), 0, 1e9, (0.5, 0.5), 120)).start()
+    allowed.pages["/door"] = (302, {"Location": camera.url}, b"")
+    try:
+        source = VideoSource(f"{allowed.base}/door", policy=ONLY_127_0_0_1, admin=False)
+        try:
+            frame = next(iter(source.frames()))
+        finally:
+            source.close()
+        assert frame.image.shape == (270, 480, 3)
+    finally:
+        camera.stop()
+
+
+def test_a_tenant_playlist_cannot_send_ffmpeg_to_other_hosts(sites):
+    allowed, refused = sites
+    refused.pages["/seg0.ts"] = (200, {"Content-Type": "video/mp2t"}, b"\x47" * 188 * 10)
+    playlist = (f"#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n"
+                f"#EXTINF:2.0,\n{refused.base}/seg0.ts\n#EXT-X-ENDLIST\n").encode()
+    allowed.pages["/live.m3u8"] = (200, {"Content-Type": "application/vnd.apple.mpegurl"}, playlist)
+    with pytest.raises(SourceError) as error:
+        VideoSource(f"{allowed.base}/live.m3u8", policy=ONLY_127_0_0_1, admin=False)
+    assert error.value.permanent
+    assert refused.requests == [], "a playlist sent FFmpeg to a host the policy refuses"
+
+
 # --- through the platform -----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -213,6 +304,20 @@ def test_a_tenant_sees_generic_reasons_and_masked_credentials(server, admin, ten
         assert all("hunter2" not in json.dumps(s) for s in tenant.list_streams() + admin.list_streams())
     finally:
         tenant.delete_stream(stream["id"])
+
+
+def test_a_tenant_stream_redirected_to_a_metadata_address_fails_with_the_generic_reason(server, admin, tenant):
+    redirector = Site("127.0.0.1", {"/cam.mjpg": (302, {"Location": "http://169.254.169.254/latest/meta-data/"}, b"")})
+    stream = tenant.add_stream(f"{redirector.base}/cam.mjpg", max_fps=2)
+    try:
+        own = wait_for_state(tenant, stream["id"], {"failed", "running"}, timeout=30)
+        assert own["status"] == {**own["status"], "state": "failed", "reason": "the source cannot be played"}
+        detail = admin.get_stream(stream["id"])["status"]["reason"]
+        assert "169.254.169.254 is a cloud metadata address" in detail
+        assert redirector.requests == ["/cam.mjpg"]
+    finally:
+        tenant.delete_stream(stream["id"])
+        redirector.close()
 
 
 @pytest.mark.parametrize("hook", ["http://169.254.169.254/latest/meta-data/", "http://10.0.0.7:8080/hook",
