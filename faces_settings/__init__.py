@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     embedder_replicas: int = Field(1, ge=1, description="embedder replicas")
     embedder_num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per embedder replica")
     embedder_num_gpus: float = Field(0.0, ge=0, description="GPU fraction per embedder replica (e.g. 0.25)")
+    embedder_max_replicas: int = Field(0, ge=0, description="autoscale the embedder between embedder_replicas and "
+                                       "this many replicas (0: a fixed embedder_replicas)")
+    embedder_target_ongoing_requests: float = Field(8.0, gt=0, description="autoscaling: requests in flight per "
+                                                    "embedder replica that Serve aims at")
+    embedder_upscale_delay_s: float = Field(30.0, ge=0, description="autoscaling: load lasting this long adds replicas")
+    embedder_downscale_delay_s: float = Field(600.0, ge=0, description="autoscaling: idleness lasting this long "
+                                              "removes replicas")
     batch_max_size: int = Field(16, ge=1, description="requests per embedder batch (@serve.batch)")
     batch_wait_ms: float = Field(10.0, ge=0, description="how long a batch waits to fill")
     default_shards: int = Field(1, ge=1, description="index shards of a new service")
