@@ -47,12 +47,12 @@ def shard_of(face_id: str, shards: int) -> int:
 
 
 def search_config(settings: Settings) -> SearchConfig:
-    """How index shards search, from the settings (approximate indexes saved under the data dir)."""
+    """How index shards search, from the settings (approximate indexes saved under the media root)."""
     budget = settings.shard_memory_budget_mb * 2**20 if settings.shard_memory_budget_mb else None
     return SearchConfig(mode=settings.search_mode, ann_min_faces=settings.ann_min_faces,
                         candidates=settings.ann_candidates, scan_threads=settings.ann_scan_threads,
                         memory_budget_bytes=budget,
-                        index_dir=str(settings.data_dir / "indexes"),
+                        index_dir=settings.resolved().index_uri,
                         device="cuda" if settings.shard_num_gpus > 0 else "numpy")
 
 
