@@ -19,6 +19,16 @@ from pathlib import Path
 from conftest import free_port
 
 RAY = str(Path(sys.executable).parent / "ray")
+# `ray start` records the cluster's address here, and a plain `ray.init()` on this machine then joins
+# that cluster: a head started here puts back what the file held before (another cluster's address).
+ADDRESS_FILE = Path("/tmp/ray/ray_current_cluster")
+
+
+def _read_address_file() -> str | None:
+    try:
+        return ADDRESS_FILE.read_text()
+    except OSError:
+        return None
 
 
 def _processes() -> dict[int, tuple[int, int]]:
@@ -59,6 +69,7 @@ class RayNode:
         args = [RAY, "start", "--block", f"--num-cpus={num_cpus}", f'--resources={{"{label}": 1}}', "--disable-usage-stats",
                 f"--runtime-env-agent-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
                 f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}"]
+        self._previous_address = _read_address_file() if head_address is None else None
         if head_address is None:
             self.port = free_port()
             # The dashboard process hosts the Jobs API (`ray job submit`); nothing else of it is needed.
@@ -72,6 +83,15 @@ class RayNode:
         self.process = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
 
+    def restore_address_file(self) -> None:
+        """Put back the address file's earlier contents if this head's address replaced them."""
+        if self.dashboard_port is None or not (_read_address_file() or "").endswith(f":{self.port}"):
+            return
+        if self._previous_address is None:
+            ADDRESS_FILE.unlink(missing_ok=True)
+        else:
+            ADDRESS_FILE.write_text(self._previous_address)
+
     def kill(self) -> None:
         """SIGKILL to the node's processes, all at once, as when its machine is lost."""
         for pid in [*node_processes(self.process.pid), self.process.pid]:
@@ -80,6 +100,7 @@ class RayNode:
             except ProcessLookupError:
                 pass
         self.process.wait(timeout=30)
+        self.restore_address_file()
 
 
 def start_worker(label: str, env: dict[str, str], head_address: str, tries: int = 3) -> RayNode:

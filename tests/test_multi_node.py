@@ -46,10 +46,12 @@ class Cluster:
         """One after the other (see ray_nodes.start_worker); the caller is connected to the head."""
         for label in ("node_a", "node_b"):
             self.workers[label] = start_worker(label, self.env, self.head.address)
+        self.head.restore_address_file()
 
     def replace(self, label: str) -> None:
         """A fresh worker with the label of a killed one (a replacement machine)."""
         self.workers[label] = start_worker(label, self.env, self.head.address)
+        self.head.restore_address_file()
 
     def stop(self) -> None:
         for node in [*self.workers.values(), self.head]:

@@ -97,7 +97,7 @@ def deployed(postgres_dir_factory, models_dir, tmp_path_factory):
     }}
     config_path = tmp_path_factory.mktemp("serve-config") / "serve_config.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         subprocess.run([sys.executable, "-m", "ray.serve.scripts", "run", "--non-blocking",
                         "--address", ray.get_runtime_context().gcs_address, str(config_path)],
