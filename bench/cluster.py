@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -56,6 +57,10 @@ def _fill(uri: str, table: str, faces: int) -> None:
                    for i in range(count)])
 
 
+def _pid(_actor) -> int:
+    return os.getpid()
+
+
 def shard_recovery(s3, faces: int) -> list[dict]:
     """Kill-to-serving seconds of a shard actor with its saved index on S3, and without one."""
     import ray
@@ -67,13 +72,17 @@ def shard_recovery(s3, faces: int) -> list[dict]:
     rows = []
     for saved in (True, False):
         index_dir = s3.uri("indexes" if saved else "no-saved-index")
-        search = SearchConfig(mode="ann", index_dir=index_dir if saved else None, memory_budget_bytes=None)
+        # auto from the first face: a restarted shard without a saved index rebuilds one at once
+        search = SearchConfig(mode="auto", ann_min_faces=1, index_dir=index_dir if saved else None,
+                              memory_budget_bytes=None)
         actor = ray.remote(IndexShard).options(max_restarts=-1, max_task_retries=-1, num_cpus=0,
                                                max_concurrency=4).remote(s3.uri("lancedb"), "recovery", DIM, search)
         ray.get(actor.build_index.remote())  # saves the index when index_dir is set
-        ray.kill(actor, no_restart=False)
+        pid = ray.get(actor.__ray_call__.remote(_pid))
+        os.kill(pid, signal.SIGKILL)  # the process dies as in a crash; Ray restarts the actor
         killed = time.perf_counter()
         ray.get(actor.search_faces.remote(query, 1))
+        assert ray.get(actor.__ray_call__.remote(_pid)) != pid
         if not saved:  # serving exactly at once; the approximate index is rebuilt in the background
             while ray.get(actor.stats.remote())["search"] != "ann":
                 time.sleep(0.1)
