@@ -106,6 +106,7 @@ def platform(postgres_dir_factory, models_dir):
 @pytest.fixture(scope="module")
 def service(platform):
     started, _, _ = platform
+    wait_for_nodes(["head", "node_a", "node_b"])  # shards are placed over the nodes alive when they start
     with FaceClient(started.url, admin_token=ADMIN_TOKEN) as admin:
         application = admin.create_application("cluster")
         created = admin.create_service(application["id"], "staff", "recognition", shards=SHARDS)
