@@ -22,13 +22,15 @@ thread is the default; docs/benchmarks.md has both.
 
 from __future__ import annotations
 
+import io
 import logging
-import os
 import time
 from pathlib import Path
 
 import faiss
 import numpy as np
+
+from store.object_storage import read_uri, write_uri
 
 log = logging.getLogger(__name__)
 
@@ -88,22 +90,23 @@ class AnnIndex:
         per_id = sum(len(f) + 57 for f in sample) / max(1, len(sample))
         return int(len(self) * (SUB_QUANTIZERS * BITS / 8 + 8 + per_id))
 
-    def save(self, path: Path) -> None:
-        """Write the index and its ids as one file, atomically replacing an older one."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    def save(self, uri: str | Path) -> None:
+        """Write the index and its ids as one file (a local path or an object-store URI), atomically
+        replacing an older one."""
         parts = {f"part{i}": faiss.serialize_index(part) for i, part in enumerate(self.parts)}
-        with open(partial, "wb") as handle:
-            np.savez(handle, ids=self.face_ids.astype(str), **parts)
-        os.replace(partial, path)
+        buffer = io.BytesIO()
+        np.savez(buffer, ids=self.face_ids.astype(str), **parts)
+        write_uri(str(uri), buffer.getbuffer())
 
     @classmethod
-    def load(cls, path: Path) -> "AnnIndex | None":
-        """The saved index at ``path``, or None when there is none (or it is unreadable)."""
-        if not path.is_file():
-            return None
+    def load(cls, uri: str | Path) -> "AnnIndex | None":
+        """The saved index at ``uri``, or None when there is none (or it is unreadable)."""
+        path = str(uri)
         try:
-            with np.load(path, allow_pickle=False) as saved:
+            data = read_uri(path)
+            if data is None:
+                return None
+            with np.load(io.BytesIO(data), allow_pickle=False) as saved:
                 count = sum(1 for key in saved.files if key.startswith("part"))
                 parts = [faiss.deserialize_index(saved[f"part{i}"]) for i in range(count)]
                 face_ids = saved["ids"].astype(object)

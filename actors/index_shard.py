@@ -26,7 +26,6 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +33,7 @@ import pyarrow as pa
 from actors.ann_index import AnnIndex
 from actors.matrix_search import matrix_search
 from store.faces import FaceRecord, FaceTable
+from store.object_storage import delete_uri, join_uri
 
 logger = logging.getLogger(__name__)
 
@@ -429,7 +429,7 @@ class IndexShard:
             self._reset(1)
             index_path = self._index_path()
             if index_path is not None:
-                index_path.unlink(missing_ok=True)
+                delete_uri(index_path)
 
     def optimize(self) -> None:
         """Compact the table's small files (one per commit) and prune versions past ``upkeep.erase_after_s``."""
@@ -488,7 +488,7 @@ class IndexShard:
             self._load()
             index_path = self._index_path()
             if index_path is not None:
-                index_path.unlink(missing_ok=True)  # it indexes the replaced embeddings
+                delete_uri(index_path)  # it indexes the replaced embeddings
         self._build_in_background_if_due()
         return []
 
@@ -759,8 +759,9 @@ class IndexShard:
                             f"{self._n + new_faces} faces; its memory budget is {budget / 2**20:.0f} MiB: "
                             "re-shard the service onto more shards or raise FACES_SHARD_MEMORY_BUDGET_MB")
 
-    def _index_path(self) -> Path | None:
-        return Path(self.search.index_dir) / f"{self.table_name}.ivf.npz" if self.search.index_dir else None
+    def _index_path(self) -> str | None:
+        """Where the saved index lives: a local path or an object-store URI (``SearchConfig.index_dir``)."""
+        return join_uri(self.search.index_dir, f"{self.table_name}.ivf.npz") if self.search.index_dir else None
 
     def _restore_index(self) -> None:
         """After a (re)start: the saved index with its tail recomputed, or a build when one is due."""

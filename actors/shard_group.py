@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.index_shard import IndexShard, SearchConfig, TableUpkeep
 from facecore.models import SFACE
@@ -47,18 +48,29 @@ def shard_of(face_id: str, shards: int) -> int:
 
 
 def search_config(settings: Settings) -> SearchConfig:
-    """How index shards search, from the settings (approximate indexes saved under the data dir)."""
+    """How index shards search, from the settings (approximate indexes saved under the media root)."""
     budget = settings.shard_memory_budget_mb * 2**20 if settings.shard_memory_budget_mb else None
     return SearchConfig(mode=settings.search_mode, ann_min_faces=settings.ann_min_faces,
                         candidates=settings.ann_candidates, scan_threads=settings.ann_scan_threads,
                         memory_budget_bytes=budget,
-                        index_dir=str(settings.data_dir / "indexes"),
+                        index_dir=settings.resolved().index_uri,
                         device="cuda" if settings.shard_num_gpus > 0 else "numpy")
 
 
 def table_upkeep(settings: Settings) -> TableUpkeep:
     """How index shards compact their tables and erase deleted faces, from the settings."""
     return TableUpkeep(erase_after_s=settings.erase_after_s)
+
+
+def spread_placements(service_id: int, shards: int) -> list[NodeAffinitySchedulingStrategy | str]:
+    """Per shard, a preferred node: the alive nodes with CPUs in turn (offset by the service, so that
+    small services do not all start on the same node). Soft: a shard whose node is gone starts on any
+    other. Ray's own "SPREAD" places actors that reserve no CPU unevenly."""
+    nodes = sorted(node["NodeID"] for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU"))
+    if not nodes:
+        return ["SPREAD"] * shards
+    return [NodeAffinitySchedulingStrategy(nodes[(service_id + shard) % len(nodes)], soft=True)
+            for shard in range(shards)]
 
 
 def actor_name(service_id: int, shard: int, shards: int) -> str:
@@ -74,12 +86,15 @@ class ShardGroup:
         self.service_id = service_id
         self.faces_uri = faces_uri
         self.call_timeout_s = call_timeout_s
-        # Threaded actors: an index build runs beside searches instead of blocking them.
+        # Threaded actors: an index build runs beside searches instead of blocking them. Spread over the
+        # cluster's nodes, so that a node's loss takes as few of a service's shards as it can.
+        placements = spread_placements(service_id, shards)
         self.actors = [
             ray.remote(IndexShard).options(
                 name=actor_name(service_id, shard, shards), namespace=NAMESPACE, get_if_exists=True,
                 lifetime="detached", max_restarts=-1, max_task_retries=-1, num_cpus=num_cpus, num_gpus=num_gpus,
                 max_concurrency=SHARD_THREADS, enable_task_events=False,  # no per-call event records in the GCS
+                scheduling_strategy=placements[shard],
             ).remote(faces_uri, table_name(service_id, shard, shards), dim, search, upkeep)
             for shard in range(shards)
         ]

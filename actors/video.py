@@ -94,7 +94,7 @@ class VideoWorker:
         self.started_at = datetime.now(timezone.utc)
         self._frame_times: collections.deque[float] = collections.deque()
         self._recorder = ensure_recorder(settings)  # PostgreSQL through one shared pool, not one per stream
-        self._media = EventMedia(settings.video_media_dir)
+        self._media = EventMedia(settings.video_media_uri)
         self._policy = settings.outbound_policy()
         self._webhook: WebhookSender | None = None
         self._changed = asyncio.Event()

@@ -102,7 +102,7 @@ class VideoSupervisor:
         """Delete events past the retention with their images, and the image folders of deleted streams
         (a worker may write one more image after its stream is deleted); returns how many events."""
         store = await self._video_store()
-        media = EventMedia(self.settings.video_media_dir)
+        media = EventMedia(self.settings.video_media_uri)
         expired: list[str] = []
         if self.settings.event_retention_days > 0:
             cutoff = datetime.now(timezone.utc) - timedelta(days=self.settings.event_retention_days)

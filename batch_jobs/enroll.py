@@ -50,6 +50,7 @@ from faces_settings import Settings
 from gallery.service_gallery import Gallery
 from outbound import OutboundPolicy
 from store.control import ControlPlane, Service
+from store.object_storage import join_uri
 from store.faces import FaceRecord
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class EnrollResult:
 
 
 def default_report(settings: Settings, job_id: int) -> str:
-    return str(settings.data_dir.resolve() / "jobs" / str(job_id) / "report.parquet")
+    return join_uri(settings.resolved().jobs_uri, str(job_id), "report.parquet")
 
 
 class EnrollSink:

@@ -3,7 +3,8 @@
 Any location pyarrow's filesystems open (local paths, ``s3://``, ``gs://``, ``hdfs://``, ...) works,
 and fsspec's for other schemes. Options go in the URI, e.g.
 ``s3://bucket/manifest.csv?endpoint_override=minio:9000&scheme=http``; credentials come from the usual
-environment (``AWS_ACCESS_KEY_ID``, ...) or the URI. A resolved :class:`Location` pickles with its
+environment (``AWS_ACCESS_KEY_ID``, ...) or the URI, and so does a plain ``s3://`` URI's endpoint
+(``AWS_ENDPOINT_URL``, see :mod:`store.object_storage`). A resolved :class:`Location` pickles with its
 filesystem, so paths inside a manifest that use the input's scheme share its options in every task.
 
 A canonical URI is an absolute local path, or ``scheme://bucket/key`` without credentials or options.
@@ -28,6 +29,7 @@ import pyarrow.fs as pafs
 
 from batch_jobs.errors import JobInputError
 from outbound import OutboundPolicy, OutboundRefused, redact
+from store.object_storage import filesystem_for
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
@@ -79,7 +81,7 @@ def resolve(uri: str) -> Location:
         path = os.path.abspath(os.path.expanduser(uri[len("file://"):] if scheme == "file" else uri))
         return Location(pafs.LocalFileSystem(), path, path, path)
     try:
-        filesystem, path = pafs.FileSystem.from_uri(uri)
+        filesystem, path = filesystem_for(uri)  # plain s3:// takes its endpoint from the environment
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # a scheme pyarrow lacks: try fsspec
         import fsspec
 

@@ -18,6 +18,7 @@ from facecore.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageLimits
 from facecore.pipeline import DEFAULT_DECODE_MIN_SIDE, DEFAULT_DET_PROB_THRESHOLD, PipelineConfig
 from facecore.similarity import DEFAULT_RECOGNITION_THRESHOLD, DEFAULT_SIMILARITY_THRESHOLD
 from outbound import OutboundPolicy
+from store.object_storage import join_uri
 
 
 class Settings(BaseSettings):
@@ -48,6 +49,8 @@ class Settings(BaseSettings):
 
     postgres_dsn: str | None = Field(None, description="PostgreSQL DSN (unset: an embedded server under the data dir)")
     lancedb_uri: str | None = Field(None, description="LanceDB URI (unset: <data dir>/lancedb; s3://... on a cluster)")
+    media_uri: str | None = Field(None, description="saved shard indexes, event media and job reports: a folder or "
+                                  "s3://bucket/prefix every node reaches (unset: the data dir)")
     admin_token: str | None = Field(None, description="admin API token (unset: generated on first start, printed once)")
     ray_address: str | None = Field(None, description="Ray cluster to join (unset: RAY_ADDRESS, else a new local one)")
     host: str = Field("127.0.0.1", description="HTTP host")
@@ -63,6 +66,13 @@ class Settings(BaseSettings):
     embedder_replicas: int = Field(1, ge=1, description="embedder replicas")
     embedder_num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per embedder replica")
     embedder_num_gpus: float = Field(0.0, ge=0, description="GPU fraction per embedder replica (e.g. 0.25)")
+    embedder_max_replicas: int = Field(0, ge=0, description="autoscale the embedder between embedder_replicas and "
+                                       "this many replicas (0: a fixed embedder_replicas)")
+    embedder_target_ongoing_requests: float = Field(8.0, gt=0, description="autoscaling: requests in flight per "
+                                                    "embedder replica that Serve aims at")
+    embedder_upscale_delay_s: float = Field(30.0, ge=0, description="autoscaling: load lasting this long adds replicas")
+    embedder_downscale_delay_s: float = Field(600.0, ge=0, description="autoscaling: idleness lasting this long "
+                                              "removes replicas")
     batch_max_size: int = Field(16, ge=1, description="requests per embedder batch (@serve.batch)")
     batch_wait_ms: float = Field(10.0, ge=0, description="how long a batch waits to fill")
     default_shards: int = Field(1, ge=1, description="index shards of a new service")
@@ -120,9 +130,24 @@ class Settings(BaseSettings):
         return self.lancedb_uri or str(self.data_dir / "lancedb")
 
     @property
-    def video_media_dir(self) -> Path:
-        """Where event crops and frames are written (shared storage on a multi-node cluster)."""
-        return self.data_dir / "video"
+    def media_root(self) -> str:
+        """The root of the files every node needs besides the tables (store.object_storage)."""
+        return self.media_uri or str(self.data_dir)
+
+    @property
+    def index_uri(self) -> str:
+        """Where shards save their approximate indexes."""
+        return join_uri(self.media_root, "indexes")
+
+    @property
+    def video_media_uri(self) -> str:
+        """Where event crops and frames are written."""
+        return join_uri(self.media_root, "video")
+
+    @property
+    def jobs_uri(self) -> str:
+        """Where bulk jobs write their reports (``<jobs uri>/<job id>/report.parquet``)."""
+        return join_uri(self.media_root, "jobs")
 
     def outbound_policy(self) -> OutboundPolicy:
         """Where callers may make the platform reach: local files under the file roots (never the

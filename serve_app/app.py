@@ -14,10 +14,24 @@ APP_NAME = "faces"
 EMBEDDER_HEALTH_CHECK_S = 2.0
 
 
+def embedder_scaling(settings: Settings) -> dict:
+    """The Embedder's replica options: a fixed count, or Serve autoscaling from ``embedder_replicas``
+    (the minimum) up to ``embedder_max_replicas`` on the requests in flight per replica."""
+    if settings.embedder_max_replicas <= settings.embedder_replicas:
+        return {"num_replicas": settings.embedder_replicas}
+    return {"autoscaling_config": {
+        "min_replicas": settings.embedder_replicas,
+        "max_replicas": settings.embedder_max_replicas,
+        "target_ongoing_requests": settings.embedder_target_ongoing_requests,
+        "upscale_delay_s": settings.embedder_upscale_delay_s,
+        "downscale_delay_s": settings.embedder_downscale_delay_s,
+    }}
+
+
 def build_app(settings: Settings) -> Application:
-    """Ingress (FastAPI, N replicas) -> Embedder (M replicas, fractional GPUs, dynamic batching)."""
+    """Ingress (FastAPI, N replicas) -> Embedder (M replicas or autoscaled, fractional GPUs, dynamic batching)."""
     embedder = Embedder.options(
-        num_replicas=settings.embedder_replicas,
+        **embedder_scaling(settings),
         ray_actor_options={"num_cpus": settings.embedder_num_cpus, "num_gpus": settings.embedder_num_gpus},
         max_ongoing_requests=max(32, 2 * settings.batch_max_size),
         health_check_period_s=EMBEDDER_HEALTH_CHECK_S,

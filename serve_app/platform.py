@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 import ray
 from ray import serve
+from ray.serve import Application
 
 from actors.video_supervisor import ensure_supervisor, stop_video
 from faces_settings import Settings
-from serve_app.app import APP_NAME, deploy
+from serve_app.app import APP_NAME, build_app, deploy
 from serve_app.body_limits import PROXY_CALLBACK_ENV, PROXY_LIMIT_ENV, largest_body
 from store.control import ControlPlane
 from store.embedded_pg import EmbeddedPostgres, resolve_dsn
@@ -120,17 +121,42 @@ async def _prepare_control_plane(dsn: str, configured_token: str | None) -> str 
         await control.close()
 
 
+def prepare_settings(settings: Settings) -> tuple[Settings, str | None, EmbeddedPostgres | None]:
+    """The start-up pieces before Ray: an absolute data dir, PostgreSQL (the configured DSN, else an
+    embedded server) with its migrations applied, and the admin token.
+
+    Returns the settings with the DSN filled in, the admin token when one was generated (the very
+    first start without a configured one; the caller shows it once) and the embedded server if any.
+    """
+    settings = settings.resolved()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    dsn, embedded = resolve_dsn(settings.postgres_dsn, settings.data_dir)
+    settings = settings.model_copy(update={"postgres_dsn": dsn})
+    return settings, asyncio.run(_prepare_control_plane(dsn, settings.admin_token)), embedded
+
+
+def build_from_config(args: dict) -> Application:
+    """The application of ``serve_config.yaml`` (``serve run`` / ``serve deploy``).
+
+    Settings come from the environment (``FACES_*``: ``FACES_POSTGRES_DSN``, ``FACES_ADMIN_TOKEN``,
+    ``FACES_LANCEDB_URI``, ``FACES_MEDIA_URI``, ...), overridden by the config's ``args`` (settings
+    field names). Nobody sees a generated token here, so an admin token must be configured.
+    """
+    settings = Settings(**(args or {}))
+    if not settings.admin_token:
+        raise ValueError("set FACES_ADMIN_TOKEN (or args.admin_token) to deploy from a Serve config")
+    settings, _, _ = prepare_settings(settings)
+    ensure_supervisor(settings, APP_NAME)  # video streams resume with the application
+    return build_app(settings)
+
+
 def start_platform(settings: Settings, ray_init_options: dict | None = None) -> Platform:
     """Bring everything up and return once the application is deployed and serving.
 
     ``admin_token`` of the result is set only on the very first start without a configured token:
     it is the generated token, which the caller shows once.
     """
-    settings = settings.resolved()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    dsn, embedded = resolve_dsn(settings.postgres_dsn, settings.data_dir)
-    settings = settings.model_copy(update={"postgres_dsn": dsn})
-    admin_token = asyncio.run(_prepare_control_plane(dsn, settings.admin_token))
+    settings, admin_token, embedded = prepare_settings(settings)
     owns_ray = not ray.is_initialized()
     if owns_ray:
         os.environ.update(serve_environment(settings))

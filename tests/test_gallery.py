@@ -229,7 +229,7 @@ def test_events_expire_and_a_deleted_video_service_leaves_no_event_image(server,
 
     application = admin.create_application("gallery-video")
     video = admin.create_service(application["id"], "cameras", "video")
-    media = EventMedia(server.settings.video_media_dir)
+    media = EventMedia(server.settings.video_media_uri)
     old_days = server.settings.event_retention_days + 1
 
     async def make_events() -> tuple[int, list[str]]:
@@ -258,4 +258,4 @@ def test_events_expire_and_a_deleted_video_service_leaves_no_event_image(server,
     assert [e["track_id"] for e in admin.list_events(stream=stream_id)] == ["new"]
 
     admin.delete_service(video["id"])
-    assert not (server.settings.video_media_dir / str(stream_id)).exists()
+    assert not (Path(server.settings.video_media_uri) / str(stream_id)).exists()

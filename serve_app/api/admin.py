@@ -39,7 +39,7 @@ async def _delete_service(context: AppContext, control: ControlPlane, service: S
         await context.shards(service).drop()
         context.forget_shards(service.id)
     await control.delete_service(service.id)
-    media = EventMedia(context.settings.video_media_dir)
+    media = EventMedia(context.settings.video_media_uri)
     for stream in streams:
         await asyncio.to_thread(media.delete_stream, stream.id)
 

@@ -57,7 +57,7 @@ async def _store(context: AppContext) -> VideoStore:
 
 
 def _media(context: AppContext) -> EventMedia:
-    return EventMedia(context.settings.video_media_dir)
+    return EventMedia(context.settings.video_media_uri)
 
 
 async def _owned_stream(store: VideoStore, stream_id: RowId, caller: Service | None) -> Stream:

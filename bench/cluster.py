@@ -1,0 +1,192 @@
+"""Cluster figures on one machine, with the data on a local S3 server (moto) or a real one.
+
+1. Shard recovery from object storage: an IndexShard actor over N faces (table and saved approximate
+   index on S3) is killed; seconds until it answers a search again (table load plus saved index), and
+   the same with no saved index (table load plus a rebuild), as the baseline.
+2. Fail-over under load: the multi-node test (tests/test_multi_node.py: head and two workers, a worker
+   SIGKILLed during an add-face load and during a recognize load); its failed requests and seconds
+   until every shard answers again.
+3. Bulk enrollment on one worker node vs two (`ray start --num-cpus=1` each, a head with no CPU):
+   images/s of `python -m batch_jobs.enroll` over the same images, and the ratio.
+
+    python bench/cluster.py [--faces 1000000] [--images 400] [--skip-failover]
+    python bench/cluster.py --faces 20000 --images 40           # small, for a quick check
+
+Prints one table per figure and writes bench/results/cluster.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # the suite's S3 server and Ray node helpers
+
+from bench.common import lfw_images, print_table, save_results  # noqa: E402
+
+DIM = 128
+CHUNK = 100_000
+
+
+def _fill(uri: str, table: str, faces: int) -> None:
+    """A table of ``faces`` random unit vectors, written in chunks."""
+    from actors.index_shard import IndexShard, SearchConfig
+    from store.faces import FaceRecord
+
+    shard = IndexShard(uri, table, DIM, SearchConfig(mode="exact", memory_budget_bytes=None))
+    now = datetime.now(timezone.utc)
+    rng = np.random.default_rng(0)
+    for start in range(0, faces, CHUNK):
+        count = min(CHUNK, faces - start)
+        vectors = rng.normal(size=(count, DIM)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        shard.add([FaceRecord(f"f{start + i}", f"s{(start + i) % 10_000}", vectors[i], "sface@bench", b"", None, now)
+                   for i in range(count)])
+
+
+def _pid(_actor) -> int:
+    return os.getpid()
+
+
+def shard_recovery(s3, faces: int) -> list[dict]:
+    """Kill-to-serving seconds of a shard actor with its saved index on S3, and without one."""
+    import ray
+
+    from actors.index_shard import IndexShard, SearchConfig
+
+    _fill(s3.uri("lancedb"), "recovery", faces)
+    query = np.ones((1, DIM), dtype=np.float32) / np.sqrt(DIM)
+    rows = []
+    for saved in (True, False):
+        index_dir = s3.uri("indexes" if saved else "no-saved-index")
+        # auto from the first face: a restarted shard without a saved index rebuilds one at once
+        search = SearchConfig(mode="auto", ann_min_faces=1, index_dir=index_dir if saved else None,
+                              memory_budget_bytes=None)
+        actor = ray.remote(IndexShard).options(max_restarts=-1, max_task_retries=-1, num_cpus=0,
+                                               max_concurrency=4).remote(s3.uri("lancedb"), "recovery", DIM, search)
+        ray.get(actor.build_index.remote())  # saves the index when index_dir is set
+        pid = ray.get(actor.__ray_call__.remote(_pid))
+        os.kill(pid, signal.SIGKILL)  # the process dies as in a crash; Ray restarts the actor
+        killed = time.perf_counter()
+        ray.get(actor.search_faces.remote(query, 1))
+        assert ray.get(actor.__ray_call__.remote(_pid)) != pid
+        if not saved:  # serving exactly at once; the approximate index is rebuilt in the background
+            while ray.get(actor.stats.remote())["search"] != "ann":
+                time.sleep(0.1)
+        rows.append({"faces": faces, "saved index": saved, "kill to ann serving s": time.perf_counter() - killed})
+        ray.kill(actor, no_restart=True)
+    return rows
+
+
+def failover() -> list[str]:
+    """The multi-node test's measured lines."""
+    done = subprocess.run([sys.executable, "-m", "pytest", "tests/test_multi_node.py", "-q", "-s", "-p",
+                           "no:cacheprovider"], cwd=REPO, capture_output=True, text=True, timeout=900)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(("adds:", "recognize:"))]
+    if done.returncode != 0:
+        lines.append(f"the multi-node test failed:\n{done.stdout[-2000:]}")
+    return lines
+
+
+def enrollment_rate(workers: int, s3, dsn: str, photos: Path, data_dir: Path) -> dict:
+    """Images/s of a bulk job on a cluster of a CPU-less head and ``workers`` one-CPU workers."""
+    from ray_nodes import RayNode, start_worker, wait_for_nodes
+
+    import ray
+    from store.control import ControlPlane
+
+    env = {**os.environ, **s3.environment, "RAY_AUTH_MODE": "disabled", "FACES_POSTGRES_DSN": dsn,
+           "FACES_LANCEDB_URI": s3.uri(f"enroll-{workers}", "lancedb"), "FACES_MEDIA_URI": s3.uri(f"enroll-{workers}"),
+           "FACES_DATA_DIR": str(data_dir)}
+    head = RayNode("head", env, num_cpus=0)
+    nodes = [head]
+    try:
+        ray.init(address=head.address, log_to_driver=False)
+        wait_for_nodes(["head"])
+        nodes += [start_worker(f"worker_{n}", env, head.address) for n in range(workers)]
+        head.restore_address_file()
+
+        async def create() -> int:
+            control = await ControlPlane.connect(dsn)
+            try:
+                application = await control.create_application(f"bench-{workers}")
+                service, _ = await control.create_service(application.id, "bulk", "recognition")
+                return service.id
+            finally:
+                await control.close()
+
+        service_id = asyncio.run(create())
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "batch_jobs.enroll", str(photos), "--service", str(service_id),
+                               "--quiet"], env={**env, "FACES_RAY_ADDRESS": head.address},
+                              capture_output=True, text=True, timeout=1800)
+        seconds = time.perf_counter() - started
+        if done.returncode != 0:
+            raise RuntimeError(done.stdout[-2000:] + done.stderr[-2000:])
+        rate = re.search(r"\(([\d.]+) images/s\)", done.stdout + done.stderr)
+        images = sum(1 for _ in photos.glob("*/*.jpg"))
+        return {"worker nodes": workers, "images": images, "job s": seconds,
+                "images/s (job summary)": float(rate.group(1)) if rate else None}
+    finally:
+        ray.shutdown()
+        for node in reversed(nodes):
+            node.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--faces", type=int, default=1_000_000, help="faces of the recovered shard")
+    parser.add_argument("--images", type=int, default=400, help="images of the bulk job")
+    parser.add_argument("--skip-failover", action="store_true", help="leave out the multi-node test")
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    from object_store import s3_server
+    from store.embedded_pg import resolve_dsn
+
+    results: dict = {}
+    with s3_server() as s3, tempfile.TemporaryDirectory(prefix="faces-bench-cluster-") as work:
+        os.chmod(work, 0o755)  # the embedded PostgreSQL runs as its own user
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            results["recovery"] = shard_recovery(s3, args.faces)
+        finally:
+            ray.shutdown()
+        print_table(list(results["recovery"][0]), [list(row.values()) for row in results["recovery"]])
+
+        photos = Path(work) / "photos"
+        for image in lfw_images(limit=args.images):
+            (photos / image.parent.name).mkdir(parents=True, exist_ok=True)
+            (photos / image.parent.name / image.name).symlink_to(image)
+        dsn, embedded = resolve_dsn(None, Path(work) / "data")
+        try:
+            results["enrollment"] = [enrollment_rate(workers, s3, dsn, photos, Path(work) / "data")
+                                     for workers in (1, 2)]
+        finally:
+            embedded.stop()
+        one, two = (row["job s"] for row in results["enrollment"])
+        print_table(list(results["enrollment"][0]), [list(row.values()) for row in results["enrollment"]])
+        print(f"two worker nodes vs one: {one / two:.2f}x (job time)")
+        results["enrollment_ratio"] = one / two
+    if not args.skip_failover:
+        results["failover"] = failover()
+        print("\n".join(results["failover"]))
+    print(f"results: {save_results('cluster', results)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Cluster storage on a local S3-compatible server (real S3 protocol): shard tables and saved indexes,
+event media and job reports, with nothing written to the local disk."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from actors.index_shard import IndexShard, SearchConfig
+from batch_jobs.enroll import default_report
+from batch_jobs.report import ReportWriter, read_report
+from faces_settings import Settings
+from object_store import s3_server
+from store.event_media import EventMedia
+from store.faces import FaceRecord
+from store.object_storage import child_names, delete_tree, delete_uri, read_uri, write_uri
+
+NOW = datetime.now(timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with s3_server() as server:
+        yield server
+
+
+def unit_rows(count: int, seed: int) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(count, 128)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("where", ["s3", "local"])
+def test_files_round_trip_on_s3_and_locally(s3, tmp_path, where):
+    root = s3.uri("roundtrip") if where == "s3" else str(tmp_path / "roundtrip")
+    write_uri(f"{root}/a/one.bin", b"first")
+    write_uri(f"{root}/a/one.bin", b"second")  # replaced whole
+    write_uri(f"{root}/b/two.bin", b"2")
+    assert read_uri(f"{root}/a/one.bin") == b"second"
+    assert read_uri(f"{root}/a/missing.bin") is None
+    assert sorted(child_names(root)) == ["a", "b"]
+    delete_uri(f"{root}/a/one.bin")
+    delete_uri(f"{root}/a/one.bin")  # already gone: fine
+    assert read_uri(f"{root}/a/one.bin") is None
+    delete_tree(f"{root}/b")
+    assert read_uri(f"{root}/b/two.bin") is None
+    assert child_names(f"{root}/nothing-here") == []
+
+
+def test_event_media_on_s3_are_read_by_another_reader_and_deleted_per_stream(s3):
+    writer, reader = EventMedia(s3.uri("media", "video")), EventMedia(s3.uri("media", "video"))
+    relative = writer.save(7, "event-1-crop", b"\xff\xd8jpeg")
+    writer.save(8, "event-2-crop", b"\xff\xd8other")
+    assert reader.read(relative) == b"\xff\xd8jpeg"
+    assert reader.read("../7/" + relative) is None and reader.read("/etc/passwd") is None
+    writer.delete_stream(7)
+    assert reader.read(relative) is None
+    assert [key for key in s3.keys("media/video/") if key.startswith("media/video/7/")] == []
+    assert any(key.startswith("media/video/8/") for key in s3.keys("media/video/"))
+
+
+def test_shard_keeps_table_and_saved_index_on_s3_and_restores_both(s3, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # anything written locally would land here
+    search = SearchConfig(mode="ann", index_dir=s3.uri("media", "indexes"))
+    vectors = unit_rows(3000, seed=1)
+    ids = [f"face-{i}" for i in range(len(vectors))]
+    shard = IndexShard(s3.uri("lancedb"), "faces_s1_n1_p0", 128, search)
+    shard.add([FaceRecord(i, f"subject-{n % 300}", v, "sface@test", b"", None, NOW)
+               for n, (i, v) in enumerate(zip(ids, vectors))])
+    shard.build_index()
+    assert "media/indexes/faces_s1_n1_p0.ivf.npz" in s3.keys("media/indexes/")
+    restarted = IndexShard(s3.uri("lancedb"), "faces_s1_n1_p0", 128, search)
+    stats = restarted.stats()
+    assert (stats["faces"], stats["search"], stats["indexed_faces"], stats["last_build_seconds"]) == (3000, "ann", 3000, 0.0)
+    assert restarted.search_faces(vectors[1234:1235], 1)[0][0][0] == "face-1234"
+    assert list(tmp_path.iterdir()) == []
+    restarted.drop()
+    assert [key for key in s3.keys("media/indexes/") if key.endswith(".npz")] == []
+
+
+def test_job_reports_default_to_the_media_uri_on_s3(s3):
+    settings = Settings(media_uri=s3.uri("media"))
+    uri = default_report(settings, 42)
+    assert uri == s3.uri("media", "jobs", "42", "report.parquet")
+    writer = ReportWriter(uri)
+    writer.write(pa.table({"source": ["a.jpg"], "subject": ["alice"], "status": ["enrolled"], "reason": [None],
+                           "faces": [1], "face_ids": [["f1"]]}))
+    writer.close()
+    assert "media/jobs/42/report.parquet" in s3.keys("media/jobs/")
+    assert read_report(uri).column("subject").to_pylist() == ["alice"]
