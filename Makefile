@@ -29,8 +29,10 @@ install-test: $(VENV)/.installed-test
 run: $(VENV)/.installed
 	$(BIN)/faces serve
 
+# Two pytest processes: the multi-node tests' driver joins a cluster of its own (see pyproject's markers).
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m multinode
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/pipeline.py

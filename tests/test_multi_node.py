@@ -28,6 +28,8 @@ LOAD_TIMEOUT_S = 150      # one load phase at most
 ACKED_BEFORE_KILL = 6
 ACKED_AFTER_RECOVERY = 6
 RAY = str(Path(sys.executable).parent / "ray")
+# Its driver joins the cluster it starts: a pytest process of its own (`make test` runs it second).
+pytestmark = pytest.mark.multinode
 
 
 def _people(data_dir: Path, count: int) -> list[tuple[str, bytes]]:
