@@ -29,10 +29,10 @@ install-test: $(VENV)/.installed-test
 run: $(VENV)/.installed
 	$(BIN)/faces serve
 
-# Two pytest processes: the multi-node tests' driver joins a cluster of its own (see pyproject's markers).
+# Two pytest processes: the own_cluster tests' driver starts or joins a Ray cluster of its own (pyproject's markers).
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
-	$(BIN)/python -m pytest -m multinode
+	$(BIN)/python -m pytest -m own_cluster
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/pipeline.py

@@ -29,7 +29,7 @@ ACKED_BEFORE_KILL = 6
 ACKED_AFTER_RECOVERY = 6
 RAY = str(Path(sys.executable).parent / "ray")
 # Its driver joins the cluster it starts: a pytest process of its own (`make test` runs it second).
-pytestmark = pytest.mark.multinode
+pytestmark = pytest.mark.own_cluster
 
 
 def _people(data_dir: Path, count: int) -> list[tuple[str, bytes]]:

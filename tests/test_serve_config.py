@@ -120,6 +120,7 @@ def deployed(postgres_dir_factory, models_dir, tmp_path_factory):
         embedded.stop()
 
 
+@pytest.mark.own_cluster  # deploys the config on a Ray cluster of its own
 def test_config_application_autoscales_its_embedder_with_load(deployed, lfw_image):
     with FaceClient(deployed, admin_token="config-admin-token") as admin:
         application = admin.create_application("scaling")
