@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 FACES_TEST_DATA ?= ../shared/data
 export FACES_TEST_DATA
 
-.PHONY: run test bench install install-test clean
+.PHONY: run test test-cluster bench install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,11 @@ run: $(VENV)/.installed
 # Two pytest processes: the own_cluster tests' driver starts or joins a Ray cluster of its own (pyproject's markers).
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
-	$(BIN)/python -m pytest -m own_cluster
+	$(BIN)/python -m pytest -m own_cluster --ignore=tests/test_multi_node.py
+
+# The multi-node fail-over tests: not yet part of `make test` (they fail intermittently; see README).
+test-cluster: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -m own_cluster tests/test_multi_node.py
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/pipeline.py
