@@ -248,7 +248,7 @@ def _ray_available() -> bool:
     try:
         import ray  # noqa: F401
         import serve_app  # noqa: F401
-    except Exception:
+    except ImportError:
         return False
     return True
 
