@@ -115,6 +115,7 @@ class IndexShard:
         self.upkeep = upkeep
         self._lock = threading.RLock()
         self._erasure: threading.Timer | None = None
+        self._erasure_due = 0.0  # time.monotonic() when the scheduled erasure is due
         self._build_lock = threading.Lock()
         self._table: FaceTable | None = FaceTable.open(db_uri, table_name, self.dim)
         self._commits_since_compaction = 0
@@ -352,10 +353,7 @@ class IndexShard:
                              np.stack([r.embedding for r in new]))
             self._tail.update(dict.fromkeys(r.face_id for r in prepared))
             self._tail_rows = None
-            self._commits_since_compaction += 1
-            if self._commits_since_compaction >= self.upkeep.compact_every_commits:
-                table.optimize(timedelta(seconds=self.upkeep.erase_after_s))
-                self._commits_since_compaction = 0
+            self._after_commit(table)
             self._build_in_background_if_due()
             return self._n
 
@@ -368,7 +366,9 @@ class IndexShard:
                 return []
             table.delete_ids(present)
             self._schedule_erasure()
-            return self._remove_rows([self._rows[face_id] for face_id in present])
+            removed = self._remove_rows([self._rows[face_id] for face_id in present])
+            self._after_commit(table)
+            return removed
 
     def delete_subject(self, subject: str) -> int:
         """Delete every face of ``subject``; returns how many were deleted."""
@@ -437,10 +437,25 @@ class IndexShard:
             self._writable_table().optimize(timedelta(seconds=self.upkeep.erase_after_s))
             self._commits_since_compaction = 0
 
+    def _after_commit(self, table: FaceTable) -> None:
+        """Keep the table's versions and files bounded under a steady stream of writes.
+
+        A due erasure runs here, on the writer's thread: under continuous writes the timer's thread
+        may not win the lock for a long while, and the versions it would remove pile up meanwhile.
+        """
+        if self._erasure is not None and time.monotonic() >= self._erasure_due:
+            self.erase_deleted()
+            return
+        self._commits_since_compaction += 1
+        if self._commits_since_compaction >= self.upkeep.compact_every_commits:
+            table.optimize(timedelta(seconds=self.upkeep.erase_after_s))
+            self._commits_since_compaction = 0
+
     def _schedule_erasure(self) -> None:
         """Erase deleted faces from the table's files ``upkeep.erase_after_s`` from now, unless already due."""
         with self._lock:
             if self._erasure is None:
+                self._erasure_due = time.monotonic() + self.upkeep.erase_after_s
                 self._erasure = threading.Timer(self.upkeep.erase_after_s, self._erase_when_due)
                 self._erasure.daemon = True
                 self._erasure.start()
