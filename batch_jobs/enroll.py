@@ -1,8 +1,9 @@
 """Bulk enrollment: a folder tree or a manifest of images into a recognition service, on Ray Data.
 
-    python -m batch_jobs.enroll PATH --service NAME [--manifest] [--on-multiple largest|reject|all]
+    faces enroll PATH --service NAME [--manifest] [--on-multiple largest|reject|all]
 
-(the same as ``faces enroll``; this form is the entry point of ``ray job submit``). The dataflow:
+(``python -m faces_cli.main enroll ...`` under ``ray job submit``; the command lives in
+:mod:`faces_cli.enroll_commands`). The dataflow:
 
 1. input rows, streamed: a folder tree listed lazily (:class:`batch_jobs.sources.TreeListing`) or a
    CSV / JSON-lines / Parquet manifest read by Ray Data, local or on object storage;
@@ -20,7 +21,6 @@ nothing twice and ends with the same faces as one uninterrupted run.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -190,9 +190,3 @@ async def run_enroll(settings: Settings, control: ControlPlane, tracker: JobTrac
     seconds = time.perf_counter() - started
     log.info("job %d: %d inputs in %.1f s: %s", tracker.job_id, sink.processed, seconds, dict(sink.counts))
     return EnrollResult(tracker.job_id, total, dict(sink.counts), seconds, report.uri)
-
-
-if __name__ == "__main__":
-    from batch_jobs.cli import enroll_main
-
-    sys.exit(enroll_main())

@@ -1,8 +1,8 @@
 """Migration: re-embed every stored face of a service with another embedder model or version.
 
-    python -m batch_jobs.migrate --service NAME [--model NAME@VERSION]
+    faces migrate --service NAME [--model NAME@VERSION]
 
-(the same as ``faces migrate``; CompreFace's ``/migrate``). No original image is needed: faces are
+(CompreFace's ``/migrate``; the command lives in :mod:`faces_cli.enroll_commands`). No original image is needed: faces are
 re-embedded from the aligned 112x112 crops stored with them.
 
 1. Each shard's table is pinned at its current version (a snapshot) and streamed by Ray Data
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -254,9 +253,3 @@ async def run_migrate(settings: Settings, tracker: JobTracker, service: Service,
     log.info("job %d: %d faces of service %d re-embedded with %s in %.1f s", tracker.job_id, faces, service.id,
              model, seconds)
     return MigrateResult(tracker.job_id, model, faces, service.shards, seconds)
-
-
-if __name__ == "__main__":
-    from batch_jobs.cli import migrate_main
-
-    sys.exit(migrate_main())

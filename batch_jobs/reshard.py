@@ -13,10 +13,8 @@ name), so both layouts exist side by side while the job runs:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,36 +109,3 @@ async def reshard(settings: Settings, control: ControlPlane, service: Service, s
     log.info("service %d re-sharded from %d to %d shards (%d faces)", service.id, service.shards, shards, faces)
     return ReshardResult(faces=faces, old_shards=service.shards, new_shards=shards,
                          seconds=time.perf_counter() - started)
-
-
-async def _reshard(settings: Settings, args: argparse.Namespace) -> int:
-    from batch_jobs.runtime import control_plane, resolve_service
-
-    async with control_plane(settings) as control:
-        service = await resolve_service(control, args.service)
-        result = await reshard(settings, control, service, args.shards,
-                               lambda copied: print(f"\rcopied {copied} faces", end="", flush=True))
-    print(f"\nservice {service.name!r}: {result.faces} faces moved from {result.old_shards} to "
-          f"{result.new_shards} shard(s) in {result.seconds:.1f} s")
-    return 0
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--service", required=True, help="service id, APP/SERVICE, or a unique service name")
-    parser.add_argument("--shards", type=int, required=True, help="the new number of shards")
-
-
-def reshard_command(args: argparse.Namespace) -> int:
-    from batch_jobs.runtime import run_job_command
-
-    return run_job_command(_reshard, args)
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description="Move a service's faces onto another number of shards")
-    add_arguments(parser)
-    return reshard_command(parser.parse_args())
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""What the entry points of bulk jobs share: joining Ray, opening the control plane, naming a service."""
+"""What bulk jobs share: joining Ray, opening the control plane, checking a service's type, streaming batches."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from batch_jobs.errors import JobInputError
 from faces_settings import Settings
 from store.control import ControlPlane, Service
 from store.embedded_pg import resolve_dsn
-from store.errors import NotFound
 
 # Ray Data coalesces a task's output into blocks of up to 128 MiB by default, so a whole input block
 # of images would reach the next stage (and the driver) at once. Jobs set this smaller target on
@@ -52,33 +51,6 @@ async def control_plane(settings: Settings) -> AsyncIterator[ControlPlane]:
             embedded.stop()
 
 
-async def resolve_service(control: ControlPlane, ref: str) -> Service:
-    """The recognition service named by ``ref``: its id, ``APP/SERVICE``, or a name unique to one app."""
-    ref = ref.strip()
-    if ref.isdigit():
-        try:
-            service = await control.get_service(int(ref))
-        except NotFound:
-            raise JobInputError(f"service {ref} not found") from None
-    elif "/" in ref:
-        app_name, service_name = ref.split("/", 1)
-        apps = [app for app in await control.list_applications() if app.name == app_name]
-        matches = [s for app in apps for s in await control.list_services(app.id) if s.name == service_name]
-        if not matches:
-            raise JobInputError(f"no service {service_name!r} in an application named {app_name!r}")
-        service = matches[0]
-    else:
-        matches = [s for s in await control.list_all_services() if s.name == ref]
-        if not matches:
-            raise JobInputError(f"no service named {ref!r}")
-        if len(matches) > 1:
-            ids = ", ".join(str(s.id) for s in matches)
-            raise JobInputError(f"{len(matches)} applications have a service named {ref!r} (ids {ids}): "
-                                "name it as APP/SERVICE or by its id")
-        service = matches[0]
-    return require_recognition(service)
-
-
 def require_recognition(service: Service) -> Service:
     """``service`` if it stores faces; :class:`JobInputError` otherwise."""
     if service.type != "recognition":
@@ -95,22 +67,3 @@ async def dataset_batches(dataset: Dataset) -> AsyncIterator[pa.Table]:
         loop = asyncio.get_running_loop()
         while (batch := await loop.run_in_executor(pull, next, iterator, None)) is not None:
             yield batch
-
-
-def run_job_command(job, args) -> int:
-    """Run ``await job(settings, args)`` with Ray joined: 0 on success, 2 for bad input (printed)."""
-    import asyncio
-    import sys
-
-    from faces_settings import get_settings
-
-    settings = get_settings()
-    owns_ray = connect_ray(settings)
-    try:
-        return asyncio.run(job(settings, args))
-    except JobInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if owns_ray:
-            ray.shutdown()

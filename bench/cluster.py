@@ -7,7 +7,7 @@
    SIGKILLed during an add-face load and during a recognize load); its failed requests and seconds
    until every shard answers again.
 3. Bulk enrollment on one worker node vs two (`ray start --num-cpus=1` each, a head with no CPU):
-   images/s of `python -m batch_jobs.enroll` over the same images, and the ratio.
+   images/s of `faces enroll` (`python -m faces_cli.main enroll`) over the same images, and the ratio.
 
     python bench/cluster.py [--faces 1000000] [--images 400] [--skip-failover]
     python bench/cluster.py --faces 20000 --images 40           # small, for a quick check
@@ -130,7 +130,7 @@ def enrollment_rate(workers: int, s3, dsn: str, photos: Path, data_dir: Path) ->
 
         service_id = asyncio.run(create())
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "batch_jobs.enroll", str(photos), "--service", str(service_id),
+        done = subprocess.run([sys.executable, "-m", "faces_cli.main", "enroll", str(photos), "--service", str(service_id),
                                "--quiet"], env={**env, "FACES_RAY_ADDRESS": head.address},
                               capture_output=True, text=True, timeout=1800)
         seconds = time.perf_counter() - started

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 
+from faces_cli.job_runs import run_job_command
+from faces_cli.service_names import add_service_argument
 from faces_settings import Settings
 
 
 async def _check(settings: Settings, args: argparse.Namespace) -> int:
     from actors.shard_group import ShardGroup
-    from batch_jobs.runtime import control_plane, resolve_service
+    from batch_jobs.runtime import control_plane
+    from faces_cli.service_names import resolve_service
     from gallery import drift
     from gallery.service_gallery import Gallery
 
@@ -35,8 +38,6 @@ async def _check(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def check_command(args: argparse.Namespace) -> int:
-    from batch_jobs.runtime import run_job_command
-
     return run_job_command(_check, args)
 
 
@@ -45,7 +46,7 @@ def add_parsers(subparsers) -> None:
     commands = gallery.add_subparsers(dest="gallery_command", required=True)
     check = commands.add_parser("check", help="find (and with --repair fix) drift between the subject rows in "
                                               "PostgreSQL and the faces in the index shards")
-    check.add_argument("--service", required=True, help="recognition service: NAME, APP/SERVICE or its id")
+    add_service_argument(check)
     check.add_argument("--repair", action="store_true", help="finish unfinished deletes and renames, and give "
                                                              "faces without a subject row their row back")
     check.set_defaults(handler=check_command)

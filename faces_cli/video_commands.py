@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from batch_jobs.errors import JobInputError
 from facecore.models import SFACE
 from facecore.pipeline import FacePipeline
+from faces_cli.service_names import add_service_argument
 from faces_settings import Settings, get_settings
 from facevideo.config import MODES, ProcessingOptions, check_roi, check_source_url
 from facevideo.events import VideoEvent
@@ -100,33 +102,15 @@ def rm_command(args: argparse.Namespace) -> int:
     return _api_call(remove)
 
 
-async def _load_watchlist(settings: Settings, service_name: str, application: str | None) -> tuple[MatrixWatchlist, float]:
-    """The faces of the recognition service named ``service_name``, read from its tables."""
-    from store.control import ControlPlane
-    from store.embedded_pg import resolve_dsn
+async def _load_watchlist(settings: Settings, service_ref: str) -> tuple[MatrixWatchlist, float]:
+    """The faces of the recognition service named ``service_ref`` (see :mod:`faces_cli.service_names`),
+    read straight from its tables."""
+    from batch_jobs.runtime import control_plane
+    from faces_cli.service_names import resolve_service
     from store.faces import FaceTable, table_name
 
-    dsn, embedded = resolve_dsn(settings.postgres_dsn, settings.data_dir.resolve())
-    try:
-        control = await ControlPlane.connect(dsn)
-        try:
-            applications = {app.id: app.name for app in await control.list_applications()}
-            services = [s for s in await control.list_all_services()
-                        if s.name == service_name and s.type == "recognition"
-                        and (application is None or applications[s.application_id] == application)]
-        finally:
-            await control.close()
-    finally:
-        if embedded is not None:
-            embedded.stop()
-    if not services:
-        raise LookupError(f"no recognition service named {service_name!r}"
-                          + (f" in application {application!r}" if application else ""))
-    if len(services) > 1:
-        names = ", ".join(sorted(applications[s.application_id] for s in services))
-        raise LookupError(f"several recognition services are named {service_name!r} (applications: {names}); "
-                          "choose one with --application")
-    service = services[0]
+    async with control_plane(settings) as control:
+        service = await resolve_service(control, service_ref)
     subjects: list[str] = []
     vectors = []
     for shard in range(service.shards):
@@ -158,13 +142,13 @@ def scan_command(args: argparse.Namespace) -> int:
     try:
         source = check_source_url(str(Path(args.file).resolve()) if "://" not in args.file else args.file)
         if args.service:
-            watchlist, threshold = asyncio.run(_load_watchlist(settings, args.service, args.application))
+            watchlist, threshold = asyncio.run(_load_watchlist(settings, args.service))
         else:
             watchlist, threshold = None, settings.recognition_threshold
         options = ProcessingOptions(mode=args.mode, max_fps=args.fps, min_face_size=args.min_face_size,
                                     roi=_roi(args.roi), det_prob_threshold=args.det_prob_threshold,
                                     recognition_threshold=threshold)
-    except (ValueError, LookupError, argparse.ArgumentTypeError) as exc:
+    except (ValueError, JobInputError, argparse.ArgumentTypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     processor = StreamProcessor(LocalBackend(FacePipeline(settings.pipeline_config())), watchlist, options,
@@ -234,8 +218,8 @@ def add_parsers(subparsers, det_prob_threshold: float) -> None:
 
     scan = commands.add_parser("scan", help="process one video file offline and print its events")
     scan.add_argument("file", help="the video (any format FFmpeg reads; a URL works too)")
-    scan.add_argument("--service", default=None, help="recognition service whose faces are the watchlist")
-    scan.add_argument("--application", default=None, help="the service's application, if the name is ambiguous")
+    add_service_argument(scan, required=False, help="recognition service whose faces are the watchlist: its id, "
+                                                    "APP/SERVICE, or a service name unique to one application")
     scan.add_argument("--mode", choices=MODES, default="overall", help="overall (default: one event per track) "
                                                                        "or realtime")
     scan.add_argument("--fps", type=float, default=0.0, help="detections per second of video (0: every frame)")

@@ -31,9 +31,10 @@ from batch_jobs.face_ids import face_id
 from batch_jobs.locations import Locator, resolve
 from batch_jobs.outcomes import OnMultiple
 from batch_jobs.report import read_report
-from batch_jobs.runtime import control_plane, resolve_service
+from batch_jobs.runtime import control_plane
 from bulk_helpers import enroll_in_process, stored_faces, wait_for_job
 from facecore.models import SFACE
+from faces_cli.service_names import resolve_service
 from faces_settings import Settings
 from serve_app.client import FaceApiError, FaceClient
 
@@ -117,7 +118,7 @@ def test_a_killed_job_resumes_to_exactly_the_faces_of_an_uninterrupted_run(serve
     env = job_env(server, FACES_ENROLL_COMMIT_FACES="32", FACES_ENROLL_BATCH_SIZE="16")
     tree = str(lfw_tree(data_dir))
     # The Ray Job entry point, killed for real once some commits are acknowledged.
-    killed = subprocess.Popen([sys.executable, "-m", "batch_jobs.enroll", tree, "--service",
+    killed = subprocess.Popen([sys.executable, "-m", "faces_cli.main", "enroll", tree, "--service",
                                f"{bulk_app['name']}/resumed", "--quiet"],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 180

@@ -252,7 +252,7 @@ def test_enrollment_job_through_the_jobs_api_reports_to_s3(platform, service, da
     submitted = subprocess.run(
         [RAY, "job", "submit", "--address", f"http://127.0.0.1:{cluster.head.dashboard_port}",
          "--runtime-env-json", json.dumps({"env_vars": {"FACES_ENROLL_EMBEDDER_NUM_CPUS": "0.5"}}),
-         "--", sys.executable, "-m", "batch_jobs.enroll", str(photos), "--service", str(service["id"]),
+         "--", sys.executable, "-m", "faces_cli.main", "enroll", str(photos), "--service", str(service["id"]),
          "--report", report, "--quiet"],
         env=cluster.env, capture_output=True, text=True, timeout=300)
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]

@@ -115,7 +115,7 @@ def test_faces_video_scan_cli_matches_a_platform_service(server, admin, abc_vide
     env = {**os.environ, "FACES_DATA_DIR": str(server.settings.data_dir),
            "FACES_POSTGRES_DSN": server.settings.postgres_dsn, "FACES_THREADS": "2"}
     result = subprocess.run([sys.executable, "-m", "faces_cli.main", "video", "scan", str(abc_video),
-                             "--service", "watchlist", "--application", "video-scan-cli", "--json",
+                             "--service", "video-scan-cli/watchlist", "--json",
                              "--crops", str(tmp_path / "crops")],
                             env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr
@@ -126,4 +126,4 @@ def test_faces_video_scan_cli_matches_a_platform_service(server, admin, abc_vide
     unknown_service = subprocess.run([sys.executable, "-m", "faces_cli.main", "video", "scan", str(abc_video),
                                       "--service", "no-such-service"], env=env, capture_output=True, text=True,
                                      timeout=120)
-    assert unknown_service.returncode == 2 and "no recognition service named" in unknown_service.stderr
+    assert unknown_service.returncode == 2 and "no service named 'no-such-service'" in unknown_service.stderr
