@@ -6,8 +6,8 @@ import argparse
 import logging
 import sys
 
-from faces_cli import (enroll_commands, gallery_commands, index_commands, pipeline_commands, serve_command,
-                       video_commands)
+from faces_cli import (cluster_command, enroll_commands, gallery_commands, index_commands, pipeline_commands,
+                       serve_command, video_commands)
 from faces_settings import get_settings
 
 
@@ -15,12 +15,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="faces", description="Face recognition platform on Ray")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    pipeline_commands.add_parsers(subparsers, get_settings().det_prob_threshold)
+    settings = get_settings()
+    pipeline_commands.add_parsers(subparsers, settings.det_prob_threshold)
     serve_command.add_parsers(subparsers)
     index_commands.add_parsers(subparsers)
-    video_commands.add_parsers(subparsers, get_settings().det_prob_threshold)
+    video_commands.add_parsers(subparsers, settings.det_prob_threshold)
     enroll_commands.add_parsers(subparsers)
     gallery_commands.add_parsers(subparsers)
+    cluster_command.add_parsers(subparsers, settings.det_prob_threshold, settings.recognition_threshold)
     return parser
 
 
