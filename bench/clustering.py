@@ -8,7 +8,14 @@ with at least ``min_faces`` neighbours within the threshold is a core face, core
 threshold are linked, other faces join their most similar core face), at the same threshold and at
 the threshold where it does best.
 
-    python bench/clustering.py [--threshold 0.95]
+Online assignment (``--online-sightings N``): a service's history of N sightings in identities of
+``--per-identity`` sightings each (synthetic embeddings drawn like real ones,
+:mod:`facecore.synthetic`), then the real lfw-dev faces arrive one by one: milliseconds per
+sighting to join or seed an identity (:class:`facecore.identities.OnlineIdentities`; target <= 5 ms
+with 1M sightings). Full re-clustering (``--recluster-sightings N``): time and peak memory of
+``OnlineIdentities.recluster`` over N sightings (exact average linkage, O(N^2) memory).
+
+    python bench/clustering.py [--threshold 0.95] [--online-sightings 1000000] [--recluster-sightings 10000]
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -88,9 +96,63 @@ def embeddings_of(result: dict) -> np.ndarray:
     return np.concatenate([pipeline.embed([Path(image).read_bytes()], limit=1)[0] for image in images])
 
 
+def synthetic_history(real: np.ndarray, sightings: int, per_identity: int) -> tuple[np.ndarray, np.ndarray]:
+    """``sightings`` embeddings drawn like ``real`` ones, in identities of ``per_identity`` sightings."""
+    from facecore.synthetic import EmbeddingDistribution
+
+    rng = np.random.default_rng(0)
+    identities = max(1, sightings // per_identity)
+    centres = EmbeddingDistribution.fit(real).sample(identities, rng)
+    labels = np.arange(sightings) % identities
+    vectors = centres[labels] + 0.05 * rng.standard_normal((sightings, real.shape[1])).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors, labels + 1
+
+
+def online_assignment(real: np.ndarray, qualities: np.ndarray, threshold: float, sightings: int,
+                      per_identity: int) -> dict:
+    from facecore.identities import OnlineIdentities
+
+    online = OnlineIdentities(real.shape[1], cosine_from_similarity(threshold), min_quality=0.5)
+    with Stopwatch() as build:
+        online.rebuild(*synthetic_history(real, sightings, per_identity))
+    identities = len(online)
+    times = []
+    for vector, quality in zip(real, qualities):
+        started = time.perf_counter()
+        online.assign(vector, quality)
+        times.append((time.perf_counter() - started) * 1000)
+    times = np.array(times)
+    return {"sightings": sightings, "identities": identities, "arrivals": len(times), "build_seconds": build.seconds,
+            "ms_p50": float(np.percentile(times, 50)), "ms_p99": float(np.percentile(times, 99)),
+            "ms_mean": float(times.mean())}
+
+
+def full_recluster(real: np.ndarray, threshold: float, sightings: int, per_identity: int) -> dict:
+    import tracemalloc
+
+    from facecore.identities import UNASSIGNED, OnlineIdentities
+
+    vectors, labels = synthetic_history(real, sightings, per_identity)
+    online = OnlineIdentities(real.shape[1], cosine_from_similarity(threshold), min_quality=0.5)
+    online.rebuild(vectors, labels)
+    previous = np.where(np.arange(sightings) % 7 == 0, UNASSIGNED, labels)  # some not yet assigned
+    tracemalloc.start()
+    with Stopwatch() as watch:
+        result = online.recluster(vectors, np.ones(sightings), previous)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return {"sightings": sightings, "seconds": watch.seconds, "peak_mib": peak / 2**20,
+            "identities": len(online), "ids_kept": len(set(result.tolist()) & set(labels.tolist()))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threshold", type=float, default=0.95, help="calibrated similarity (default 0.95)")
+    parser.add_argument("--online-sightings", type=int, default=0, help="history size for the online assignment "
+                                                                        "timing (0: skip)")
+    parser.add_argument("--recluster-sightings", type=int, default=0, help="sightings re-clustered (0: skip)")
+    parser.add_argument("--per-identity", type=int, default=10, help="sightings per identity in the history")
     args = parser.parse_args()
     rows, results = [], {"started": datetime.now(timezone.utc).isoformat(), "threshold": args.threshold, "runs": []}
     for folder in ("lfw-dev", "lfw-dev-raw150"):
@@ -110,8 +172,23 @@ def main() -> None:
                                     "clusters": len(set(labels)), "faces": len(labels),
                                     "identities": len(set(identities)), **vars(scores),
                                     **({"seconds": seconds} if method.startswith("faces") else {})})
+        if folder == "lfw-dev":
+            real, qualities = vectors, np.array([face["quality"] for members in result["clusters"]
+                                                 for face in members])
     print_table(["photos", "method", "similarity", "cosine", "clusters", "pairwise P", "pairwise R",
                  "pairwise F1", "BCubed F1"], rows)
+    if args.online_sightings:
+        online = online_assignment(real, qualities, args.threshold, args.online_sightings, args.per_identity)
+        results["online"] = online
+        print_table(["history sightings", "identities", "arrivals", "ms p50", "ms p99", "ms mean"],
+                    [[online["sightings"], online["identities"], online["arrivals"], online["ms_p50"],
+                      online["ms_p99"], online["ms_mean"]]])
+    if args.recluster_sightings:
+        again = full_recluster(real, args.threshold, args.recluster_sightings, args.per_identity)
+        results["recluster"] = again
+        print_table(["sightings re-clustered", "seconds", "peak MiB", "identities", "ids kept"],
+                    [[again["sightings"], again["seconds"], again["peak_mib"], again["identities"],
+                      again["ids_kept"]]])
     print(f"results: {save_results('clustering', results)}")
 
 
