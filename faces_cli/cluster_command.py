@@ -3,7 +3,8 @@
 No server, Ray or database: every image under DIR (recursively) goes through the local face
 pipeline, and the faces are clustered by average linkage at the calibrated recognition threshold
 (:mod:`facecore.face_clusters`). Clusters are printed largest first; a face alike to no other is a
-cluster of its own. Exit status: 0 done, 2 DIR is no folder or holds no image.
+cluster of its own. Exit status: 0 done, 2 DIR is no folder, holds no image, or more faces than
+one run clusters (:data:`MAX_FACES`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from faces_settings import get_settings
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 CHUNK = 16
+MAX_FACES = 30_000  # the clustering holds an n x n float32 matrix: 3.6 GB at this size
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,10 @@ def cluster_command(args: argparse.Namespace) -> int:
         return 2
     pipeline = FacePipeline(get_settings().pipeline_config())
     faces, errors = find_faces(pipeline, paths, args.det_prob_threshold, 1 if args.largest else 0)
+    if len(faces) > MAX_FACES:
+        print(f"error: {len(faces)} faces found, more than the {MAX_FACES} one run clusters (its memory grows "
+              "with the square of the faces); cluster sub-folders, or use --largest", file=sys.stderr)
+        return 2
     clusters = cluster_result(faces, args.threshold)
     result = {"folder": str(folder), "threshold": args.threshold, "images": len(paths),
               "faces": len(faces), "clusters": [[found.to_dict() for found in members] for members in clusters],

@@ -11,6 +11,7 @@ import pytest
 
 from facecore.cluster_scores import cluster_scores
 from facecore.face_clusters import agglomerate
+from faces_cli import cluster_command
 from faces_cli.main import main
 
 SEVERAL = ["Abel_Pacheco", "Angelina_Jolie", "Bill_Clinton", "Catherine_Zeta-Jones", "Jason_Alexander",
@@ -101,6 +102,12 @@ def test_faces_cluster_groups_a_folder_of_photos_by_person(capsys, photo_folder,
     text = capsys.readouterr().out
     assert text.startswith("cluster 1: ") and "broken.jpg: error:" in text
     assert f"{photos + 1} image(s), " in text and "cluster(s) of several faces" in text
+
+
+def test_faces_cluster_refuses_more_faces_than_one_run_holds(capsys, monkeypatch, photo_folder):
+    monkeypatch.setattr(cluster_command, "MAX_FACES", 5)
+    assert main(["cluster", str(photo_folder), "--largest"]) == 2
+    assert "more than the 5 one run clusters" in capsys.readouterr().err
 
 
 def test_faces_cluster_refuses_bad_input(capsys, tmp_path):
