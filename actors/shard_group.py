@@ -1,6 +1,6 @@
 """The shards of one service seen as one index: routing of writes, fan-out and merge of searches.
 
-A face lives in shard ``crc32(face_id) % shards``, so point operations (get, delete, verify) go to
+A face lives in one shard (:class:`faceindex.layout.ServiceLayout`), so point operations (get, delete, verify) go to
 one shard and only searches and listings fan out. The shards are named, detached, restartable Ray
 actors: every ingress replica and batch job reaches the same ones.
 
@@ -14,17 +14,19 @@ compactions are never bounded.
 from __future__ import annotations
 
 import asyncio
-import zlib
 from collections.abc import Sequence
 
 import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from actors.index_shard import IndexShard, SearchConfig, TableUpkeep
 from facecore.models import SFACE
+from faceindex.config import SearchConfig
+from faceindex.layout import ServiceLayout
+from faceindex.shard import IndexShard
+from faceindex.upkeep import TableUpkeep
 from faces_settings import Settings
-from store.faces import FaceRecord, table_name
+from store.faces import FaceRecord
 
 NAMESPACE = "faces"
 SHARD_THREADS = 4
@@ -41,10 +43,6 @@ async def _results(refs, timeout_s: float | None) -> list:
         return await asyncio.wait_for(asyncio.gather(*refs), timeout_s)
     except (TimeoutError, ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
         raise ShardUnavailable(f"an index shard is unavailable ({type(exc).__name__}); retry later") from exc
-
-
-def shard_of(face_id: str, shards: int) -> int:
-    return zlib.crc32(face_id.encode()) % shards
 
 
 def search_config(settings: Settings) -> SearchConfig:
@@ -73,10 +71,6 @@ def spread_placements(service_id: int, shards: int) -> list[NodeAffinityScheduli
             for shard in range(shards)]
 
 
-def actor_name(service_id: int, shard: int, shards: int) -> str:
-    return f"index-shard-s{service_id}-n{shards}-p{shard}"
-
-
 class ShardGroup:
     """Async client of the ``shards`` IndexShard actors of one service."""
 
@@ -84,6 +78,7 @@ class ShardGroup:
                  search: SearchConfig = SearchConfig(), num_cpus: float = 0.0, num_gpus: float = 0.0,
                  upkeep: TableUpkeep = TableUpkeep(), call_timeout_s: float | None = None):
         self.service_id = service_id
+        self.layout = ServiceLayout(service_id, shards)
         self.faces_uri = faces_uri
         self.call_timeout_s = call_timeout_s
         # Threaded actors: an index build runs beside searches instead of blocking them. Spread over the
@@ -91,11 +86,11 @@ class ShardGroup:
         placements = spread_placements(service_id, shards)
         self.actors = [
             ray.remote(IndexShard).options(
-                name=actor_name(service_id, shard, shards), namespace=NAMESPACE, get_if_exists=True,
+                name=self.layout.actor_name(shard), namespace=NAMESPACE, get_if_exists=True,
                 lifetime="detached", max_restarts=-1, max_task_retries=-1, num_cpus=num_cpus, num_gpus=num_gpus,
                 max_concurrency=SHARD_THREADS, enable_task_events=False,  # no per-call event records in the GCS
                 scheduling_strategy=placements[shard],
-            ).remote(faces_uri, table_name(service_id, shard, shards), dim, search, upkeep)
+            ).remote(faces_uri, self.layout.table_name(shard), dim, search, upkeep)
             for shard in range(shards)
         ]
 
@@ -111,16 +106,14 @@ class ShardGroup:
         return await _results(refs, self.call_timeout_s)
 
     def _owner(self, face_id: str):
-        return self.actors[shard_of(face_id, len(self.actors))]
+        return self.actors[self.layout.shard_of(face_id)]
 
     async def _all(self, method: str, *args) -> list:
         return await self._gather([getattr(actor, method).remote(*args) for actor in self.actors])
 
     async def add(self, records: Sequence[FaceRecord]) -> None:
         """Acknowledged once every owning shard has committed its part."""
-        parts: dict[int, list[FaceRecord]] = {}
-        for record in records:
-            parts.setdefault(shard_of(record.face_id, len(self.actors)), []).append(record)
+        parts = self.layout.split(records, lambda record: record.face_id)
         await self._gather([self.actors[shard].add.remote(part) for shard, part in parts.items()])
 
     async def search_subjects(self, queries: np.ndarray, k: int) -> list[list[tuple[str, float, str]]]:
@@ -143,9 +136,7 @@ class ShardGroup:
         return (await self._gather([self._owner(face_id).get_face.remote(face_id)]))[0]
 
     async def delete_ids(self, face_ids: Sequence[str]) -> list[tuple[str, str]]:
-        parts: dict[int, list[str]] = {}
-        for face_id in face_ids:
-            parts.setdefault(shard_of(face_id, len(self.actors)), []).append(face_id)
+        parts = self.layout.split(face_ids, str)
         deleted = await self._gather([self.actors[s].delete_ids.remote(ids) for s, ids in parts.items()])
         return [row for rows in deleted for row in rows]
 
@@ -190,9 +181,7 @@ class ShardGroup:
 
     async def existing(self, face_ids: Sequence[str]) -> set[str]:
         """Those of ``face_ids`` stored in the service (one call per shard holding any)."""
-        parts: dict[int, list[str]] = {}
-        for face_id in face_ids:
-            parts.setdefault(shard_of(face_id, len(self.actors)), []).append(face_id)
+        parts = self.layout.split(face_ids, str)
         found = await self._gather([self.actors[s].existing.remote(ids) for s, ids in parts.items()])
         return {face_id for ids in found for face_id in ids}
 

@@ -10,7 +10,7 @@ re-embedded from the aligned 112x112 crops stored with them.
 2. The driver writes the new rows to one staging table per shard (``<table>_migrate``), which it
    alone writes. The live tables and their in-memory indexes keep serving, unchanged.
 3. Switch: each IndexShard replaces its rows by the staging table's in one commit and reloads
-   (:meth:`actors.index_shard.IndexShard.replace_from`), under its lock, so searches see the old
+   (:meth:`faceindex.shard.IndexShard.replace_from`), under its lock, so searches see the old
    faces or the new ones, never a mix. Faces added meanwhile are embedded here and the switch is
    retried; faces deleted or renamed meanwhile are dropped or renamed. The staging tables are then
    dropped; the old rows stay in the table's version history until the next compaction prunes them.
@@ -26,7 +26,6 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -35,7 +34,7 @@ import ray.data
 from ray.data import Datasource, ReadTask
 from ray.data.block import BlockMetadata
 
-from actors.shard_group import ShardGroup, shard_of
+from actors.shard_group import ShardGroup
 from batch_jobs.embedding import pipeline_config, plan_pool
 from batch_jobs.errors import JobInputError
 from batch_jobs.model_choice import embedding_models
@@ -47,9 +46,10 @@ from facecore.errors import FaceError
 from facecore.images import decode_image
 from facecore.models import SFACE
 from facecore.pipeline import PipelineConfig
+from faceindex.layout import ServiceLayout
 from faces_settings import Settings
 from store.control import Service
-from store.faces import FaceRecord, FaceTable, table_name
+from store.faces import FaceRecord, FaceTable
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ def load_embedder(model: str, config: PipelineConfig) -> SFaceEmbedder:
     return SFaceEmbedder.from_registry(config.backend_options(), embedding_models()[model], config.embed_batch)
 
 
-def staging_name(service_id: int, shard: int, shards: int) -> str:
-    return f"{table_name(service_id, shard, shards)}_migrate"
+def staging_name(layout: ServiceLayout, shard: int) -> str:
+    return f"{layout.table_name(shard)}_migrate"
 
 
 class StoredFaces(Datasource):
@@ -147,10 +147,11 @@ class Staging:
 
     def __init__(self, faces_uri: str, service: Service, dim: int, commit_faces: int):
         self.service = service
+        self.layout = ServiceLayout(service.id, service.shards)
         self.commit_faces = commit_faces
         self.tables = []
         for shard in range(service.shards):
-            name = staging_name(service.id, shard, service.shards)
+            name = staging_name(self.layout, shard)
             FaceTable.drop_table(faces_uri, name)  # a failed attempt's leftovers
             self.tables.append(FaceTable.open(faces_uri, name, dim))
         self._pending: list[list[FaceRecord]] = [[] for _ in self.tables]
@@ -158,7 +159,7 @@ class Staging:
 
     def add(self, records: list[FaceRecord]) -> None:
         for record in records:
-            self._pending[shard_of(record.face_id, len(self.tables))].append(record)
+            self._pending[self.layout.shard_of(record.face_id)].append(record)
         if sum(map(len, self._pending)) >= self.commit_faces:
             self.flush()
 
@@ -175,20 +176,15 @@ class Staging:
 
 def _snapshot(settings: Settings, service: Service, dim: int) -> list[tuple[str, int, int]]:
     """(table, version, rows) of every shard table of the service, as of now."""
-    tables = []
-    for shard in range(service.shards):
-        name = table_name(service.id, shard, service.shards)
-        table = FaceTable.open(settings.faces_uri, name, dim, read_consistency_interval=timedelta(0))
-        tables.append((name, table.version, table.count()))
-    return tables
+    return [(table.name, table.version, table.count())
+            for table in ServiceLayout(service.id, service.shards).open_tables(settings.faces_uri, dim)]
 
 
 async def _switch(settings: Settings, shards: ShardGroup, staging: Staging, model: str, dim: int) -> None:
     """Switch every shard to its staging table, first copying faces the shard gained meanwhile."""
     embedder = None
     for shard, actor in enumerate(shards.actors):
-        live = FaceTable.open(settings.faces_uri, table_name(staging.service.id, shard, staging.service.shards), dim,
-                              read_consistency_interval=timedelta(0))
+        live = staging.layout.open_table(settings.faces_uri, shard, dim)
         for _ in range(SWITCH_ATTEMPTS):
             missing = await actor.replace_from.remote(staging.tables[shard].name)
             if not missing:

@@ -18,7 +18,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 
 from batch_jobs.errors import JobInputError
 from faces_settings import Settings
@@ -41,10 +40,9 @@ class ReshardResult:
 
 def _open_tables(settings: Settings, service_id: int, shards: int):
     from facecore.models import SFACE
-    from store.faces import FaceTable, table_name
+    from faceindex.layout import ServiceLayout
 
-    return [FaceTable.open(settings.faces_uri, table_name(service_id, shard, shards), SFACE.embedding_dim,
-                           read_consistency_interval=timedelta(0)) for shard in range(shards)]
+    return ServiceLayout(service_id, shards).open_tables(settings.faces_uri, SFACE.embedding_dim)
 
 
 def _placements(tables) -> set[tuple[str, str]]:

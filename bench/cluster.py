@@ -43,7 +43,8 @@ CHUNK = 100_000
 
 def _fill(uri: str, table: str, faces: int) -> None:
     """A table of ``faces`` random unit vectors, written in chunks."""
-    from actors.index_shard import IndexShard, SearchConfig
+    from faceindex.config import SearchConfig
+    from faceindex.shard import IndexShard
     from store.faces import FaceRecord
 
     shard = IndexShard(uri, table, DIM, SearchConfig(mode="exact", memory_budget_bytes=None))
@@ -65,7 +66,8 @@ def shard_recovery(s3, faces: int) -> list[dict]:
     """Kill-to-serving seconds of a shard actor with its saved index on S3, and without one."""
     import ray
 
-    from actors.index_shard import IndexShard, SearchConfig
+    from faceindex.config import SearchConfig
+    from faceindex.shard import IndexShard
 
     _fill(s3.uri("lancedb"), "recovery", faces)
     query = np.ones((1, DIM), dtype=np.float32) / np.sqrt(DIM)

@@ -11,7 +11,7 @@ after every section, so a run cut short keeps what it measured):
   NMS, batched warps, quality, embedding), images/s with 1, 2, 4 and 8 processes sharing the GPU
   (what as many embedder replicas at a GPU fraction each do), with stage times;
 - ``search``: exact top-10 over 1M and 10M synthetic 128-d unit vectors held in fp16 on the GPU
-  (``actors.matrix_search.TorchMatrixSearch``), one query at a time: p50/p99 ms, upload time, and
+  (``faceindex.matrix_search.TorchMatrixSearch``), one query at a time: p50/p99 ms, upload time, and
   top-1 checked against an exact float32 search on the host for a few queries;
 - ``serving`` and ``bulk_enrollment`` (only where ``ray`` imports; else "not measured: ray
   unavailable"): HTTP recognize requests/s with 1, 2 and 4 embedder replicas at 0.25 GPU, and a bulk
@@ -206,7 +206,7 @@ def _unit_rows(rows: int, dim: int, seed: int) -> np.ndarray:
 
 
 def search(args) -> dict:
-    from actors.matrix_search import NumpyMatrixSearch, TorchMatrixSearch
+    from faceindex.matrix_search import NumpyMatrixSearch, TorchMatrixSearch
 
     rows = []
     for size in args.search_sizes:

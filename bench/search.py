@@ -92,7 +92,8 @@ def folder_bytes(path: Path) -> int:
 
 def measure(size: int, targets: np.ndarray, target_names: list[str], probes: np.ndarray, rng,
             scan_threads: int = 1) -> dict:
-    from actors.index_shard import IndexShard, SearchConfig
+    from faceindex.config import SearchConfig
+    from faceindex.shard import IndexShard
     from facecore.synthetic import EmbeddingDistribution
 
     distractors = EmbeddingDistribution.fit(np.concatenate([targets, probes])).sample(size - len(targets), rng)

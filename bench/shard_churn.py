@@ -35,7 +35,8 @@ def main() -> None:
     parser.add_argument("--erase-after-s", type=float, default=300.0)
     args = parser.parse_args()
 
-    from actors.index_shard import IndexShard, TableUpkeep
+    from faceindex.shard import IndexShard
+    from faceindex.upkeep import TableUpkeep
     from store.faces import FaceRecord, lance_session
 
     rng = np.random.default_rng(0)

@@ -14,7 +14,6 @@ import json
 import secrets
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -106,16 +105,15 @@ async def _load_watchlist(settings: Settings, service_ref: str) -> tuple[MatrixW
     """The faces of the recognition service named ``service_ref`` (see :mod:`faces_cli.service_names`),
     read straight from its tables."""
     from batch_jobs.runtime import control_plane
+    from faceindex.layout import ServiceLayout
     from faces_cli.service_names import resolve_service
-    from store.faces import FaceTable, table_name
 
     async with control_plane(settings) as control:
         service = await resolve_service(control, service_ref)
     subjects: list[str] = []
     vectors = []
     for shard in range(service.shards):
-        table = FaceTable.open(settings.faces_uri, table_name(service.id, shard, service.shards), SFACE.embedding_dim,
-                               read_consistency_interval=timedelta(0))
+        table = ServiceLayout(service.id, service.shards).open_table(settings.faces_uri, shard, SFACE.embedding_dim)
         _, shard_subjects, shard_vectors = table.scan_index_columns()
         subjects.extend(shard_subjects)
         vectors.append(shard_vectors)

@@ -22,11 +22,11 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from actors.index_shard import ShardFull
 from actors.shard_group import ShardUnavailable
 from batch_jobs.errors import JobInputError
 from facecore.errors import (FaceError, ImageTooLarge, InvalidImage, NoFaceFound, TooManyPixels,
                              UnsupportedFormat)
+from faceindex.budget import ShardFull
 from serve_app.validation import ROW_ID_RANGE
 from store.errors import Conflict, InvalidValue, NotFound, StoreError
 

@@ -3,7 +3,7 @@
 A face row holds the face id, the subject (a person's name, any user string), the unit-length
 float32 embedding, the embedder model (``name@version``), the aligned 112x112 JPEG crop, an optional
 source URI and the creation time. The table is the durable store; search runs on an in-memory copy
-kept by :class:`actors.index_shard.IndexShard`, which is the one writer of its table.
+kept by :class:`faceindex.shard.IndexShard`, which is the one writer of its table.
 
 String values in filter expressions are quoted with :func:`sql_string`, so subjects such as
 ``O'Brien`` are safe.
@@ -72,14 +72,6 @@ def face_schema(dim: int) -> pa.Schema:
         pa.field("source", pa.string()),
         pa.field("created_at", pa.timestamp("us", tz="UTC")),
     ])
-
-
-def table_name(service_id: int, shard: int, shards: int) -> str:
-    """Face table of shard ``shard`` of the ``shards``-shard layout of a service: ``faces_s7_n1_p0``.
-
-    The shard count is part of the name so that a re-shard can fill a new layout beside the old one.
-    """
-    return f"faces_s{int(service_id)}_n{int(shards)}_p{int(shard)}"
 
 
 def sql_string(value: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import timedelta
 
 import pyarrow as pa
 
@@ -15,7 +14,7 @@ from facecore.models import SFACE
 from faces_settings import Settings
 from serve_app.client import FaceClient
 from store.control import ControlPlane
-from store.faces import FaceTable, table_name
+from faceindex.layout import ServiceLayout
 from store.jobs import JobStore
 
 JOB_TIMEOUT_S = 240
@@ -55,8 +54,7 @@ def stored_faces(settings: Settings, service_id: int, shards: int = 1) -> list[d
     """Every stored face row (face_id, subject, source, model, embedding) of a service, read from LanceDB."""
     rows = []
     for shard in range(shards):
-        table = FaceTable.open(settings.faces_uri, table_name(service_id, shard, shards), SFACE.embedding_dim,
-                               read_consistency_interval=timedelta(0))
+        table = ServiceLayout(service_id, shards).open_table(settings.faces_uri, shard, SFACE.embedding_dim)
         for batch in table.batches(["face_id", "subject", "source", "model", "embedding"]):
             rows.extend(batch.to_pylist())
     return rows

@@ -9,7 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from actors.index_shard import IndexShard, SearchConfig
+from faceindex.config import SearchConfig
+from faceindex.shard import IndexShard
 from batch_jobs.enroll import default_report
 from batch_jobs.report import ReportWriter, read_report
 from faces_settings import Settings

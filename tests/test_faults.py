@@ -25,8 +25,9 @@ import psutil
 import pytest
 import ray
 
-from actors.shard_group import NAMESPACE, actor_name
+from actors.shard_group import NAMESPACE
 from conftest import REPO_ROOT, free_port
+from faceindex.layout import ServiceLayout
 from serve_app.client import FaceClient
 
 RESULTS = REPO_ROOT / "bench" / "results" / "faults.json"
@@ -139,7 +140,7 @@ def test_a_shard_killed_while_6_clients_add_faces_loses_and_duplicates_nothing(s
     outcomes = Outcomes()
     pool = drive(server.url, 6, 30, add_request(service["api_key"], images), outcomes)
     time.sleep(6)
-    shard = ray.get_actor(actor_name(service["id"], 0, 1), namespace=NAMESPACE)
+    shard = ray.get_actor(ServiceLayout(service["id"], 1).actor_name(0), namespace=NAMESPACE)
     pid = actor_pid(shard)
     killed_at = time.monotonic()
     os.kill(pid, signal.SIGKILL)

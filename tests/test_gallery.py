@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 import ray
 
-from actors.shard_group import NAMESPACE, ShardGroup, actor_name
+from actors.shard_group import NAMESPACE, ShardGroup
+from faceindex.layout import ServiceLayout
 from serve_app.client import FaceApiError, FaceClient
 
 SERVING_TIMEOUT_S = 180
@@ -40,7 +41,7 @@ def new_service(admin: FaceClient, name: str, shards: int) -> tuple[dict, str]:
 
 
 def shard(service: dict, index: int = 0):
-    return ray.get_actor(actor_name(service["id"], index, service["shards"]), namespace=NAMESPACE)
+    return ray.get_actor(ServiceLayout(service["id"], service["shards"]).actor_name(index), namespace=NAMESPACE)
 
 
 def pid_of(actor) -> int:

@@ -16,7 +16,7 @@ import torch
 from onnx import TensorProto, helper
 from PIL import Image
 
-from actors.matrix_search import NumpyMatrixSearch, TorchMatrixSearch, matrix_search
+from faceindex.matrix_search import NumpyMatrixSearch, TorchMatrixSearch, matrix_search
 from facecore.align import ARCFACE_TEMPLATE, align_face, similarity_transform
 from facecore.backends.torch_cuda import TorchGraph, to_torch
 from facecore.detect import box_iou

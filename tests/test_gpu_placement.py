@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from actors.index_shard import IndexShard, SearchConfig
+from faceindex.config import SearchConfig
+from faceindex.shard import IndexShard
 from actors.shard_group import search_config
 from batch_jobs.embedding import PoolPlan, pipeline_config
 from faces_settings import Settings

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from actors.index_shard import MIN_CAPACITY, IndexShard
-from store.faces import CACHE_BYTES, FaceRecord, FaceTable, face_schema, lance_session, sql_string, table_name
+from faceindex.layout import ServiceLayout
+from faceindex.rows import MIN_CAPACITY
+from faceindex.shard import IndexShard
+from store.faces import CACHE_BYTES, FaceRecord, FaceTable, face_schema, lance_session, sql_string
 
 DIM = 128
 MODEL = "sface@2021dec-int8bq"
@@ -72,7 +74,7 @@ def uri(tmp_path) -> str:
 def filled(uri):
     """A shard with 2000 faces of 200 subjects, and the data it holds."""
     ids, names, vectors = population(7, 2000, 200)
-    shard = IndexShard(uri, table_name(1, 0, 1), DIM)
+    shard = IndexShard(uri, ServiceLayout(1, 1).table_name(0), DIM)
     assert shard.add(records(ids, names, vectors)) == 2000
     return shard, ids, names, vectors
 
@@ -92,7 +94,7 @@ def test_schema_and_names():
     assert not schema.field("face_id").nullable and not schema.field("embedding").nullable
     assert schema.field("source").nullable
     assert str(schema.field("created_at").type) == "timestamp[us, tz=UTC]"
-    assert table_name(3, 1, 2) == "faces_s3_n2_p1"
+    assert ServiceLayout(3, 2).table_name(1) == "faces_s3_n2_p1"
     assert sql_string("O'Brien") == "'O''Brien'"
 
 
@@ -234,7 +236,7 @@ def test_delete_ids(filled, uri):
     assert sorted(deleted) == sorted((ids[i], names[i]) for i in [0, 1, 2, 3, 4, 1999, 1000])
     assert shard.count() == 1993
     assert shard.delete_ids(gone) == []
-    assert stored_ids(uri, table_name(1, 0, 1)) == set(ids) - set(gone)
+    assert stored_ids(uri, ServiceLayout(1, 1).table_name(0)) == set(ids) - set(gone)
     for i in [0, 1000, 1999]:
         assert shard.get_face(ids[i]) is None
         assert shard.similarity_to(ids[i], vectors[:1]) is None
@@ -250,7 +252,7 @@ def test_bulk_delete_ids_compacts(filled, uri):
     gone = ids[::3]
     assert len(shard.delete_ids(gone)) == len(gone)
     kept = [i for i in range(2000) if i % 3]
-    assert shard.count() == len(kept) and stored_ids(uri, table_name(1, 0, 1)) == {ids[i] for i in kept}
+    assert shard.count() == len(kept) and stored_ids(uri, ServiceLayout(1, 1).table_name(0)) == {ids[i] for i in kept}
     queries = unit(np.random.default_rng(8), 5)
     expected_ids = [ids[i] for i in kept]
     for q, got in enumerate(shard.search_subjects(queries, 7)):
@@ -265,13 +267,13 @@ def test_delete_subject_and_all(filled, uri):
     assert shard.count("person 3") == 0 and "person 3" not in shard.subjects()
     assert shard.delete_subject("person 3") == 0
     assert shard.count() == 1990 and len(shard.subjects()) == 199
-    assert FaceTable.open(uri, table_name(1, 0, 1), DIM).count("person 3") == 0
+    assert FaceTable.open(uri, ServiceLayout(1, 1).table_name(0), DIM).count("person 3") == 0
     assert all(s != "person 3" for s, _, _ in shard.search_subjects(vectors[3], 199)[0])
     assert shard.delete_all() == 1990
     assert shard.count() == 0 and shard.subjects() == {}
-    assert FaceTable.open(uri, table_name(1, 0, 1), DIM).count() == 0
+    assert FaceTable.open(uri, ServiceLayout(1, 1).table_name(0), DIM).count() == 0
     assert shard.add(records(ids[:3], names[:3], vectors[:3])) == 3
-    assert IndexShard(uri, table_name(1, 0, 1), DIM).count() == 3
+    assert IndexShard(uri, ServiceLayout(1, 1).table_name(0), DIM).count() == 3
 
 
 def test_rename_and_merge(filled, uri):
@@ -291,7 +293,7 @@ def test_rename_and_merge(filled, uri):
     # a new subject code freed by the merge is reused without confusion
     shard.add(records(["new-face"], ["Newcomer"], unit(np.random.default_rng(1), 1)))
     assert shard.count("Newcomer") == 1 and shard.count("person 4") == 20
-    reopened = IndexShard(uri, table_name(1, 0, 1), DIM)
+    reopened = IndexShard(uri, ServiceLayout(1, 1).table_name(0), DIM)
     assert reopened.subjects() == shard.subjects()
     assert shard.get_face(ids[1]).subject == "Zed"
 
@@ -352,7 +354,7 @@ def test_add_normalizes_and_rejects_bad_embeddings(uri):
 def test_readd_is_idempotent_and_replaces(filled, uri):
     shard, ids, names, vectors = filled
     assert shard.add(records(ids[:100], names[:100], vectors[:100])) == 2000
-    assert FaceTable.open(uri, table_name(1, 0, 1), DIM).count() == 2000
+    assert FaceTable.open(uri, ServiceLayout(1, 1).table_name(0), DIM).count() == 2000
     # a face id seen again with another subject and embedding replaces the old face
     moved = unit(np.random.default_rng(77), 1)
     assert shard.add(records([ids[0]], ["Moved"], moved)) == 2000
@@ -362,7 +364,7 @@ def test_readd_is_idempotent_and_replaces(filled, uri):
     twice = records(["dup", "dup"], ["first", "second"], unit(np.random.default_rng(78), 2))
     assert shard.add(twice) == 2001
     assert shard.get_face("dup").subject == "second" and shard.count("first") == 0
-    reopened = IndexShard(uri, table_name(1, 0, 1), DIM)
+    reopened = IndexShard(uri, ServiceLayout(1, 1).table_name(0), DIM)
     assert reopened.count() == 2001 and reopened.subjects() == shard.subjects()
     assert reopened.get_face(ids[0]).subject == "Moved"
 
@@ -391,7 +393,7 @@ def test_quotes_in_subject_names(uri):
 
 
 def test_recovery_holds_exactly_the_acknowledged_faces(uri):
-    name = table_name(9, 2, 4)
+    name = ServiceLayout(9, 4).table_name(2)
     ids, names, vectors = population(21, 1500, 120)
     shard = IndexShard(uri, name, DIM)
     for start in range(0, 1500, 300):
@@ -417,13 +419,13 @@ def test_recovery_holds_exactly_the_acknowledged_faces(uri):
 def test_capacity_doubles_across_many_adds(uri):
     ids, names, vectors = population(31, 3000, 300)
     shard = IndexShard(uri, "grow", DIM)
-    capacities, reallocations, previous = [], 0, shard._vectors
+    capacities, reallocations, previous = [], 0, shard._rows.vectors
     for start in range(0, 3000, 100):
         shard.add(records(ids[start:start + 100], names[start:start + 100], vectors[start:start + 100]))
-        if shard._vectors is not previous:
+        if shard._rows.vectors is not previous:
             reallocations += 1
-            previous = shard._vectors
-        capacities.append(shard._vectors.shape[0])
+            previous = shard._rows.vectors
+        capacities.append(shard._rows.vectors.shape[0])
     assert capacities[0] == MIN_CAPACITY and capacities[-1] == 4 * MIN_CAPACITY
     assert reallocations == 2  # 1024 -> 2048 -> 4096, not once per add
     assert shard.count() == 3000 and shard.memory_bytes() >= 4 * MIN_CAPACITY * DIM * 4
@@ -432,9 +434,9 @@ def test_capacity_doubles_across_many_adds(uri):
     for q, got in enumerate(shard.search_faces(queries, 3)):
         assert [f for f, _, _ in got] == [ids[i] for i in np.argsort(-brute[q])[:3]]
     reopened = IndexShard(uri, "grow", DIM)  # loads into a full matrix; the next add doubles it
-    assert reopened._vectors.shape[0] == 3000
+    assert reopened._rows.vectors.shape[0] == 3000
     reopened.add(records(["one more"], ["x"], unit(np.random.default_rng(33), 1)))
-    assert reopened._vectors.shape[0] == 6000 and reopened.count() == 3001
+    assert reopened._rows.vectors.shape[0] == 6000 and reopened.count() == 3001
     assert reopened.search_faces(vectors[2999], 1)[0][0][0] == ids[2999]
 
 
@@ -444,7 +446,7 @@ def test_drop(filled, uri):
     assert shard.count() == 0 and shard.search_faces(vectors[:1], 3) == [[]]
     with pytest.raises(RuntimeError):
         shard.add(records(ids[:1], names[:1], vectors[:1]))
-    assert IndexShard(uri, table_name(1, 0, 1), DIM).count() == 0
+    assert IndexShard(uri, ServiceLayout(1, 1).table_name(0), DIM).count() == 0
 
 
 def test_load_keeps_the_last_of_duplicate_ids_written_around_the_shard(uri):
@@ -460,7 +462,7 @@ def test_load_keeps_the_last_of_duplicate_ids_written_around_the_shard(uri):
 
 def test_dim_mismatch(filled, uri):
     with pytest.raises(ValueError, match="dimension"):
-        IndexShard(uri, table_name(1, 0, 1), 512)
+        IndexShard(uri, ServiceLayout(1, 1).table_name(0), 512)
 
 
 # ------------------------------------------------------------------------------- timing
@@ -507,7 +509,7 @@ def test_scan_and_search_timing_200k(uri):
 
 
 def test_many_small_commits_are_compacted(uri):
-    from actors.index_shard import TableUpkeep
+    from faceindex.upkeep import TableUpkeep
 
     COMPACT_EVERY_COMMITS = TableUpkeep().compact_every_commits
     shard = IndexShard(uri, "compacted", DIM)
@@ -531,7 +533,7 @@ def files_holding(folder: str, needle: bytes) -> list[str]:
 
 
 def test_deleted_faces_leave_the_table_files_within_the_erasure_delay(uri):
-    from actors.index_shard import TableUpkeep
+    from faceindex.upkeep import TableUpkeep
 
     shard = IndexShard(uri, "erased", DIM, upkeep=TableUpkeep(erase_after_s=1.0))
     vectors = unit(np.random.default_rng(3), 40)
@@ -558,7 +560,7 @@ def test_deleted_faces_leave_the_table_files_within_the_erasure_delay(uri):
 def test_versions_and_files_stay_bounded_under_adds_and_deletes(uri):
     from pathlib import Path
 
-    from actors.index_shard import TableUpkeep
+    from faceindex.upkeep import TableUpkeep
 
     shard = IndexShard(uri, "churn", DIM, upkeep=TableUpkeep(compact_every_commits=32, erase_after_s=0.5))
     rng = np.random.default_rng(11)
@@ -572,7 +574,7 @@ def test_versions_and_files_stay_bounded_under_adds_and_deletes(uri):
             sizes.append((shard._table.version_count(), sum(1 for f in folder.rglob("*") if f.is_file())))
     shard.erase_deleted()  # the last delete's erasure now, so that no timer outlives the test
     assert shard.count() == 20
-    assert len(shard._codes) == MIN_CAPACITY  # the in-memory matrix did not grow either
+    assert len(shard._rows.codes) == MIN_CAPACITY  # the in-memory matrix did not grow either
     assert lance_session().size_bytes <= 1.25 * CACHE_BYTES  # nor LanceDB's caches (metadata, index)
     versions, files = zip(*sizes)
     assert max(versions) < 300 and max(files) < 700, sizes  # about 1200 versions and 3600 files unbounded

@@ -9,13 +9,14 @@ import lancedb
 import numpy as np
 import pytest
 
-from actors.index_shard import IndexShard
+from faceindex.shard import IndexShard
 from batch_jobs.enroll import EnrollSpec
 from bulk_helpers import enroll_in_process, stored_faces, wait_for_job
 from facecore.models import SFACE
 from facecore.similarity import cosine_from_similarity
 from serve_app.client import FaceClient
-from store.faces import FaceRecord, FaceTable, table_name
+from faceindex.layout import ServiceLayout
+from store.faces import FaceRecord, FaceTable
 
 MODEL_ID = f"{SFACE.name}@{SFACE.version}"
 PEOPLE = 40
@@ -51,7 +52,7 @@ def migration(server, admin, data_dir, tmp_path_factory):
 
 
 def _versions(faces_uri: str, service_id: int) -> list[int]:
-    return [FaceTable.open(faces_uri, table_name(service_id, shard, 2), SFACE.embedding_dim).version
+    return [FaceTable.open(faces_uri, ServiceLayout(service_id, 2).table_name(shard), SFACE.embedding_dim).version
             for shard in (0, 1)]
 
 

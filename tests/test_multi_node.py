@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port
+from faceindex.layout import ServiceLayout
 from object_store import s3_server
 from ray_nodes import RayNode, start_worker, wait_for_nodes
 from serve_app.client import FaceApiError, FaceClient
@@ -65,7 +66,7 @@ def _shard_nodes(service_id: int, dashboard_port: int) -> dict[str, str]:
     from ray.util.state import list_actors
 
     actors = list_actors(address=f"http://127.0.0.1:{dashboard_port}", filters=[("state", "=", "ALIVE")], limit=1000)
-    return {actor.name: actor.node_id for actor in actors if actor.name.startswith(f"index-shard-s{service_id}-")}
+    return {actor.name: actor.node_id for actor in actors if actor.name.startswith(ServiceLayout(service_id, 1).actor_prefix())}
 
 
 @pytest.fixture(scope="module")

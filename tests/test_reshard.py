@@ -10,7 +10,8 @@ from actors.shard_group import ShardGroup
 from batch_jobs.reshard import reshard
 from facecore.models import SFACE
 from store.control import ControlPlane
-from store.faces import FaceRecord, FaceTable, table_name
+from faceindex.layout import ServiceLayout
+from store.faces import FaceRecord, FaceTable
 
 
 def test_reshard_one_to_four_keeps_every_face_once_and_answers_the_same(server, admin, lfw_image):
@@ -44,7 +45,7 @@ def test_reshard_one_to_four_keeps_every_face_once_and_answers_the_same(server, 
 
     result, service, answers_before, answers_after = asyncio.run(scenario())
     assert result.faces == 3000 and service.shards == 4
-    held = [FaceTable.open(settings.faces_uri, table_name(service.id, shard, 4), SFACE.embedding_dim).face_ids()
+    held = [FaceTable.open(settings.faces_uri, ServiceLayout(service.id, 4).table_name(shard), SFACE.embedding_dim).face_ids()
             for shard in range(4)]
     every = [face_id for ids in held for face_id in ids]
     assert len(every) == 3000 and set(every) == {r.face_id for r in records}
@@ -53,7 +54,7 @@ def test_reshard_one_to_four_keeps_every_face_once_and_answers_the_same(server, 
         [[(subject, face) for subject, _, face in r] for r in answers_before]
     assert np.allclose([c for r in answers_after for _, c, _ in r], [c for r in answers_before for _, c, _ in r],
                        atol=1e-5)
-    assert not (FaceTable.exists(settings.faces_uri, table_name(service.id, 0, 1)))
+    assert not (FaceTable.exists(settings.faces_uri, ServiceLayout(service.id, 1).table_name(0)))
 
     api_key = admin.regenerate_key(service.id)["api_key"]
     from serve_app.client import FaceClient

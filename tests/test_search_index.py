@@ -9,8 +9,10 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from actors.ann_index import AnnIndex
-from actors.index_shard import IndexShard, SearchConfig, ShardFull
+from faceindex.ann_index import AnnIndex
+from faceindex.budget import ShardFull
+from faceindex.config import SearchConfig
+from faceindex.shard import IndexShard
 from facecore.synthetic import EmbeddingDistribution
 from store.faces import FaceRecord
 
@@ -218,7 +220,7 @@ def test_a_build_maps_its_faces_to_rows_that_moved_while_it_ran(indexed_shard, m
 
 
 def test_erasure_replaces_a_saved_index_that_holds_deleted_faces(tmp_path):
-    from actors.ann_index import AnnIndex
+    from faceindex.ann_index import AnnIndex
 
     rng = np.random.default_rng(8)
     vectors = rng.standard_normal((3000, 128)).astype(np.float32)

@@ -1,0 +1,63 @@
+"""Where a service's faces live: the shard of a face, and the table and actor names of each shard.
+
+A service with S shards keeps face ``f`` in shard ``crc32(f) % S``. Shard ``k`` is the LanceDB table
+``faces_s<service>_n<S>_p<k>`` and the named actor ``index-shard-s<service>-n<S>-p<k>`` (a read
+replica r > 0 of it: ``...-p<k>-r<r>``). The shard count is part of both names, so that a re-shard
+fills a new layout beside the old one.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
+
+from store.faces import FaceTable
+
+Item = TypeVar("Item")
+
+
+def shard_of(face_id: str, shards: int) -> int:
+    """The shard of ``face_id`` among ``shards``."""
+    return zlib.crc32(face_id.encode()) % shards
+
+
+@dataclass(frozen=True)
+class ServiceLayout:
+    """The ``shards``-shard layout of service ``service_id``."""
+
+    service_id: int
+    shards: int
+
+    def shard_of(self, face_id: str) -> int:
+        return shard_of(face_id, self.shards)
+
+    def split(self, items: Iterable[Item], face_id: Callable[[Item], str]) -> dict[int, list[Item]]:
+        """``items`` grouped by the shard of their face id (only shards that get any)."""
+        parts: dict[int, list[Item]] = {}
+        for item in items:
+            parts.setdefault(self.shard_of(face_id(item)), []).append(item)
+        return parts
+
+    def table_name(self, shard: int) -> str:
+        """Face table of a shard: ``faces_s7_n1_p0``."""
+        return f"faces_s{int(self.service_id)}_n{int(self.shards)}_p{int(shard)}"
+
+    def actor_name(self, shard: int, replica: int = 0) -> str:
+        """Actor of a shard (replica 0, the primary) or of one of its read replicas."""
+        name = f"index-shard-s{int(self.service_id)}-n{int(self.shards)}-p{int(shard)}"
+        return name if replica == 0 else f"{name}-r{int(replica)}"
+
+    def actor_prefix(self) -> str:
+        """What every shard actor name of this service starts with."""
+        return f"index-shard-s{int(self.service_id)}-"
+
+    def open_table(self, faces_uri: str, shard: int, dim: int) -> FaceTable:
+        """A shard's table as it is now (every read sees the latest commit): for jobs and tools that
+        read the tables beside the shard actors."""
+        return FaceTable.open(faces_uri, self.table_name(shard), dim, read_consistency_interval=timedelta(0))
+
+    def open_tables(self, faces_uri: str, dim: int) -> list[FaceTable]:
+        return [self.open_table(faces_uri, shard, dim) for shard in range(self.shards)]
