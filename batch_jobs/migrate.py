@@ -41,7 +41,7 @@ from batch_jobs.model_choice import embedding_models
 from batch_jobs.runtime import BLOCK_BYTES, dataset_batches
 from batch_jobs.tracking import JobTracker
 from facecore.align import CHIP_SIZE
-from facecore.embed import SFaceEmbedder
+from facecore.embed import ChipEmbedder
 from facecore.errors import FaceError
 from facecore.images import decode_image
 from facecore.models import SFACE
@@ -58,9 +58,9 @@ READ_BATCH_ROWS = 1024
 SWITCH_ATTEMPTS = 5
 
 
-def load_embedder(model: str, config: PipelineConfig) -> SFaceEmbedder:
+def load_embedder(model: str, config: PipelineConfig) -> ChipEmbedder:
     """An embedder of 112x112 aligned chips for registry model ``model``."""
-    return SFaceEmbedder.from_registry(config.backend_options(), embedding_models()[model], config.embed_batch)
+    return ChipEmbedder.from_registry(config.backend_options(), embedding_models()[model], config.embed_batch)
 
 
 def staging_name(layout: ServiceLayout, shard: int) -> str:

@@ -7,8 +7,10 @@ from facecore.models import REGISTRY, SFACE, ModelSpec
 
 
 def embedding_models() -> dict[str, ModelSpec]:
-    """The registry's embedding models by ``name@version``."""
-    return {f"{spec.name}@{spec.version}": spec for spec in REGISTRY.values() if spec.embedding_dim}
+    """The registry's embedding models that can re-embed the stored 112x112 ArcFace-aligned crops,
+    by ``name@version`` (dlib's ResNet needs its own, wider 150x150 chip, which crops do not hold)."""
+    return {f"{spec.name}@{spec.version}": spec for spec in REGISTRY.values()
+            if spec.embedding_dim and spec.chip == "arcface112"}
 
 
 def target_model(name: str | None) -> str:

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import Stopwatch, lfw_images, print_table, save_results  # noqa: E402
 from facecore.backends import BackendOptions  # noqa: E402
-from facecore.embed import SFaceEmbedder  # noqa: E402
+from facecore.embed import ChipEmbedder  # noqa: E402
 from facecore.images import encode_jpeg  # noqa: E402
 from facecore.models import SFACE, YUNET  # noqa: E402
 from facecore.pipeline import FacePipeline, PipelineConfig, StageTimer  # noqa: E402
@@ -78,7 +78,7 @@ def measure_embedding(chips: np.ndarray, threads: int, cache_dir: Path, backend:
     vectors = {}
     for name, options in (("configured", BackendOptions(backend, precision, threads, cache_dir)),
                           ("onnxruntime f32", BackendOptions("onnxruntime", "f32", threads, cache_dir))):
-        embedder = SFaceEmbedder.from_registry(options, batch_size=BATCH)
+        embedder = ChipEmbedder.from_registry(options, batch_size=BATCH)
         embedder.embed(chips[:BATCH])  # warm-up
         seconds = best_of(repeats, lambda: [embedder.embed(part) for part in chunks(list(chips), BATCH)])
         results[name] = {"backend": str(embedder.description), "ms_per_face": 1000 * seconds / len(chips)}

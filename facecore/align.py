@@ -136,3 +136,7 @@ def dlib_face_chips(image: np.ndarray, landmarks: np.ndarray, template: np.ndarr
         mapped = grid @ (chip_to_image[:, :2].T / 2 ** level) + chip_to_image[:, 2] / 2 ** level
         chips[index] = _bilinear(levels[level], mapped[..., 0], mapped[..., 1])
     return chips
+
+
+# The aligners of each chip kind: ``(image, (N, 5, 2) landmarks) -> (N, side, side, 3)`` chips.
+CHIP_ALIGNERS = {"arcface112": align_faces, "dlib150": dlib_face_chips}

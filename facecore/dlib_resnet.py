@@ -16,9 +16,11 @@ torch is needed only to build the graph: :func:`export_onnx` writes it once (see
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
+import warnings
 
 import numpy as np
+import onnx
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,27 +56,42 @@ class _ConvAffine(nn.Module):
         return x * self.gamma + self.beta
 
 
-def _add_prev(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """dlib's ``add_prev``: the sum over the larger shape, the smaller tensor zero-padded at the end."""
-    channels = max(a.shape[1], b.shape[1])
-    rows, cols = max(a.shape[2], b.shape[2]), max(a.shape[3], b.shape[3])
+Pads = tuple[int, ...]
 
-    def grow(t: torch.Tensor) -> torch.Tensor:
-        pads = (0, cols - t.shape[3], 0, rows - t.shape[2], 0, channels - t.shape[1])
-        return F.pad(t, pads) if any(pads) else t
 
-    return grow(a) + grow(b)
+def _add_prev_pads(a: torch.Size, b: torch.Size) -> tuple[Pads, Pads]:
+    """dlib's ``add_prev`` sums over the larger shape, the smaller tensor zero-padded at the end:
+    the ``F.pad`` amounts (last dimension first) of two NCHW shapes."""
+    target = [max(x, y) for x, y in zip(a[1:], b[1:])]
+
+    def pads(shape: torch.Size) -> Pads:
+        return (0, target[2] - shape[3], 0, target[1] - shape[2], 0, target[0] - shape[1])
+
+    return pads(a), pads(b)
 
 
 class _Residual(nn.Module):
+    """Two conv+affine layers and the shortcut (a 2x2/2 average pooling where the block halves the
+    resolution). The padding of the addition depends only on the input size, fixed at 150: it is
+    found on the first call (:class:`DlibFaceResNet` makes one) and kept as constants, so the
+    exported graph has no shape arithmetic."""
+
     def __init__(self, first: _ConvAffine, second: _ConvAffine, down: bool):
         super().__init__()
         self.first, self.second, self.down = first, second, down
+        self.pads: tuple[Pads, Pads] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch = self.second(F.relu(self.first(x)))
         shortcut = F.avg_pool2d(x, 2, 2) if self.down else x
-        return F.relu(_add_prev(branch, shortcut))
+        if self.pads is None:
+            self.pads = _add_prev_pads(branch.shape, shortcut.shape)
+        branch_pads, shortcut_pads = self.pads
+        if any(branch_pads):
+            branch = F.pad(branch, branch_pads)
+        if any(shortcut_pads):
+            shortcut = F.pad(shortcut, shortcut_pads)
+        return F.relu(branch + shortcut)
 
 
 class DlibFaceResNet(nn.Module):
@@ -100,6 +117,8 @@ class DlibFaceResNet(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.register_buffer("means", torch.tensor(RGB_MEANS, dtype=torch.float32).reshape(1, 3, 1, 1))
         self.projection = nn.Parameter(torch.from_numpy(weights.projection.copy()), requires_grad=False)
+        with torch.no_grad():
+            self(torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE))  # fixes the residual additions' padding
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         x = (rgb - self.means) / INPUT_SCALE
@@ -108,11 +127,16 @@ class DlibFaceResNet(nn.Module):
         return x.mean(dim=(2, 3)) @ self.projection
 
 
-def export_onnx(weights: DlibNetWeights, target: Path) -> None:
-    """Write the network as ONNX with input ``rgb`` ``(batch, 3, 150, 150)`` and a free batch dimension."""
+def export_onnx(weights: DlibNetWeights) -> onnx.ModelProto:
+    """The network as ONNX: input ``rgb`` ``(batch, 3, 150, 150)`` float RGB, output ``descriptor``."""
     model = DlibFaceResNet(weights).eval()
     example = torch.zeros(2, 3, INPUT_SIZE, INPUT_SIZE)
-    with torch.no_grad():
-        torch.onnx.export(model, (example,), str(target), input_names=["rgb"], output_names=["descriptor"],
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        # the tracer and exporter warn of shapes taken as constants: they are (the input is always 150x150)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        torch.onnx.export(model, (example,), buffer, input_names=["rgb"], output_names=["descriptor"],
                           dynamic_axes={"rgb": {0: "batch"}, "descriptor": {0: "batch"}},
                           opset_version=ONNX_OPSET, dynamo=False)
+    return onnx.load_from_string(buffer.getvalue())

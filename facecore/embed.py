@@ -1,14 +1,28 @@
-"""Batched face embedding of aligned 112x112 chips, and vector similarity."""
+"""Batched face embedding of aligned chips, the embedding models by name, and vector similarity.
+
+An embedding model takes :class:`AlignedFaces` (the faces' landmarks in their images, aligned on
+demand to each chip kind a model needs) and returns unit-length vectors:
+
+- :class:`ChipEmbedder`: one registry model on its own chip (SFace: 112x112 ArcFace-aligned;
+  dlib's ResNet: dlib's 150x150 chip);
+- :class:`FusionEmbedder`: several models' unit embeddings, each scaled by a weight, concatenated
+  and normalised again, so the cosine of two fused vectors is the weighted mean (weights squared)
+  of the members' cosines.
+
+:data:`EMBEDDING_MODELS` names them (``sface`` is the default); :func:`open_embedder` opens one.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from facecore.align import CHIP_SIZE
+from facecore.align import CHIP_ALIGNERS, CHIP_SIZE, DLIB_CHIP_SIZE
 from facecore.backends import BackendOptions, Description, InferenceModel
-from facecore.models import SFACE, ModelSpec, open_registry_model
+from facecore.errors import ModelError
+from facecore.models import DLIB_RESNET, SFACE, ModelSpec, open_registry_model
 
 DEFAULT_BATCH = 32
 
@@ -25,8 +39,36 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return l2_normalize(np.atleast_2d(a)) @ l2_normalize(np.atleast_2d(b)).T
 
 
-class SFaceEmbedder:
-    """SFace: 128-d L2-normalised embeddings of aligned BGR chips, computed in batches."""
+CHIP_SIDES = {"arcface112": CHIP_SIZE, "dlib150": DLIB_CHIP_SIZE}
+
+
+class AlignedFaces:
+    """Faces of decoded images (``(n_i, 5, 2)`` landmarks per image), aligned once per chip kind.
+
+    ``arcface_chips``, when given, are the 112x112 chips already made (the pipeline keeps them for
+    quality and crops)."""
+
+    def __init__(self, images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
+                 arcface_chips: np.ndarray | None = None):
+        self.images = list(images)
+        self.landmarks = [np.asarray(points, np.float64).reshape(-1, 5, 2) for points in landmarks]
+        self._chips: dict[str, np.ndarray] = {} if arcface_chips is None else {"arcface112": arcface_chips}
+
+    def __len__(self) -> int:
+        return sum(len(points) for points in self.landmarks)
+
+    def chips(self, kind: str) -> np.ndarray:
+        """``(N, side, side, 3)`` uint8 chips of every face, images in order."""
+        if kind not in self._chips:
+            side = CHIP_SIDES[kind]
+            made = [CHIP_ALIGNERS[kind](image, points) for image, points in zip(self.images, self.landmarks)
+                    if len(points)]
+            self._chips[kind] = np.concatenate(made) if made else np.zeros((0, side, side, 3), np.uint8)
+        return self._chips[kind]
+
+
+class ChipEmbedder:
+    """One registry model: L2-normalised embeddings of its aligned BGR chips, computed in batches."""
 
     def __init__(self, model: InferenceModel, spec: ModelSpec = SFACE, batch_size: int = DEFAULT_BATCH):
         self.model = model
@@ -34,10 +76,11 @@ class SFaceEmbedder:
         self.batch_size = batch_size
         self.input_name = model.input_names[0]
         self.dimension = spec.embedding_dim
+        self.chip_side = CHIP_SIDES[spec.chip]
 
     @classmethod
     def from_registry(cls, options: BackendOptions, spec: ModelSpec = SFACE,
-                      batch_size: int = DEFAULT_BATCH) -> "SFaceEmbedder":
+                      batch_size: int = DEFAULT_BATCH) -> "ChipEmbedder":
         return cls(open_registry_model(spec, replace(options, batch=batch_size)), spec, batch_size)
 
     @property
@@ -50,22 +93,85 @@ class SFaceEmbedder:
         """``name@version``, stored with every embedding."""
         return f"{self.spec.name}@{self.spec.version}"
 
+    def embed_aligned(self, faces: AlignedFaces) -> np.ndarray:
+        """``(N, D)`` unit-length embeddings of the faces, on this model's chip."""
+        return self.embed(faces.chips(self.spec.chip))
+
     def embed(self, chips: list[np.ndarray] | np.ndarray) -> np.ndarray:
-        """Embed ``(N, 112, 112, 3)`` BGR uint8 chips; returns ``(N, D)`` unit-length float32."""
+        """Embed ``(N, side, side, 3)`` BGR uint8 chips of this model; returns ``(N, D)`` unit-length float32."""
         if len(chips) == 0:
             return np.zeros((0, self.dimension), dtype=np.float32)
         stack = np.asarray(chips)
-        if stack.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3):
-            raise ValueError(f"chips must be (N, {CHIP_SIZE}, {CHIP_SIZE}, 3), got {stack.shape}")
+        side = self.chip_side
+        if stack.shape[1:] != (side, side, 3):
+            raise ValueError(f"chips must be (N, {side}, {side}, 3), got {stack.shape}")
         stack = np.ascontiguousarray(stack, dtype=np.uint8)
         outputs = [self.model.run({self.input_name: stack[start:start + self.batch_size]})[0]
                    for start in range(0, len(stack), self.batch_size)]
         return l2_normalize(np.concatenate(outputs).reshape(len(stack), -1))
 
     def embed_groups(self, groups: list[np.ndarray]) -> list[np.ndarray]:
-        """Embed several ``(N_i, 112, 112, 3)`` chip arrays in one batched run; one ``(N_i, D)`` array each."""
+        """Embed several ``(N_i, side, side, 3)`` chip arrays in one batched run; one ``(N_i, D)`` array each."""
         sizes = [len(chips) for chips in groups]
         if not sum(sizes):
             return [np.zeros((0, self.dimension), np.float32) for _ in groups]
         vectors = self.embed(np.concatenate([chips for chips in groups if len(chips)]))
         return np.split(vectors, np.cumsum(sizes)[:-1])
+
+
+@dataclass(frozen=True)
+class FusionSpec:
+    """Models whose unit embeddings are weighted, concatenated and normalised again."""
+
+    name: str
+    members: tuple[ModelSpec, ...]
+    weights: tuple[float, ...]
+
+    @property
+    def version(self) -> str:
+        parts = [f"{spec.name}@{spec.version}*{weight:g}" for spec, weight in zip(self.members, self.weights)]
+        return "+".join(parts)
+
+    @property
+    def embedding_dim(self) -> int:
+        return sum(spec.embedding_dim for spec in self.members)
+
+
+class FusionEmbedder:
+    """A :class:`FusionSpec` over one :class:`ChipEmbedder` per member."""
+
+    def __init__(self, spec: FusionSpec, members: list[ChipEmbedder]):
+        self.spec = spec
+        self.members = members
+        self.dimension = spec.embedding_dim
+
+    @property
+    def description(self) -> Description:
+        return self.members[0].description
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.spec.name}@{self.spec.version}"
+
+    def embed_aligned(self, faces: AlignedFaces) -> np.ndarray:
+        parts = [weight * member.embed_aligned(faces) for weight, member in zip(self.spec.weights, self.members)]
+        return l2_normalize(np.concatenate(parts, axis=1))
+
+
+# The fusion's weights were chosen on lfw-dev (pairs.txt, the 10-fold protocol) only: dlib's ResNet
+# cosines spread over a narrower range than SFace's, so its part weighs more (see docs/benchmarks.md).
+FUSION = FusionSpec(name="fusion", members=(SFACE, DLIB_RESNET), weights=(1.0, 1.0))
+EMBEDDING_MODELS: dict[str, ModelSpec | FusionSpec] = {spec.name: spec for spec in (SFACE, DLIB_RESNET, FUSION)}
+DEFAULT_EMBEDDING_MODEL = SFACE.name
+
+Embedder = ChipEmbedder | FusionEmbedder
+
+
+def open_embedder(name: str, options: BackendOptions, batch_size: int = DEFAULT_BATCH) -> Embedder:
+    """The embedding model ``name`` (a key of :data:`EMBEDDING_MODELS`) opened with a backend."""
+    spec = EMBEDDING_MODELS.get(name)
+    if spec is None:
+        raise ModelError(f"unknown embedding model {name!r}; known: {', '.join(EMBEDDING_MODELS)}")
+    if isinstance(spec, FusionSpec):
+        return FusionEmbedder(spec, [ChipEmbedder.from_registry(options, member, batch_size) for member in spec.members])
+    return ChipEmbedder.from_registry(options, spec, batch_size)

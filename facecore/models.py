@@ -47,10 +47,15 @@ class ModelSpec:
     dynamic_spatial: bool
     rgb_input: bool = False
     embedding_dim: int = 0
+    chip: str = "arcface112"  # the aligned chip an embedding model takes (facecore.align)
+    source_format: str = "onnx"  # "dlib": a dlib network, built into ONNX once (needs torch)
 
     def source_path(self) -> Path:
         """Path of the original weights inside the installed package."""
-        path = importlib.resources.files(self.package).joinpath(self.resource)
+        try:
+            path = importlib.resources.files(self.package).joinpath(self.resource)
+        except ModuleNotFoundError:
+            raise ModelError(f"model {self.name} needs the package {self.package}: {BUILD_HINT}") from None
         if not path.is_file():
             raise ModelError(f"model file {self.resource} not found in installed package {self.package}")
         return Path(str(path))
@@ -72,7 +77,19 @@ SFACE = ModelSpec(
     rgb_input=True,
     embedding_dim=128,
 )
-REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in (YUNET, SFACE)}
+DLIB_RESNET = ModelSpec(
+    name="dlib-resnet",
+    version="v1",
+    package="face_recognition_models",
+    resource="models/dlib_face_recognition_resnet_model_v1.dat",
+    dynamic_spatial=False,
+    rgb_input=True,
+    embedding_dim=128,
+    chip="dlib150",
+    source_format="dlib",
+)
+REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in (YUNET, SFACE, DLIB_RESNET)}
+BUILD_HINT = "pip install 'rayfaces[dlib]' and run `faces models build`"
 
 
 def _dequantize(quantized: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None,
@@ -231,6 +248,18 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _source_graph(spec: ModelSpec, source: Path) -> onnx.ModelProto:
+    """The model as an ONNX graph: loaded, or for a dlib network built with torch (the ``dlib`` extra)."""
+    if spec.source_format == "onnx":
+        return onnx.load(str(source))
+    try:
+        from facecore.dlib_resnet import export_onnx
+    except ModuleNotFoundError as exc:
+        raise ModelError(f"model {spec.name} is not built yet and {exc.name} is missing: {BUILD_HINT}") from None
+    from facecore.dlib_weights import read_dlib_net
+    return export_onnx(read_dlib_net(source))
+
+
 def converted_model_path(spec: ModelSpec, cache_dir: Path | str) -> Path:
     """Path of the runtime-ready graph of ``spec`` in ``cache_dir``, converting it on first use."""
     source = spec.source_path()
@@ -241,7 +270,7 @@ def converted_model_path(spec: ModelSpec, cache_dir: Path | str) -> Path:
         return target
     cache.mkdir(parents=True, exist_ok=True)
     log.info("converting %s into %s", source.name, target)
-    converted = convert_for_runtime(onnx.load(str(source)), spec.dynamic_spatial, spec.rgb_input)
+    converted = convert_for_runtime(_source_graph(spec, source), spec.dynamic_spatial, spec.rgb_input)
     partial = target.with_suffix(f".tmp{os.getpid()}")
     onnx.save(converted, str(partial))
     os.replace(partial, target)

@@ -17,7 +17,7 @@ import numpy as np
 from facecore.align import CHIP_SIZE, align_faces
 from facecore.backends import BackendOptions
 from facecore.detect import DEFAULT_MAX_SIDE, Detection, YuNetDetector
-from facecore.embed import SFaceEmbedder
+from facecore.embed import DEFAULT_EMBEDDING_MODEL, AlignedFaces, open_embedder
 from facecore.images import ImageLimits, decode_image, reduction_of
 from facecore.quality import Pose, Quality, assess_quality, estimate_pose
 
@@ -52,7 +52,8 @@ class PipelineConfig:
     """Knobs of the pipeline; the service fills these from its settings.
 
     ``backend`` and ``precision`` choose the inference backend (:mod:`facecore.backends`);
-    ``cache_dir`` holds the converted graphs and the backends' compiled models. JPEGs whose longer
+    ``cache_dir`` holds the converted graphs and the backends' compiled models; ``model`` names the
+    embedding model (``sface``, ``dlib-resnet`` or ``fusion``). JPEGs whose longer
     side is at least twice ``decode_min_side`` are decoded at 1/2, 1/4 or 1/8 of their size, their
     longer side staying at least ``decode_min_side`` (0: always in full); the default, 3x the
     detector's input side, keeps the faces it can find large enough for 112x112 chips.
@@ -67,6 +68,7 @@ class PipelineConfig:
     embed_batch: int = 32
     limits: ImageLimits = field(default_factory=ImageLimits)
     cache_dir: str = DEFAULT_CACHE_DIR
+    model: str = DEFAULT_EMBEDDING_MODEL  # the embedding model (facecore.embed.EMBEDDING_MODELS)
     gpu: bool = False  # this process was given a GPU (a fraction of one): see facecore.pipelines
 
     def backend_options(self) -> BackendOptions:
@@ -101,7 +103,7 @@ class FacePipeline:
         cfg = self.config
         options = cfg.backend_options()
         self.detector = YuNetDetector.from_registry(options, cfg.max_side)
-        self.embedder = SFaceEmbedder.from_registry(options, batch_size=cfg.embed_batch)
+        self.embedder = open_embedder(cfg.model, options, batch_size=cfg.embed_batch)
 
     @property
     def model_id(self) -> str:
@@ -148,17 +150,19 @@ class FacePipeline:
     def describe(self, decoded: list[np.ndarray], faces: list[list[Face]], timer: StageTimer | None = None,
                  quality: bool | Sequence[bool] = True) -> None:
         """Fill chip, embedding and (where ``quality``, one flag or one per image) quality and pose of
-        detected ``faces`` (one list per decoded image): the chips of all faces are warped into one
-        array and embedded in batches."""
+        detected ``faces`` (one list per decoded image): the 112x112 chips of all faces (kept for
+        quality and crops) are warped into one array; the embedding model aligns its own chips when
+        it needs others, and embeds in batches."""
         started = time.perf_counter()
         flat = [face for per_image in faces for face in per_image]
         chips = np.empty((len(flat), CHIP_SIZE, CHIP_SIZE, 3), dtype=np.uint8)
+        landmarks = [np.stack([face.landmarks for face in per_image]) / reduction_of(image)
+                     if per_image else np.zeros((0, 5, 2)) for image, per_image in zip(decoded, faces)]
         offset = 0
-        for image, per_image in zip(decoded, faces):
-            if per_image:
-                align_faces(image, np.stack([face.landmarks for face in per_image]) / reduction_of(image),
-                            out=chips[offset:offset + len(per_image)])
-                offset += len(per_image)
+        for image, points in zip(decoded, landmarks):
+            if len(points):
+                align_faces(image, points, out=chips[offset:offset + len(points)])
+                offset += len(points)
         for face, chip in zip(flat, chips):
             face.chip = chip
         if timer:
@@ -171,7 +175,7 @@ class FacePipeline:
                                                   face.box[3] - face.box[1], face.chip, face.pose)
             if timer:
                 started = timer.add("quality", started)
-        for face, vector in zip(flat, self.embedder.embed(chips)):
+        for face, vector in zip(flat, self.embedder.embed_aligned(AlignedFaces(decoded, landmarks, chips))):
             face.embedding = vector
         if timer:
             timer.add("embed", started)

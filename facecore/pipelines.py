@@ -14,6 +14,7 @@ import dataclasses
 import logging
 
 from facecore.backends import BackendUnavailable
+from facecore.embed import DEFAULT_EMBEDDING_MODEL
 from facecore.pipeline import FacePipeline, PipelineConfig
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def open_pipeline(config: PipelineConfig) -> FacePipeline:
             log.warning("this process was given a GPU, but torch is missing or sees no CUDA device: the face "
                         "pipeline preprocesses on the CPU")
     precision = gpu_pipeline_precision(config.backend, config.precision, config.gpu, torch_cuda)
-    if precision is None:
+    if precision is None or config.model != DEFAULT_EMBEDDING_MODEL:  # the GPU preprocessing is SFace's
         return FacePipeline(config)
     from facecore.torch_pipeline import TorchFacePipeline
 

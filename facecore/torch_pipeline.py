@@ -20,7 +20,7 @@ import numpy as np
 from facecore.align import ARCFACE_TEMPLATE, CHIP_SIZE, similarity_transforms
 from facecore.backends.torch_cuda import TorchGraph
 from facecore.detect import YUNET, BatchLayout, Detection
-from facecore.embed import SFaceEmbedder, l2_normalize
+from facecore.embed import ChipEmbedder, l2_normalize
 from facecore.gpu_preprocess import as_device_image, decode_on_device, detector_batch, warp_chips
 from facecore.models import SFACE, ModelSpec, converted_model_path
 from facecore.pipeline import Face, FacePipeline, ImageInput, PipelineConfig, StageTimer
@@ -55,8 +55,8 @@ class TorchDetector:
         return layout.detections(arrays, threshold, limit, timer, started)
 
 
-class TorchEmbedder(SFaceEmbedder):
-    """SFace on a :class:`TorchGraph`: numpy chips as :class:`SFaceEmbedder`, or device chips."""
+class TorchEmbedder(ChipEmbedder):
+    """SFace on a :class:`TorchGraph`: numpy chips as :class:`ChipEmbedder`, or device chips."""
 
     def __init__(self, graph: TorchGraph, spec: ModelSpec = SFACE, batch_size: int = 256):
         super().__init__(graph, spec, batch_size)

@@ -6,8 +6,8 @@ import argparse
 import logging
 import sys
 
-from faces_cli import (cluster_command, enroll_commands, gallery_commands, index_commands, pipeline_commands,
-                       serve_command, video_commands)
+from faces_cli import (cluster_command, enroll_commands, gallery_commands, index_commands, model_commands,
+                       pipeline_commands, serve_command, video_commands)
 from faces_settings import get_settings
 
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     enroll_commands.add_parsers(subparsers)
     gallery_commands.add_parsers(subparsers)
     cluster_command.add_parsers(subparsers, settings.det_prob_threshold, settings.recognition_threshold)
+    model_commands.add_parsers(subparsers)
     return parser
 
 

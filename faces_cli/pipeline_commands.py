@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 
 from facecore.face_json import face_to_dict
 from facecore.errors import FaceError
+from facecore.embed import DEFAULT_EMBEDDING_MODEL, EMBEDDING_MODELS
 from facecore.evaluation import evaluate_pairs, parse_pairs
 from facecore.pipeline import FacePipeline
 from faces_settings import get_settings
@@ -19,8 +21,8 @@ from facecore.similarity import similarity_from_cosine
 EVAL_CHUNK = 16
 
 
-def _pipeline() -> FacePipeline:
-    return FacePipeline(get_settings().pipeline_config())
+def _pipeline(model: str = DEFAULT_EMBEDDING_MODEL) -> FacePipeline:
+    return FacePipeline(dataclasses.replace(get_settings().pipeline_config(), model=model))
 
 
 def _analyze_file(pipeline: FacePipeline, path: str, threshold: float, limit: int, embed: bool):
@@ -118,7 +120,7 @@ def _embed_paths(pipeline: FacePipeline, threshold: float):
 
 
 def eval_pairs_command(args: argparse.Namespace) -> int:
-    pipeline = _pipeline()
+    pipeline = _pipeline(args.model)
     try:
         pairs = parse_pairs(Path(args.pairs), Path(args.root))
     except (OSError, ValueError) as exc:
@@ -164,4 +166,6 @@ def add_parsers(subparsers, default_threshold: float) -> None:
     evaluate = with_detection_options(subparsers.add_parser("eval-pairs", help="LFW verification protocol on a pairs file"))
     evaluate.add_argument("--pairs", required=True, help="pairs file in LFW format")
     evaluate.add_argument("--root", required=True, help="folder with one sub-folder per person")
+    evaluate.add_argument("--model", choices=list(EMBEDDING_MODELS), default=DEFAULT_EMBEDDING_MODEL,
+                          help="embedding model (default %(default)s)")
     evaluate.set_defaults(handler=eval_pairs_command)

@@ -10,7 +10,7 @@ import pytest
 from facecore.backends import (BackendOptions, BackendUnavailable, UnsupportedPrecision, is_x86, open_model,
                                resolve_backend)
 from facecore.backends import onnxruntime_backend, openvino_backend
-from facecore.embed import SFaceEmbedder
+from facecore.embed import ChipEmbedder
 from facecore.errors import ModelError
 from facecore.models import SFACE, converted_model_path
 from facecore.pipeline import FacePipeline, PipelineConfig
@@ -38,7 +38,7 @@ def lfw_chips(data_dir, pipeline) -> np.ndarray:
 @pytest.fixture(scope="module")
 def reference(lfw_chips, models_dir) -> np.ndarray:
     """ONNX Runtime float32: the reference every backend and precision is compared with."""
-    return SFaceEmbedder.from_registry(BackendOptions("onnxruntime", "f32", 2, models_dir)).embed(lfw_chips)
+    return ChipEmbedder.from_registry(BackendOptions("onnxruntime", "f32", 2, models_dir)).embed(lfw_chips)
 
 
 def test_auto_picks_the_machines_best_backend(pipeline):
@@ -94,7 +94,7 @@ def test_cuda_backend_runs_on_the_gpu_or_says_what_it_needs(models_dir):
 
 @pytest.mark.parametrize("backend, precision", cpu_backends())
 def test_every_backend_embeds_like_the_float32_reference(lfw_chips, reference, models_dir, backend, precision):
-    embedder = SFaceEmbedder.from_registry(BackendOptions(backend, precision, 2, models_dir), batch_size=16)
+    embedder = ChipEmbedder.from_registry(BackendOptions(backend, precision, 2, models_dir), batch_size=16)
     assert embedder.description.precision == precision
     vectors = embedder.embed(lfw_chips)  # full batches of 16 and a smaller last one
     cosines = (vectors * reference).sum(axis=1)
@@ -105,7 +105,7 @@ def test_every_backend_embeds_like_the_float32_reference(lfw_chips, reference, m
 
 
 def test_static_and_dynamic_batches_agree(lfw_chips, models_dir):
-    embedder = SFaceEmbedder.from_registry(BackendOptions("openvino", "auto", 2, models_dir), batch_size=8)
+    embedder = ChipEmbedder.from_registry(BackendOptions("openvino", "auto", 2, models_dir), batch_size=8)
     whole = embedder.embed(lfw_chips[:8])
     parts = np.concatenate([embedder.embed(lfw_chips[:5]), embedder.embed(lfw_chips[5:8])])
     assert ((whole * parts).sum(axis=1)).min() >= 0.999

@@ -8,7 +8,7 @@ import onnx
 
 from facecore.align import align_face
 from facecore.backends import BackendOptions
-from facecore.embed import SFaceEmbedder
+from facecore.embed import ChipEmbedder
 from facecore.images import decode_image
 from facecore.models import SFACE, YUNET, converted_model_path
 
@@ -39,7 +39,7 @@ def test_converted_sface_matches_original_graph(data_dir, pipeline, models_dir):
     """The original quantised SFace, run by OpenCV's own FaceRecognizerSF, gives the same vectors as the
     converted graph in float32 (the backends' precisions are compared in test_backends.py)."""
     recognizer = cv2.FaceRecognizerSF.create(str(SFACE.source_path()), "")
-    float32 = SFaceEmbedder.from_registry(BackendOptions("onnxruntime", "f32", 2, models_dir))
+    float32 = ChipEmbedder.from_registry(BackendOptions("onnxruntime", "f32", 2, models_dir))
     chips = []
     for path in sorted((data_dir / "lfw-dev").glob("A*/*_0001.jpg"))[:12]:
         image = decode_image(path.read_bytes())
