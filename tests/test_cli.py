@@ -58,3 +58,12 @@ def test_verify_command(capsys, data_dir):
     assert same_code == other_code == 0
     assert same["same_person"] is True and other["same_person"] is False
     assert same["similarity"] > other["similarity"]
+
+
+def test_models_build_command(capsys, models_dir):
+    assert main(["models", "build", "sface", "dlib-resnet"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in printed] == ["sface", "dlib-resnet"]
+    assert all((models_dir / line.split(": ", 1)[1].rsplit("/", 1)[1]).is_file() for line in printed)
+    assert main(["models", "build", "no-such-model"]) == 2
+    assert "unknown model" in capsys.readouterr().err
