@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -60,10 +61,10 @@ def test_verify_command(capsys, data_dir):
     assert same["similarity"] > other["similarity"]
 
 
-def test_models_build_command(capsys, models_dir):
+def test_models_build_command(capsys):
     assert main(["models", "build", "sface", "dlib-resnet"]) == 0
-    printed = capsys.readouterr().out.splitlines()
-    assert [line.split(":")[0] for line in printed] == ["sface", "dlib-resnet"]
-    assert all((models_dir / line.split(": ", 1)[1].rsplit("/", 1)[1]).is_file() for line in printed)
+    printed = [line.split(": ", 1) for line in capsys.readouterr().out.splitlines()]
+    assert [name for name, _ in printed] == ["sface", "dlib-resnet"]
+    assert all(Path(path).is_file() and Path(path).suffix == ".onnx" for _, path in printed)
     assert main(["models", "build", "no-such-model"]) == 2
     assert "unknown model" in capsys.readouterr().err
