@@ -46,6 +46,16 @@ class EvaluationReport:
         return dict(self.__dict__)
 
 
+def labelled_face(faces: list, image_shape: tuple[int, ...]):
+    """The face an LFW-style image is labelled with: LFW's photos are cropped around it, so it is the
+    detected face whose box centre is nearest the image centre (others are people in the background,
+    sometimes larger where they are cut by the border); None when no face was found."""
+    if not faces:
+        return None
+    centre = np.array([image_shape[1], image_shape[0]], dtype=np.float64) / 2
+    return min(faces, key=lambda face: float(np.hypot(*((face.box[:2] + face.box[2:4]) / 2 - centre))))
+
+
 def image_path(root: Path, name: str, number: str) -> Path:
     return root / name / f"{name}_{int(number):04d}.jpg"
 

@@ -13,7 +13,7 @@ import numpy as np
 from facecore.face_json import face_to_dict
 from facecore.errors import FaceError
 from facecore.embed import DEFAULT_EMBEDDING_MODEL, EMBEDDING_MODELS
-from facecore.evaluation import evaluate_pairs, parse_pairs
+from facecore.evaluation import evaluate_pairs, labelled_face, parse_pairs
 from facecore.pipeline import FacePipeline
 from faces_settings import get_settings
 from facecore.similarity import similarity_from_cosine
@@ -111,9 +111,10 @@ def _embed_paths(pipeline: FacePipeline, threshold: float):
                     readable.append((path, pipeline.decode([path.read_bytes()])[0]))
                 except (FaceError, OSError):
                     continue
-            embedded = pipeline.embed([image for _, image in readable], threshold, limit=1)
-            for (path, _), found in zip(readable, embedded):
-                vectors[path] = found[0] if len(found) else None
+            analyzed = pipeline.analyze([image for _, image in readable], threshold, quality=False)
+            for (path, image), faces in zip(readable, analyzed):
+                face = labelled_face(faces, image.shape)
+                vectors[path] = None if face is None else face.embedding
         return vectors
 
     return embed_images
@@ -130,10 +131,13 @@ def eval_pairs_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
         return 0
-    similarity = float(similarity_from_cosine(report.threshold))
     print(f"pairs: {report.pairs} in {report.folds} folds, images: {report.images}")
     print(f"accuracy: {report.accuracy_mean:.4f} +- {report.accuracy_std:.4f}")
-    print(f"threshold: cosine {report.threshold:.4f} (similarity {similarity:.4f})")
+    if args.model == DEFAULT_EMBEDDING_MODEL:  # the similarity scale is calibrated on SFace's cosines
+        similarity = float(similarity_from_cosine(report.threshold))
+        print(f"threshold: cosine {report.threshold:.4f} (similarity {similarity:.4f})")
+    else:
+        print(f"threshold: cosine {report.threshold:.4f}")
     tar = "n/a" if report.tar_at_far_1e3 is None else f"{report.tar_at_far_1e3:.4f}"
     print(f"TAR@FAR=1e-3: {tar} ({report.tar_note})")
     print(f"images without a detected face: {report.images_without_face} "
