@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from facecore.face_json import face_to_dict
-from facecore.errors import FaceError
+from facecore.errors import FaceError, ModelError
 from facecore.embed import DEFAULT_EMBEDDING_MODEL, EMBEDDING_MODELS
 from facecore.evaluation import evaluate_pairs, labelled_face, parse_pairs
 from facecore.pipeline import FacePipeline
@@ -121,10 +121,10 @@ def _embed_paths(pipeline: FacePipeline, threshold: float):
 
 
 def eval_pairs_command(args: argparse.Namespace) -> int:
-    pipeline = _pipeline(args.model)
     try:
         pairs = parse_pairs(Path(args.pairs), Path(args.root))
-    except (OSError, ValueError) as exc:
+        pipeline = _pipeline(args.model)  # a model not built, without the dlib extra: a ModelError
+    except (OSError, ValueError, ModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     report = evaluate_pairs(pairs, _embed_paths(pipeline, args.det_prob_threshold))
