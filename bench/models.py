@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import lfw_images, print_table, save_results  # noqa: E402
-from facecore.embed import EMBEDDING_MODELS, AlignedFaces, ChipEmbedder  # noqa: E402
+from facecore.embed import EMBEDDING_MODELS, AlignedFaces, FusionEmbedder  # noqa: E402
 from facecore.models import DLIB_RESNET  # noqa: E402
 from facecore.pipeline import FacePipeline, PipelineConfig  # noqa: E402
 
@@ -76,7 +76,8 @@ def main() -> None:
             faces = pipeline.detect_decoded(decoded, THRESHOLD, 0, None)
             aligned = AlignedFaces(decoded, [np.stack([f.landmarks for f in per_image]) if per_image
                                              else np.zeros((0, 5, 2)) for per_image in faces])
-            members = pipeline.embedder.members if hasattr(pipeline.embedder, "members") else [pipeline.embedder]
+            embedder = pipeline.embedder
+            members = embedder.members if isinstance(embedder, FusionEmbedder) else [embedder]
             for member in members:
                 aligned.chips(member.spec.chip)  # align before timing: the embedding alone is timed
             pipeline.embedder.embed_aligned(aligned)  # warm-up
