@@ -27,6 +27,7 @@ from batch_jobs.errors import JobInputError
 from facecore.errors import (FaceError, ImageTooLarge, InvalidImage, NoFaceFound, TooManyPixels,
                              UnsupportedFormat)
 from faceindex.budget import ShardFull
+from serve_app.ingress_error_page import RETRY_AFTER_S, UNAVAILABLE
 from serve_app.validation import ROW_ID_RANGE
 from store.errors import Conflict, InvalidValue, NotFound, StoreError
 
@@ -48,11 +49,8 @@ NO_FACE_FOUND = 28
 RATE_LIMITED = 29
 SHARD_FULL = 30
 BODY_TOO_LARGE = 13  # the whole request body, like an image over its limit
-UNAVAILABLE = 31
 QUOTA_EXCEEDED = 32
 INTERNAL = 99
-
-RETRY_AFTER_S = 5  # what a 503 tells the client to wait before trying again
 
 
 class ApiError(Exception):

@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import socket
+import sysconfig
 from dataclasses import dataclass
 
 import ray
@@ -21,6 +22,7 @@ from actors.video_supervisor import ensure_supervisor, stop_video
 from faces_settings import Settings
 from serve_app.app import APP_NAME, build_app, deploy
 from serve_app.body_limits import PROXY_CALLBACK_ENV, PROXY_LIMIT_ENV, largest_body
+from serve_app.ingress_error_page import BINARY_ENV
 from store.control import ControlPlane
 from store.embedded_pg import EmbeddedPostgres, resolve_dsn
 
@@ -45,6 +47,8 @@ HAPROXY_ENV = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
 }
+# HAProxy's command: it installs the API's error page, then runs HAProxy (serve_app/ingress_error_page.py).
+ERROR_PAGE_COMMAND = os.path.join(sysconfig.get_path("scripts"), "faces-haproxy")
 
 
 def serve_environment(settings: Settings) -> dict[str, str]:
@@ -62,6 +66,8 @@ def serve_environment(settings: Settings) -> dict[str, str]:
                 **body_limits}
     stats, metrics, fallback_http, fallback_grpc = _free_ports(4)
     return {**HAPROXY_ENV, **body_limits,
+            # HAProxy's own error answers (no ingress replica reachable) as the API's JSON 503s
+            BINARY_ENV: ERROR_PAGE_COMMAND,
             "RAY_SERVE_HAPROXY_STATS_PORT": str(settings.haproxy_stats_port or stats),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(settings.haproxy_metrics_port or metrics),
             # Serve's Python proxy on the head node, HAProxy's backup while no ingress replica is up

@@ -4,7 +4,8 @@
 under recognize load; (c) PostgreSQL shut down for 10 s and started again on the same data dir and
 socket; (d) the whole platform (`faces serve`, its Ray processes and PostgreSQL) SIGKILLed during
 enrollment and started again. Clients may see only successes and 503s with ``Retry-After``; every
-acknowledged face must be there afterwards, once. Recovery times are printed and written to
+acknowledged face must be there afterwards, once; (f) every ingress replica SIGKILLed at once: HAProxy's
+own answers are the API's JSON 503s. Recovery times are printed and written to
 ``bench/results/faults.json``.
 """
 
@@ -48,6 +49,15 @@ def photos(data_dir: Path, count: int) -> list[Path]:
     return sorted((data_dir / "lfw-dev").glob("*/*.jpg"))[:count]
 
 
+def is_error_json(response: httpx.Response) -> bool:
+    """The body is the API's error shape, ``{"message": ..., "code": ...}``."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and isinstance(body.get("message"), str) and isinstance(body.get("code"), int)
+
+
 class Outcomes:
     """What the clients saw: statuses over time, acknowledged faces, anything that is not allowed."""
 
@@ -56,18 +66,21 @@ class Outcomes:
         self.calls: list[tuple[float, float, int]] = []  # (sent, answered, status)
         self.acknowledged: list[str] = []
         self.bad: list[str] = []
+        self.unanswered: list[float] = []  # when the requests that got no answer were sent
 
     def note(self, sent: float, response: httpx.Response | None, error: str | None = None) -> None:
         answered = time.monotonic()
         with self.lock:
             if response is None:
+                self.unanswered.append(sent)
                 self.bad.append(f"no answer: {error}")
                 return
             self.calls.append((sent, answered, response.status_code))
             if response.status_code == 200:
                 if "image_id" in (body := response.json()):
                     self.acknowledged.append(body["image_id"])
-            elif response.status_code != 503 or not response.headers.get("retry-after", "").isdigit():
+            elif response.status_code != 503 or not response.headers.get("retry-after", "").isdigit() \
+                    or not is_error_json(response):
                 self.bad.append(f"{response.status_code} {dict(response.headers)}: {response.text[:300]}")
             if answered - sent > REQUEST_TIMEOUT_S:
                 self.bad.append(f"a request took {answered - sent:.0f} s")
@@ -278,3 +291,36 @@ def test_d_the_whole_platform_killed_mid_enrollment_keeps_every_acknowledged_fac
     record_recovery("platform_killed_during_adds", {
         "processes_killed": killed, "acknowledged": len(outcomes.acknowledged), "stored": len(stored),
         "restart_to_serving_s": round(serving_after, 2)})
+
+
+def test_f_every_ingress_replica_killed_answers_json_503s_with_retry_after_never_500(server, admin, fault_app):
+    """No ingress replica reachable (both SIGKILLed at once): HAProxy's own error answer is the API's
+    503 (JSON, ``Retry-After``), never its plain 500, until Serve has replaced the replicas. Each request
+    on a connection of its own: a kept-alive one may be closed idle by HAProxy's reload."""
+    key = admin.create_service(fault_app["id"], "ingress-outage", "recognition")["api_key"]
+
+    def list_faces(client: httpx.Client, n: int) -> httpx.Response:
+        return client.get("/api/v1/recognition/faces", headers={"x-api-key": key, "connection": "close"})
+
+    outcomes = Outcomes()
+    pool = drive(server.url, 4, 25, list_faces, outcomes)
+    time.sleep(3)
+    ingress = [ray.get_actor(actor["name"], namespace="serve")
+               for actor in ray.util.list_named_actors(all_namespaces=True)
+               if "Ingress" in actor["name"] and actor["namespace"] == "serve"]
+    assert len(ingress) == 2
+    pids = [actor_pid(replica) for replica in ingress]
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    pool.shutdown(wait=True)
+
+    # A request a killed replica held is cut, and so is one HAProxy sends over a kept-alive connection
+    # to a killed replica before it sees the replica gone (it closes the client's connection when a reused
+    # server connection breaks, so that the client may retry): seen up to 0.1 s after the kill here.
+    assert [bad for bad in outcomes.bad if not bad.startswith("no answer")] == []
+    assert [round(sent - killed_at, 2) for sent in outcomes.unanswered if sent > killed_at + 1] == []
+    recovery = outcomes.recovered_after(killed_at)
+    assert recovery is not None, outcomes.statuses()
+    record_recovery("ingress_replicas_killed", {
+        "clients": 4, "statuses": dict(outcomes.statuses()), "recovery_s": round(recovery, 2)})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from faces_settings import Settings
 from serve_app.platform import HAPROXY_ENV, LISTENER_PORTS, SERVE_THROUGHPUT_ENV, serve_environment
 
@@ -16,6 +18,9 @@ def test_haproxy_and_throughput_mode_are_the_default_on_linux():
     ports = {int(env[f"RAY_SERVE_{name}_PORT"]) for name in names}
     assert len(ports) == 4 and not ports & {8404, 9101, 8500, 9500}
     assert all(port in LISTENER_PORTS for port in ports)  # out of the range outgoing connections take
+    # HAProxy runs through the command that gives its own error answers the API's JSON 503
+    command = env["RAY_SERVE_HAPROXY_BINARY_PATH"]
+    assert os.path.basename(command) == "faces-haproxy" and os.access(command, os.X_OK)
 
 
 def test_configured_haproxy_ports_are_used():
