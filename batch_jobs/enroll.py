@@ -37,6 +37,7 @@ from actors.shard_group import ShardGroup
 from batch_jobs.commit import FaceCommitter
 from batch_jobs.embedding import EmbedImages, pipeline_config, plan_pool
 from batch_jobs.face_ids import face_id
+from batch_jobs.job_files import job_folder
 from batch_jobs.fetch import fetch_images
 from batch_jobs.locations import Locator, allowed, check_input
 from batch_jobs.outcomes import OnMultiple, Outcome
@@ -79,7 +80,7 @@ class EnrollResult:
 
 
 def default_report(settings: Settings, job_id: int) -> str:
-    return join_uri(settings.resolved().jobs_uri, str(job_id), "report.parquet")
+    return join_uri(job_folder(settings, job_id), "report.parquet")
 
 
 class EnrollSink:

@@ -121,8 +121,8 @@ class JobStore:
             raise NotFound(f"job {job_id} not found")
         return _job(row)
 
-    async def list(self, service_id: int | None = None, limit: int = 100) -> list[Job]:
-        """The newest jobs first, of one service when given."""
+    async def list(self, service_id: int | None = None, limit: int | None = 100) -> list[Job]:
+        """The newest jobs first, of one service when given (``limit`` None: all of them)."""
         rows = await self._pool.fetch(
             f"SELECT {_COLUMNS} FROM jobs WHERE $1::bigint IS NULL OR service_id = $1 ORDER BY id DESC LIMIT $2",
             service_id, limit,

@@ -222,6 +222,33 @@ def test_a_deleted_subject_leaves_no_embedding_or_crop_byte_under_the_data_dir(s
         assert api.face_image(kept_id) == kept_face.crop
 
 
+def test_a_deleted_application_leaves_no_face_byte_and_no_report_of_its_jobs(server, admin, data_dir, tmp_path):
+    from bulk_helpers import wait_for_job
+
+    service, key = new_service(admin, "gallery-erased-application", shards=1)
+    (person, photos), = people(data_dir, 1, skip=6).items()
+    (tmp_path / "tree" / person).mkdir(parents=True)
+    (tmp_path / "tree" / person / "one.jpg").write_bytes(photo_of_its_own(photos[0], time.time_ns()))
+    named = tmp_path / "reports" / "run.jsonl"  # a report the admin names, and one in the job's own folder
+    started = [admin.start_enroll_job(service["id"], path=str(tmp_path / "tree"), **report)
+               for report in ({}, {"report": str(named)})]
+    jobs = [wait_for_job(admin, job["id"]) for job in started]
+    assert [job["status"] for job in jobs] == ["succeeded", "succeeded"], jobs
+    reports = [Path(job["report_path"]) for job in jobs]
+    assert reports[1] == named and all(report.is_file() for report in reports)
+    assert reports[0].is_relative_to(server.settings.data_dir)
+    with FaceClient(server.url, api_key=key, timeout=SERVING_TIMEOUT_S) as api:
+        (face_id,) = [face["image_id"] for face in api.list_faces()["faces"]]
+    face = ray.get(shard(service).get_face.remote(face_id), timeout=60)
+    needles = [np.asarray(face.embedding, np.float32).tobytes(), face.crop]
+    assert files_holding(server.settings.data_dir, needles) == {0, 1}
+
+    admin.delete_application(service["application_id"])
+    assert [report for report in reports if report.exists()] == []
+    assert not reports[0].parent.exists()  # the job's own folder
+    assert files_holding(server.settings.data_dir, needles) == set()
+
+
 def test_events_expire_and_a_deleted_video_service_leaves_no_event_image(server, admin):
     from actors.video_supervisor import SUPERVISOR_NAME
     from store.control import ControlPlane

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
+from batch_jobs.job_files import delete_job_files
 from serve_app.auth import require_admin
 from serve_app.context import AppContext, request_context
 from serve_app.errors import BAD_PARAMETER, ApiError
@@ -14,6 +15,7 @@ from serve_app.schemas import ApplicationOut, NameBody, ServiceCreate, ServiceOu
 from serve_app.validation import RowId
 from store.control import Application, ControlPlane, Service
 from store.event_media import EventMedia
+from store.jobs import JobStore
 from store.video_store import VideoStore
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
@@ -31,13 +33,16 @@ def _service(service: Service, api_key: str | None = None) -> ServiceOut:
 
 
 async def _delete_service(context: AppContext, control: ControlPlane, service: Service) -> None:
-    """Delete a service with its data: its face tables and saved indexes first (a retry after a failure
-    still finds the service), then its rows (with those of its streams and events), then the streams'
-    event images (their workers stop with the rows; the video supervisor sweeps any image written after)."""
+    """Delete a service with its data: its face tables and saved indexes and its bulk jobs' files (reports)
+    first (a retry after a failure still finds the service), then its rows (with those of its jobs,
+    streams and events), then the streams' event images (their workers stop with the rows; the video
+    supervisor sweeps any image written after)."""
     streams = await VideoStore(control.pool).list_streams(service.id) if service.type == "video" else []
     if service.type == "recognition":
         await context.shards(service).drop()
         context.forget_shards(service.id)
+    for job in await JobStore(control.pool).list(service.id, limit=None):
+        await asyncio.to_thread(delete_job_files, context.settings, job)
     await control.delete_service(service.id)
     media = EventMedia(context.settings.video_media_uri)
     for stream in streams:
