@@ -17,7 +17,8 @@ to hosts it does not check, so for an ``http(s)`` source the redirects are follo
 hop checked (:func:`outbound.redirects.final_location`), and FFmpeg gets the final URL with its own
 redirect following off (``max_redirects=0``); a tenant's source may only be a single-resource
 container (:data:`TENANT_HTTP_FORMATS`): playlists (HLS, DASH, concat) name further URLs on any host
-and are refused.
+and are refused. FFmpeg connects to the address the policy checked last, not to the name, which it
+would resolve again (:func:`outbound.pinning.pin`; http(s) keeps the name in its ``Host`` header).
 
 :class:`FrameReader` runs the blocking decode loop on a thread and hands frames to asyncio code.
 In ``realtime`` mode it plays files at their own pace and keeps only the newest frame when the
@@ -41,6 +42,7 @@ import numpy as np
 
 from facevideo.config import SOURCE_SCHEMES, file_path, is_file_source
 from outbound import OutboundPolicy, OutboundRefused, redact
+from outbound.pinning import pin
 from outbound.redirects import HTTP_SCHEMES, final_location
 
 log = logging.getLogger(__name__)
@@ -111,16 +113,24 @@ class FrameSampler:
         return True
 
 
-def _target(url: str, policy: OutboundPolicy | None, admin: bool, timeout: float) -> str:
-    """What FFmpeg opens: the policy's checked location (for http(s), after its checked redirects),
-    or the file path or URL as given."""
+def _target(url: str, policy: OutboundPolicy | None, admin: bool, timeout: float) -> tuple[str, dict[str, str]]:
+    """What FFmpeg opens and the options that go with it: with a policy, the checked location (for
+    http(s), after its checked redirects) with its host pinned to the checked address; otherwise the
+    file path or URL as given."""
+    scheme = _scheme(url)
+    options = _ffmpeg_options(scheme, policy, admin)
     if policy is None:
-        return file_path(url) if is_file_source(url) else url
+        return (file_path(url) if is_file_source(url) else url), options
     try:
         target = policy.check(url, SOURCE_SCHEMES, admin=admin)
-        if _scheme(url) in HTTP_SCHEMES:
+        if scheme == "file":
+            return target, options
+        if scheme in HTTP_SCHEMES:
             target = final_location(target, policy, admin=admin, timeout=timeout)
-        return target
+        pinned = pin(target, policy)  # resolved once more, checked, and FFmpeg connects to that address
+        if scheme in HTTP_SCHEMES:
+            options["headers"] = f"Host: {pinned.authority}\r\n"
+        return pinned.url, options
     except OutboundRefused as exc:
         raise SourceError(f"{redact(url)}: {redact(str(exc))}", permanent=not exc.retry) from None
     except httpx.HTTPError as exc:
@@ -159,8 +169,7 @@ class VideoSource:
         self.is_file = is_file_source(url)
         self.sampler = FrameSampler(max_fps)
         self.decoded = 0
-        target = _target(url, policy, admin, open_timeout)
-        options = _ffmpeg_options(_scheme(url), policy, admin)
+        target, options = _target(url, policy, admin, open_timeout)
         try:
             self.container = av.open(target, options=options, timeout=(open_timeout, read_timeout))
         except Exception as exc:

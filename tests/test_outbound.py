@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -245,6 +246,28 @@ def test_redirects_between_allowed_hosts_still_play(sites, data_dir):
         finally:
             source.close()
         assert frame.image.shape == (270, 480, 3)
+    finally:
+        camera.stop()
+
+
+@pytest.mark.parametrize("admin", [False, True])
+def test_ffmpeg_connects_to_the_address_the_policy_checked_and_sends_the_name_as_host(monkeypatch, data_dir, admin):
+    """A name only the policy's resolution knows (it stands for DNS that answers the check and FFmpeg
+    differently): FFmpeg reaches the camera only at the checked address, and asks it for the name."""
+    camera = MjpegServer(Appearance(still(data_dir, "Abel_Pacheco", 1), 0, 1e9, (0.5, 0.5), 120)).start()
+    resolve = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *args, **kwargs: resolve(
+        "127.0.0.1" if host == "camera.rebind.test" else host, *args, **kwargs))
+    try:
+        source = VideoSource(camera.url.replace("127.0.0.1", "camera.rebind.test"), policy=ONLY_127_0_0_1,
+                             admin=admin)
+        try:
+            frame = next(iter(source.frames()))
+        finally:
+            source.close()
+        assert frame.image.shape == (270, 480, 3)
+        # the redirect check's request and FFmpeg's, both to 127.0.0.1, both naming the host as given
+        assert camera.hosts == [f"camera.rebind.test:{camera.port}"] * 2
     finally:
         camera.stop()
 

@@ -88,6 +88,7 @@ class MjpegServer:
         base = background(*size)
         self.frames = [jpeg(render(base, [appearance], t / fps)) for t in range(int(fps * 2))]
         self.port = port
+        self.hosts: list[str | None] = []  # the Host header of each request
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -99,6 +100,7 @@ class MjpegServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
+                owner.hosts.append(self.headers.get("Host"))
                 self.send_response(200)
                 self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
                 self.end_headers()
