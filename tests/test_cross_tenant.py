@@ -85,6 +85,12 @@ def _calls(victim: dict, image: bytes) -> list[tuple[str, str, dict]]:
         ("detection", "GET", {"url": f"/api/v1/video/streams/{stream}"}),
         ("detection", "GET", {"url": "/api/v1/admin/services/" + str(victim["services"]["recognition"])}),
         ("recognition", "GET", {"url": "/api/v1/admin/jobs"}),
+        ("recognition", "GET", {"url": "/api/v1/admin/jobs/1"}),
+        ("recognition", "GET", {"url": f"/api/v1/admin/services/{victim['services']['recognition']}/quotas"}),
+        ("video", "PUT", {"url": f"/api/v1/admin/services/{victim['services']['video']}/quotas",
+                          "json": {"streams": 1000}}),
+        ("recognition", "GET", {"url": f"/api/v1/admin/services/{victim['services']['recognition']}/index"}),
+        ("recognition", "POST", {"url": f"/api/v1/admin/services/{victim['services']['recognition']}/index/rebuild"}),
         ("video", "POST", {"url": "/api/v1/video/streams", "json": {
             "source_url": "rtsp://127.0.0.1:9/none", "enabled": False,
             "watchlist_service_id": victim["services"]["recognition"]}}),
@@ -128,6 +134,27 @@ def test_listings_show_only_the_own_tenant(server, tenants):
                 assert tenants[other].get("event") not in {e["id"] for e in seen.json()}, (name, params)
         owner = http.get("/api/v1/video/events", headers={"x-api-key": tenants["tenant-a"]["keys"]["video"]}).json()
         assert tenants["tenant-a"]["event"] in {e["id"] for e in owner}
+
+
+def test_bulk_deletes_and_live_events_skip_other_tenants_ids(server, tenants):
+    """Endpoints that take many ids or filter a feed answer 200 for the caller's own part: the other
+    tenant's ids delete nothing and its events never appear, not even replayed from the first id."""
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        for attacker, victim in (("tenant-a", "tenant-b"), ("tenant-b", "tenant-a")):
+            keys = tenants[attacker]["keys"]
+            deleted = http.post("/api/v1/recognition/faces/delete", json=[tenants[victim]["face"]],
+                                headers={"x-api-key": keys["recognition"]})
+            assert deleted.status_code == 200 and deleted.json() == []
+            seen = b""
+            with http.stream("GET", "/api/v1/video/events/stream", params={"stream": tenants[victim]["stream"]},
+                             headers={"x-api-key": keys["video"], "last-event-id": "0"}, timeout=5) as feed:
+                assert feed.status_code in (200, 403, 404)
+                try:
+                    for chunk in feed.iter_bytes():
+                        seen += chunk
+                except httpx.ReadTimeout:  # the feed stays open: what it replayed has arrived
+                    pass
+            assert b"video_event" not in seen, seen[:300]  # the victim's stream's events: none replayed
 
 
 def test_nothing_of_the_victims_changed(server, tenants):
