@@ -5,11 +5,12 @@ enrolls one photo of each lfw-dev person, then:
 
 1. measures the peak: ``--clients`` clients send the mix as fast as they can for ``--peak-seconds``;
 2. runs the mix at ``--fraction`` of that rate (paced) for ``--minutes``, and every
-   ``--sample-seconds`` records the RSS of every platform process (ingress replicas, embedder,
-   index shards, Serve's proxy and controller, the other Ray processes, PostgreSQL) and PostgreSQL's
-   connection count (pg_stat_activity);
-3. reports the answers by status (zero 5xx expected), RSS per process role over time with its growth
-   after the warm-up (``--warmup-minutes``; < 5% expected), and the connections over time.
+   ``--sample-seconds`` records the RSS and the private memory (USS) of every platform process
+   (ingress replicas, embedder, index shards, Serve's proxy and controller, the other Ray processes,
+   PostgreSQL) and PostgreSQL's connections (pg_stat_activity: how many, how many opened since);
+3. reports the answers by status (zero 5xx expected), memory per process role with its growth from
+   the first sample after the warm-up (``--warmup-minutes``; < 5% expected) to the end, and the
+   connections over time.
 
 One cycle of a client: add a face, recognize 6 photos, list a page of faces, delete the face it
 added, so the gallery keeps its size. The load runs in a process of its own and stops by itself.
@@ -112,27 +113,35 @@ def platform_processes(pgdata: Path) -> list[psutil.Process]:
     return [*processes, postmaster, *postmaster.children(recursive=True)]
 
 
-def rss_by_role(pgdata: Path, load_pid: int | None) -> dict[str, float]:
-    """MB of resident memory per process role (the load generator left out)."""
-    totals: dict[str, float] = {}
+def memory_by_role(pgdata: Path, load_pid: int | None) -> dict[str, dict[str, float]]:
+    """MB of memory per process role (the load generator left out): ``rss`` (resident, shared pages
+    included) and ``private`` (USS: pages no other process maps). PostgreSQL's backends count in their
+    RSS every page of the shared buffers they have touched, so its RSS sum climbs towards
+    ``shared_buffers`` times the backends without a byte more in use: its private memory tells a leak."""
+    totals: dict[str, dict[str, float]] = {}
     for process in platform_processes(pgdata):
         if process.pid == load_pid:
             continue
         try:
             role = "PostgreSQL" if process.name() == "postgres" else process_role(process)
-            totals[role] = totals.get(role, 0.0) + process.memory_info().rss / 2**20
+            memory = process.memory_full_info()
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
+        role_totals = totals.setdefault(role, {"rss": 0.0, "private": 0.0})
+        role_totals["rss"] += memory.rss / 2**20
+        role_totals["private"] += memory.uss / 2**20
     return dict(sorted(totals.items()))
 
 
-async def postgres_connections(dsn: str) -> int:
+async def postgres_backends(dsn: str) -> list[int]:
+    """The process ids of PostgreSQL's client backends (this query's own left out)."""
     import asyncpg
 
     connection = await asyncpg.connect(dsn)
     try:
-        return await connection.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
-                                         "AND backend_type = 'client backend'")
+        rows = await connection.fetch("SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                                      "AND backend_type = 'client backend'")
+        return [row["pid"] for row in rows]
     finally:
         await connection.close()
 
@@ -176,14 +185,25 @@ def main() -> None:
         seconds = args.minutes * 60
         soak_process, soak_queue = start_mix(platform.url, key, adds, probes, args.clients, seconds, target)
         started = time.monotonic()
-        samples = []
+        samples: list[dict] = []
+        seen_backends: set[int] = set()
+        print("  minute, PostgreSQL connections (+ opened since the last sample), MB per process: RSS/private")
         while True:
             elapsed = time.monotonic() - started
-            sample = {"minute": round(elapsed / 60, 2), "rss_mb": rss_by_role(pgdata, soak_process.pid),
-                      "postgres_connections": asyncio.run(postgres_connections(platform.settings.postgres_dsn))}
+            memory = memory_by_role(pgdata, soak_process.pid)
+            backends = asyncio.run(postgres_backends(platform.settings.postgres_dsn))
+            sample = {"minute": round(elapsed / 60, 2),
+                      "rss_mb": {role: round(mb["rss"], 1) for role, mb in memory.items()},
+                      "private_mb": {role: round(mb["private"], 1) for role, mb in memory.items()},
+                      "postgres_connections": len(backends),
+                      # connections opened since the previous sample (churn: each costs PostgreSQL a process)
+                      "postgres_new_connections": len(set(backends) - seen_backends) if samples else 0}
+            seen_backends = set(backends)
             samples.append(sample)
-            print(f"  {sample['minute']:6.2f} min  connections {sample['postgres_connections']:3d}  "
-                  + "  ".join(f"{role} {mb:.0f}" for role, mb in sample["rss_mb"].items()), flush=True)
+            print(f"  {sample['minute']:6.2f} min  connections {sample['postgres_connections']:3d} "
+                  f"(+{sample['postgres_new_connections']})  "
+                  + "  ".join(f"{role} {mb['rss']:.0f}/{mb['private']:.0f}" for role, mb in memory.items()),
+                  flush=True)
             if elapsed >= seconds or not soak_process.is_alive():
                 break
             soak_process.join(timeout=min(args.sample_seconds, seconds - elapsed + 1))
@@ -194,6 +214,11 @@ def main() -> None:
             raise SystemExit(f"the load stopped: {run['error']}")
 
     report(args, peak_rate, target, soak, samples, warmup)
+
+
+def memory_growth(first: dict[str, float], last: dict[str, float]) -> dict[str, float]:
+    """Growth from ``first`` to ``last`` per process role (fractions)."""
+    return {role: (last.get(role, 0.0) - mb) / mb for role, mb in first.items() if mb}
 
 
 def report(args, peak_rate: float, target: float, soak: dict, samples: list[dict], warmup: float) -> None:
@@ -208,19 +233,26 @@ def report(args, peak_rate: float, target: float, soak: dict, samples: list[dict
 
     after_warmup = [s for s in samples if s["minute"] >= warmup] or samples[-1:]
     first, last = after_warmup[0], samples[-1]
+    growth = {kind: memory_growth(first[kind], last[kind]) for kind in ("rss_mb", "private_mb")}
+    print(f"\nMemory (MB) per process role, from minute {first['minute']:g} (after the warm-up) to "
+          f"{last['minute']:g}; private: USS (PostgreSQL's RSS counts the shared buffers its backends touched)\n")
     roles = sorted(set(first["rss_mb"]) | set(last["rss_mb"]))
-    growth = {role: (last["rss_mb"].get(role, 0.0) - first["rss_mb"].get(role, 0.0)) / first["rss_mb"][role]
-              for role in roles if first["rss_mb"].get(role)}
-    print(f"\nRSS (MB) per process role, from minute {first['minute']:g} (after the warm-up) to {last['minute']:g}\n")
-    print_table(["process", "after warm-up", "end", "growth", f"< {GROWTH_TARGET:.0%}"],
-                [[role, first["rss_mb"].get(role, 0.0), last["rss_mb"].get(role, 0.0), f"{growth.get(role, 0):+.1%}",
-                  "yes" if growth.get(role, 0) < GROWTH_TARGET else "NO"] for role in roles])
+    print_table(["process", "RSS after warm-up", "RSS end", "RSS growth", "private after warm-up", "private end",
+                 "private growth", f"< {GROWTH_TARGET:.0%}"],
+                [[role, first["rss_mb"].get(role, 0.0), last["rss_mb"].get(role, 0.0),
+                  f"{growth['rss_mb'].get(role, 0):+.1%}", first["private_mb"].get(role, 0.0),
+                  last["private_mb"].get(role, 0.0), f"{growth['private_mb'].get(role, 0):+.1%}",
+                  "yes" if max(growth["rss_mb"].get(role, 0), growth["private_mb"].get(role, 0)) < GROWTH_TARGET
+                  else "NO"] for role in roles])
     connections = [s["postgres_connections"] for s in samples]
-    print(f"\nPostgreSQL connections: min {min(connections)}, max {max(connections)}, last {connections[-1]}")
+    opened = sum(s["postgres_new_connections"] for s in samples)
+    print(f"\nPostgreSQL connections: min {min(connections)}, max {max(connections)}, last {connections[-1]}; "
+          f"{opened} opened during the soak")
     results = {"minutes": args.minutes, "clients": args.clients, "fraction": args.fraction, "peak_rps": peak_rate,
                "target_rps": target, "achieved_rps": sum(counts.values()) / soak["seconds"],
                "counts": dict(counts), "by_status": dict(by_status), "errors_5xx": errors,
-               "warmup_minutes": warmup, "rss_growth": growth, "samples": samples}
+               "warmup_minutes": warmup, "rss_growth": growth["rss_mb"], "private_growth": growth["private_mb"],
+               "postgres_connections_opened": opened, "samples": samples}
     print(f"results: {save_results('soak', results)}")
 
 
