@@ -147,7 +147,7 @@ def test_bulk_deletes_and_live_events_skip_other_tenants_ids(server, tenants):
             assert deleted.status_code == 200 and deleted.json() == []
             seen = b""
             with http.stream("GET", "/api/v1/video/events/stream", params={"stream": tenants[victim]["stream"]},
-                             headers={"x-api-key": keys["video"], "last-event-id": "0"}, timeout=5) as feed:
+                             headers={"x-api-key": keys["video"], "last-event-id": "0"}, timeout=3) as feed:
                 assert feed.status_code in (200, 403, 404)
                 try:
                     for chunk in feed.iter_bytes():
