@@ -76,9 +76,9 @@ class ShardGroup:
 
     def __init__(self, service_id: int, shards: int, faces_uri: str, dim: int,
                  search: SearchConfig = SearchConfig(), num_cpus: float = 0.0, num_gpus: float = 0.0,
-                 upkeep: TableUpkeep = TableUpkeep(), call_timeout_s: float | None = None):
+                 upkeep: TableUpkeep = TableUpkeep(), call_timeout_s: float | None = None, kind: str = "faces"):
         self.service_id = service_id
-        self.layout = ServiceLayout(service_id, shards)
+        self.layout = ServiceLayout(service_id, shards, kind)
         self.faces_uri = faces_uri
         self.call_timeout_s = call_timeout_s
         # Threaded actors: an index build runs beside searches instead of blocking them. Spread over the
@@ -96,11 +96,13 @@ class ShardGroup:
 
     @classmethod
     def for_service(cls, service_id: int, shards: int, settings: Settings,
-                    call_timeout_s: float | None = None) -> "ShardGroup":
+                    call_timeout_s: float | None = None, kind: str = "faces") -> "ShardGroup":
         """The shards of a service as every part of the platform must open them (same search setup);
-        ``call_timeout_s``: how long a call may wait (requests), None for no limit (jobs)."""
+        ``call_timeout_s``: how long a call may wait (requests), None for no limit (jobs); ``kind``:
+        its faces, or its sightings of faces (:mod:`faceindex.layout`)."""
         return cls(service_id, shards, settings.faces_uri, SFACE.embedding_dim, search_config(settings),
-                   num_gpus=settings.shard_num_gpus, upkeep=table_upkeep(settings), call_timeout_s=call_timeout_s)
+                   num_gpus=settings.shard_num_gpus, upkeep=table_upkeep(settings), call_timeout_s=call_timeout_s,
+                   kind=kind)
 
     async def _gather(self, refs) -> list:
         return await _results(refs, self.call_timeout_s)
@@ -128,6 +130,13 @@ class ShardGroup:
                         best[subject] = (subject, cosine, face_id)
             merged.append(sorted(best.values(), key=lambda item: -item[1])[:k])
         return merged
+
+    async def search_faces(self, queries: np.ndarray, k: int,
+                           subject: str | None = None) -> list[list[tuple[str, str, float]]]:
+        """Per query the top-k faces ``(face_id, subject, cosine)`` over all shards, best first."""
+        per_shard = await self._all("search_faces", queries, k, subject)
+        return [sorted((hit for results in per_shard for hit in results[query_index]),
+                       key=lambda hit: -hit[2])[:k] for query_index in range(len(queries))]
 
     async def similarity_to(self, face_id: str, queries: np.ndarray) -> np.ndarray | None:
         return (await self._gather([self._owner(face_id).similarity_to.remote(face_id, queries)]))[0]

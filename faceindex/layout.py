@@ -4,6 +4,9 @@ A service with S shards keeps face ``f`` in shard ``crc32(f) % S``. Shard ``k`` 
 ``faces_s<service>_n<S>_p<k>`` and the named actor ``index-shard-s<service>-n<S>-p<k>`` (a read
 replica r > 0 of it: ``...-p<k>-r<r>``). The shard count is part of both names, so that a re-shard
 fills a new layout beside the old one.
+
+The sightings of unknown faces (``kind="sightings"``) are sharded the same way, in tables
+``sightings_s<service>_n<S>_p<k>`` held by actors ``sighting-shard-s<service>-n<S>-p<k>``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import TypeVar
 from store.faces import FaceTable
 
 Item = TypeVar("Item")
+ACTOR_PREFIXES = {"faces": "index-shard", "sightings": "sighting-shard"}
 
 
 def shard_of(face_id: str, shards: int) -> int:
@@ -26,10 +30,11 @@ def shard_of(face_id: str, shards: int) -> int:
 
 @dataclass(frozen=True)
 class ServiceLayout:
-    """The ``shards``-shard layout of service ``service_id``."""
+    """The ``shards``-shard layout of service ``service_id``'s faces (or of its sightings)."""
 
     service_id: int
     shards: int
+    kind: str = "faces"
 
     def shard_of(self, face_id: str) -> int:
         return shard_of(face_id, self.shards)
@@ -43,16 +48,16 @@ class ServiceLayout:
 
     def table_name(self, shard: int) -> str:
         """Face table of a shard: ``faces_s7_n1_p0``."""
-        return f"faces_s{int(self.service_id)}_n{int(self.shards)}_p{int(shard)}"
+        return f"{self.kind}_s{int(self.service_id)}_n{int(self.shards)}_p{int(shard)}"
 
     def actor_name(self, shard: int, replica: int = 0) -> str:
         """Actor of a shard (replica 0, the primary) or of one of its read replicas."""
-        name = f"index-shard-s{int(self.service_id)}-n{int(self.shards)}-p{int(shard)}"
+        name = f"{ACTOR_PREFIXES[self.kind]}-s{int(self.service_id)}-n{int(self.shards)}-p{int(shard)}"
         return name if replica == 0 else f"{name}-r{int(replica)}"
 
     def actor_prefix(self) -> str:
         """What every shard actor name of this service starts with."""
-        return f"index-shard-s{int(self.service_id)}-"
+        return f"{ACTOR_PREFIXES[self.kind]}-s{int(self.service_id)}-"
 
     def open_table(self, faces_uri: str, shard: int, dim: int) -> FaceTable:
         """A shard's table as it is now (every read sees the latest commit): for jobs and tools that

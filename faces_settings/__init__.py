@@ -46,6 +46,9 @@ class Settings(BaseSettings):
                                         description="1:1 verification: same person at or above this similarity")
     recognition_threshold: float = Field(DEFAULT_RECOGNITION_THRESHOLD, ge=0, le=1,
                                          description="1:N recognition: below this the face is 'unknown'")
+    identity_seed_quality: float = Field(0.5, ge=0, le=1,
+                                         description="an unknown face of lower quality joins an identity of "
+                                                     "unknowns but does not start one")
 
     postgres_dsn: str | None = Field(None, description="PostgreSQL DSN (unset: an embedded server under the data dir)")
     lancedb_uri: str | None = Field(None, description="LanceDB URI (unset: <data dir>/lancedb; s3://... on a cluster)")

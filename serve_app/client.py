@@ -80,10 +80,12 @@ class _FaceApi:
 
     def recognize(self, image: Image, limit: int = 0, prediction_count: int = 1,
                   det_prob_threshold: float | None = None, face_plugins: str | None = None,
-                  status: bool = False, threshold: float | None = None):
+                  status: bool = False, threshold: float | None = None, remember_unknowns: bool = False,
+                  source: str | None = None):
         return self._send(_Call("POST", f"{self.recognition}/recognize", _params(
             limit=limit, prediction_count=prediction_count, det_prob_threshold=det_prob_threshold,
-            face_plugins=face_plugins, status=status, threshold=threshold), files={"file": _bytes(image)}))
+            face_plugins=face_plugins, status=status, threshold=threshold,
+            remember_unknowns=remember_unknowns or None, source=source), files={"file": _bytes(image)}))
 
     def verify_face(self, image_id: str, image: Image, limit: int = 0, det_prob_threshold: float | None = None,
                     face_plugins: str | None = None):
@@ -99,6 +101,47 @@ class _FaceApi:
 
     def verify_face_embeddings(self, image_id: str, embeddings: list[list[float]]):
         return self._send(_Call("POST", f"{self.recognition}/embeddings/faces/{image_id}/verify",
+                                json={"embeddings": embeddings}))
+
+    # recognition: identities of unknown faces, and past sightings
+    def list_identities(self, page: int = 0, size: int = 20, ignored: bool = False):
+        return self._send(_Call("GET", f"{self.recognition}/identities", _params(page=page, size=size,
+                                                                                 ignored=ignored)))
+
+    def get_identity(self, identity: int):
+        return self._send(_Call("GET", f"{self.recognition}/identities/{identity}"))
+
+    def identity_sightings(self, identity: int, page: int = 0, size: int = 20):
+        return self._send(_Call("GET", f"{self.recognition}/identities/{identity}/sightings",
+                                _params(page=page, size=size)))
+
+    def promote_identity(self, identity: int, subject: str, faces: int = 5):
+        return self._send(_Call("POST", f"{self.recognition}/identities/{identity}/promote",
+                                json={"subject": subject, "faces": faces}))
+
+    def merge_identities(self, identity: int, other: int):
+        return self._send(_Call("POST", f"{self.recognition}/identities/{identity}/merge", json={"identity": other}))
+
+    def split_identity(self, identity: int, sighting_ids: list[str]):
+        return self._send(_Call("POST", f"{self.recognition}/identities/{identity}/split",
+                                json={"sighting_ids": list(sighting_ids)}))
+
+    def ignore_identity(self, identity: int):
+        return self._send(_Call("POST", f"{self.recognition}/identities/{identity}/ignore"))
+
+    def sighting_image(self, sighting_id: str):
+        return self._send(_Call("GET", f"{self.recognition}/sightings/{sighting_id}/img", raw=True))
+
+    def search_sightings(self, image: Image, limit: int = 10, since: str | None = None, until: str | None = None,
+                         source: str | None = None):
+        return self._send(_Call("POST", f"{self.recognition}/sightings/search",
+                                _params(limit=limit, since=since, until=until, source=source),
+                                files={"file": _bytes(image)}))
+
+    def search_sightings_embeddings(self, embeddings: list[list[float]], limit: int = 10, since: str | None = None,
+                                    until: str | None = None, source: str | None = None):
+        return self._send(_Call("POST", f"{self.recognition}/embeddings/sightings/search",
+                                _params(limit=limit, since=since, until=until, source=source),
                                 json={"embeddings": embeddings}))
 
     # recognition: subjects

@@ -10,8 +10,10 @@ from actors.shard_group import CALL_TIMEOUT_S, ShardGroup
 from faces_settings import Settings
 from gallery.service_gallery import Gallery
 from serve_app.quotas import ConnectionSlots, QuotaCache, Quotas, RateLimiter, share
+from serve_app.unknown_faces import UnknownFaces
 from store.control import ControlPlane, Service
 from store.quotas import QuotaStore
+from store.sightings import SightingStore
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,7 @@ class AppContext:
         self._control: ControlPlane | None = None
         self._control_lock = asyncio.Lock()
         self._groups: dict[tuple[int, int], ShardGroup] = {}
+        self._unknown_faces: dict[tuple[int, int], UnknownFaces] = {}
         self._stats: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
         self._stats_flusher: asyncio.Task | None = None
         self._model_versions: dict[str, str] | None = None
@@ -65,9 +68,18 @@ class AppContext:
         """The service's gallery: every change of its subjects and faces goes through it."""
         return Gallery(await self.control(), self.shards(service), service.id)
 
+    async def unknown_faces(self, service: Service) -> UnknownFaces:
+        """The service's sightings and identities of unknown faces."""
+        key = (service.id, service.shards)
+        if key not in self._unknown_faces:
+            self._unknown_faces[key] = UnknownFaces.open(service, SightingStore((await self.control()).pool),
+                                                         self.settings, self.recognition_threshold(service))
+        return self._unknown_faces[key]
+
     def forget_shards(self, service_id: int) -> None:
-        for key in [k for k in self._groups if k[0] == service_id]:
-            del self._groups[key]
+        for groups in (self._groups, self._unknown_faces):
+            for key in [k for k in groups if k[0] == service_id]:
+                del groups[key]
 
     def start_background(self, work) -> None:
         """Run a coroutine after the response, keeping a reference until it ends; failures are logged."""

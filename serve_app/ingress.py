@@ -9,7 +9,8 @@ from ray import serve
 
 from faces_settings import Settings
 from serve_app.body_limits import BodyLimits, RouteLimits
-from serve_app.api import admin, detection, health, jobs, quotas, recognition, subjects, verification, video
+from serve_app.api import (admin, detection, health, jobs, quotas, recognition, subjects, unknowns, verification,
+                           video)
 from serve_app.context import AppContext, get_context, set_context
 from serve_app.errors import install_error_handlers
 from serve_app.metrics import LATENCY, REQUESTS
@@ -55,7 +56,7 @@ class ObserveRequests:
 def create_fastapi_app() -> FastAPI:
     app = FastAPI(title="rayfaces", version="0.1.0",
                   description="Face detection, verification and recognition; CompreFace-compatible API.")
-    for module in (recognition, subjects, detection, verification, admin, quotas, health, video, jobs):
+    for module in (recognition, subjects, unknowns, detection, verification, admin, quotas, health, video, jobs):
         app.include_router(module.router)
     install_error_handlers(app)
     app.add_middleware(BodyLimits, limit_for=RouteLimits(app.openapi))  # before routing, authentication and parsing

@@ -40,6 +40,7 @@ async def _delete_service(context: AppContext, control: ControlPlane, service: S
     streams = await VideoStore(control.pool).list_streams(service.id) if service.type == "video" else []
     if service.type == "recognition":
         await context.shards(service).drop()
+        await (await context.unknown_faces(service)).drop()
         context.forget_shards(service.id)
     for job in await JobStore(control.pool).list(service.id, limit=None):
         await asyncio.to_thread(delete_job_files, context.settings, job)

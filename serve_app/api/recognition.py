@@ -41,7 +41,7 @@ async def add_face(request: Request, service: RecognitionService, context: Ctx,
     if subject is None:
         raise ApiError(400, "query parameter 'subject' is required (1-255 characters)", BAD_PARAMETER)
     name = subject
-    await _check_faces_quota(context, service)
+    await check_faces_quota(context, service)
     image = (await read_images(request, ("file",), context.settings.max_upload_bytes))["file"]
     response = await analyze_image(context, image, _threshold(context, det_prob_threshold), limit=1, crops=True)
     face, crop = response.faces[0], response.crops[0]
@@ -52,7 +52,7 @@ async def add_face(request: Request, service: RecognitionService, context: Ctx,
     return FaceRef(image_id=record.face_id, subject=name)
 
 
-async def _check_faces_quota(context: AppContext, service: Service) -> None:
+async def check_faces_quota(context: AppContext, service: Service) -> None:
     """403 once the service holds its quota of faces (concurrent adds may pass it by a few)."""
     limit = (await context.service_quotas(service.id)).faces
     if await context.shards(service).count() >= limit:
@@ -114,13 +114,18 @@ def _subject_matches(matches: list[tuple[str, float, str]], threshold: float) ->
 async def recognize(request: Request, service: RecognitionService, context: Ctx,
                     limit: int = Limit, det_prob_threshold: float | None = DetProbThreshold,
                     prediction_count: int = PredictionCount, face_plugins: str | None = FacePlugins,
-                    status: bool = Status, threshold: float | None = Threshold):
+                    status: bool = Status, threshold: float | None = Threshold,
+                    remember_unknowns: bool = Query(False, description="store every face as a sighting; faces of "
+                                                    "no subject join (or start) identities of unknown faces"),
+                    source: Name | None = Query(None, description="where the image comes from (a camera, a "
+                                                "request id), recorded with its sightings; default a new id")):
     """Who is each face of the image? Subjects below the similarity threshold are not named: the
-    face is reported ``unknown`` instead."""
+    face is reported ``unknown`` instead. With ``remember_unknowns`` each face is also remembered as
+    a sighting (``sighting``: its id and identity of unknown faces, if any)."""
     plugins = parse_plugins(face_plugins)
     image = (await read_images(request, ("file",), context.settings.max_upload_bytes))["file"]
     response = await analyze_image(context, image, _threshold(context, det_prob_threshold), limit=limit,
-                                   quality="quality" in plugins)
+                                   quality=remember_unknowns or "quality" in plugins, crops=remember_unknowns)
     cutoff = context.recognition_threshold(service) if threshold is None else threshold
     started = time.perf_counter()
     queries = np.stack([face.embedding for face in response.faces])
@@ -132,6 +137,13 @@ async def recognize(request: Request, service: RecognitionService, context: Ctx,
         item = face_json(face, plugins, timings)
         item["subjects"], item["unknown"] = _subject_matches(face_matches, cutoff)
         result.append(item)
+    if remember_unknowns:
+        subjects = [None if item["unknown"] else item["subjects"][0]["subject"] for item in result]
+        sightings = await (await context.unknown_faces(service)).remember(
+            response.faces, response.crops, subjects, source or f"request:{uuid.uuid4()}",
+            (await context.model_versions())["calculator"])
+        for item, sighting in zip(result, sightings):
+            item["sighting"] = {"id": sighting.id, "identity": sighting.identity}
     body = {"result": result}
     if status:
         body["plugins_versions"] = plugins_versions(await context.model_versions(), plugins)

@@ -1,0 +1,72 @@
+"""IdentityKeeper: the one place where a service's unknown faces are assigned to identities.
+
+A named, detached actor per recognition service holds :class:`facecore.identities.OnlineIdentities`
+(the identities' mean embeddings) and chooses every identity id, so concurrent requests of every
+ingress replica assign sightings one at a time. The control plane (``store.sightings``) is the
+durable record: a keeper that (re)starts is empty and refuses work with :class:`KeeperNotLoaded`
+until it is loaded from there (:func:`keeper_call` does both).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import ray
+
+from facecore.identities import OnlineIdentities
+from facecore.models import SFACE
+
+NAMESPACE = "faces"
+
+
+class KeeperNotLoaded(Exception):
+    """The keeper (re)started and holds no identities yet: load it from the control plane first."""
+
+
+class IdentityKeeper:
+    def __init__(self, threshold: float, min_quality: float):
+        self.threshold = threshold
+        self.min_quality = min_quality
+        self._online: OnlineIdentities | None = None
+
+    def load(self, vectors: np.ndarray, identities: np.ndarray, next_id: int, ignored: list[int]) -> None:
+        """Replace the state by the stored sightings (embeddings and identity ids) of the service."""
+        online = OnlineIdentities(SFACE.embedding_dim, self.threshold, self.min_quality, next_id)
+        online.rebuild(np.asarray(vectors, np.float32).reshape(-1, SFACE.embedding_dim),
+                       np.asarray(identities, np.int64))
+        online.next_id = max(online.next_id, next_id)
+        online.ignored = set(ignored) & set(online.ids())
+        self._online = online
+
+    def _state(self) -> OnlineIdentities:
+        if self._online is None:
+            raise KeeperNotLoaded("the identity keeper is not loaded")
+        return self._online
+
+    def assign(self, vectors: np.ndarray, qualities: list[float]) -> list[int]:
+        """The identity each sighting joins or seeds (``facecore.identities.UNASSIGNED``: none)."""
+        online = self._state()
+        return [online.assign(vector, quality) for vector, quality in zip(vectors, qualities)]
+
+    def merge(self, keep: int, gone: int) -> None:
+        self._state().merge(keep, gone)
+
+    def split(self, identity: int, vectors: np.ndarray) -> int:
+        return self._state().split(identity, vectors)
+
+    def remove(self, identity: int) -> None:
+        self._state().remove(identity)
+
+    def ignore(self, identity: int) -> None:
+        self._state().ignore(identity)
+
+
+def keeper_name(service_id: int) -> str:
+    return f"identity-keeper-s{int(service_id)}"
+
+
+def identity_keeper(service_id: int, threshold: float, min_quality: float):
+    """The service's keeper actor (created on first use; restarted by Ray if its process dies)."""
+    return ray.remote(IdentityKeeper).options(
+        name=keeper_name(service_id), namespace=NAMESPACE, get_if_exists=True, lifetime="detached",
+        max_restarts=-1, num_cpus=0, enable_task_events=False,
+    ).remote(threshold, min_quality)

@@ -1,0 +1,150 @@
+"""A recognition service's sightings and identities of unknown faces, as the API uses them.
+
+Remembering a face stores it three times, in this order: its row (embedding, crop) in the service's
+sharded LanceDB sighting tables (searched by face), its identity from the service's identity keeper
+(only for a face that matched no subject), and its record in PostgreSQL (``store.sightings``, the
+truth for identities). Changes of identities (merge, split, ignore, promote) are checked and
+written in PostgreSQL, then told to the keeper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import ray
+
+from actors.identity_keeper import KeeperNotLoaded, identity_keeper
+from actors.shard_group import CALL_TIMEOUT_S, ShardGroup
+from facecore.face_json import box_json
+from facecore.identities import UNASSIGNED
+from facecore.pipeline import Face
+from facecore.similarity import cosine_from_similarity, similarity_from_cosine
+from store.control import Service
+from store.errors import InvalidValue, NotFound
+from store.faces import FaceRecord
+from store.sightings import NewSighting, Sighting, SightingStore
+
+# A time or source filter keeps only some of the nearest sightings: this many are looked at.
+FILTERED_CANDIDATES = 1000
+
+
+@dataclass
+class SightingMatch:
+    sighting: Sighting
+    similarity: float
+    crop: bytes
+
+
+class UnknownFaces:
+    def __init__(self, service: Service, store: SightingStore, sighting_shards: ShardGroup, keeper):
+        self.service = service
+        self.store = store
+        self.shards = sighting_shards
+        self.keeper = keeper
+
+    @classmethod
+    def open(cls, service: Service, store: SightingStore, settings, threshold: float) -> "UnknownFaces":
+        shards = ShardGroup.for_service(service.id, service.shards, settings, call_timeout_s=CALL_TIMEOUT_S,
+                                        kind="sightings")
+        keeper = identity_keeper(service.id, cosine_from_similarity(threshold), settings.identity_seed_quality)
+        return cls(service, store, shards, keeper)
+
+    async def _keeper(self, method: str, *args):
+        """A keeper call; a keeper that (re)started empty is loaded from PostgreSQL first."""
+        try:
+            return await asyncio.wait_for(getattr(self.keeper, method).remote(*args), CALL_TIMEOUT_S)
+        except KeeperNotLoaded:
+            state = await self.store.assigned(self.service.id)
+            await asyncio.wait_for(self.keeper.load.remote(*state), CALL_TIMEOUT_S)
+            return await asyncio.wait_for(getattr(self.keeper, method).remote(*args), CALL_TIMEOUT_S)
+
+    async def remember(self, faces: list[Face], crops: list[bytes], subjects: list[str | None], source: str,
+                       model: str) -> list[NewSighting]:
+        """Store the faces of one image as sightings; those of no subject get identities."""
+        now = datetime.now(timezone.utc)
+        sightings = [NewSighting(id=str(uuid.uuid4()), seen_at=now, source=source, box=box_json(face),
+                                 quality=float(face.quality.score), subject=subject, identity=None,
+                                 embedding=face.embedding)
+                     for face, subject in zip(faces, subjects)]
+        await self.shards.add([FaceRecord(face_id=s.id, subject=source, embedding=s.embedding, model=model,
+                                          crop=crop, source=source, created_at=now)
+                               for s, crop in zip(sightings, crops)])
+        unknown = [s for s in sightings if s.subject is None]
+        if unknown:
+            assigned = await self._keeper("assign", np.stack([s.embedding for s in unknown]),
+                                          [s.quality for s in unknown])
+            for sighting, identity in zip(unknown, assigned):
+                sighting.identity = None if identity == UNASSIGNED else int(identity)
+        await self.store.add(self.service.id, sightings)
+        return sightings
+
+    async def merge(self, keep: int, gone: int) -> None:
+        if keep == gone:
+            raise InvalidValue("an identity cannot be merged with itself")
+        await self.store.identity(self.service.id, keep)
+        await self.store.identity(self.service.id, gone)
+        await self.store.merge(self.service.id, keep, gone)
+        await self._keeper("merge", keep, gone)
+
+    async def split(self, identity: int, sighting_ids: list[str]) -> int:
+        """Move some of an identity's sightings into a new identity; returns its id."""
+        summary = await self.store.identity(self.service.id, identity)
+        vectors = await self.store.embeddings(self.service.id, identity, sighting_ids)
+        if len(vectors) >= summary.sightings:
+            raise InvalidValue("a split moves some of an identity's sightings, not all of them")
+        new = await self._keeper("split", identity, vectors)
+        await self.store.split(self.service.id, identity, sighting_ids, new)
+        return new
+
+    async def ignore(self, identity: int) -> None:
+        await self.store.identity(self.service.id, identity)
+        await self.store.ignore(self.service.id, identity)
+        await self._keeper("ignore", identity)
+
+    async def best_faces(self, identity: int, count: int, model: str, subject: str) -> list[FaceRecord]:
+        """The ``count`` best-quality sightings of an identity as faces of ``subject``."""
+        best = await self.store.sightings_of(self.service.id, identity, 0, count, best_first=True)
+        rows = await asyncio.gather(*(self.shards.get_face(s.id) for s in best))
+        return [FaceRecord(face_id=str(uuid.uuid4()), subject=subject, embedding=row.embedding, model=model,
+                           crop=row.crop, source=f"sighting:{row.face_id}", created_at=datetime.now(timezone.utc))
+                for row in rows if row is not None]
+
+    async def promoted(self, identity: int, subject: str) -> None:
+        """The identity's best faces are enrolled as ``subject``: it is no longer unknown."""
+        await self.store.promote(self.service.id, identity, subject)
+        await self._keeper("remove", identity)
+
+    async def crop(self, sighting_id: str) -> bytes:
+        if not await self.store.sightings(self.service.id, [sighting_id]):
+            raise NotFound(f"sighting '{sighting_id}' not found")
+        row = await self.shards.get_face(sighting_id)
+        if row is None:
+            raise NotFound(f"sighting '{sighting_id}' not found")
+        return row.crop
+
+    async def search(self, queries: np.ndarray, limit: int, since: datetime | None, until: datetime | None,
+                     source: str | None) -> list[list[SightingMatch]]:
+        """Per query the past sightings most alike, best first, seen between ``since`` and ``until``
+        and from ``source`` when given."""
+        filtered = since is not None or until is not None
+        candidates = FILTERED_CANDIDATES if filtered else limit
+        hits = await self.shards.search_faces(queries, candidates, source)
+        records = await self.store.sightings(self.service.id, [face_id for row in hits for face_id, _, _ in row])
+        results = []
+        for row in hits:
+            kept = [(records[face_id], cosine) for face_id, _, cosine in row if face_id in records
+                    and (since is None or records[face_id].seen_at >= since)
+                    and (until is None or records[face_id].seen_at <= until)][:limit]
+            crops = await asyncio.gather(*(self.shards.get_face(s.id) for s, _ in kept))
+            results.append([SightingMatch(s, float(similarity_from_cosine(cosine)), crop.crop if crop else b"")
+                            for (s, cosine), crop in zip(kept, crops)])
+        return results
+
+    async def drop(self) -> None:
+        """Drop the service's sighting tables and its keeper (the service is deleted)."""
+        await self.shards.drop()
+        ray.kill(self.keeper, no_restart=True)
