@@ -4,7 +4,9 @@ A named, detached actor per recognition service holds :class:`facecore.identitie
 (the identities' mean embeddings) and chooses every identity id, so concurrent requests of every
 ingress replica assign sightings one at a time. The control plane (``store.sightings``) is the
 durable record: a keeper that (re)starts is empty and refuses work with :class:`KeeperNotLoaded`
-until it is loaded from there (:func:`keeper_call` does both).
+until it is loaded from there (``serve_app.unknown_faces`` does both). A call cut off by the keeper's
+death is retried on the restarted keeper, which refuses it until loaded: an assignment lost with the
+old process is never counted twice.
 """
 
 from __future__ import annotations
@@ -68,5 +70,5 @@ def identity_keeper(service_id: int, threshold: float, min_quality: float):
     """The service's keeper actor (created on first use; restarted by Ray if its process dies)."""
     return ray.remote(IdentityKeeper).options(
         name=keeper_name(service_id), namespace=NAMESPACE, get_if_exists=True, lifetime="detached",
-        max_restarts=-1, num_cpus=0, enable_task_events=False,
+        max_restarts=-1, max_task_retries=-1, num_cpus=0, enable_task_events=False,
     ).remote(threshold, min_quality)

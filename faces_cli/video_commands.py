@@ -21,6 +21,7 @@ import numpy as np
 from batch_jobs.errors import JobInputError
 from facecore.models import SFACE
 from facecore.pipeline import FacePipeline
+from faces_cli.api_calls import api_call, api_client
 from faces_cli.service_names import add_service_argument
 from faces_settings import Settings, get_settings
 from facevideo.config import MODES, ProcessingOptions, check_roi, check_source_url
@@ -28,14 +29,6 @@ from facevideo.events import VideoEvent
 from facevideo.processor import LocalBackend, MatrixWatchlist, StreamProcessor
 from facevideo.scan import scan_source
 from facevideo.source import SourceError
-
-
-def _client(args: argparse.Namespace):
-    from serve_app.client import FaceClient
-
-    settings = get_settings()
-    url = args.url or f"http://{settings.host}:{settings.port}"
-    return FaceClient(url, api_key=args.api_key, admin_token=args.admin_token or settings.admin_token)
 
 
 def _roi(text: str | None):
@@ -47,17 +40,6 @@ def _roi(text: str | None):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _api_call(function) -> int:
-    from serve_app.client import FaceApiError
-
-    try:
-        function()
-    except FaceApiError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
-    return 0
-
-
 def add_command(args: argparse.Namespace) -> int:
     settings = {"name": args.name, "watchlist_service_id": args.watchlist, "max_fps": args.fps,
                 "min_face_size": args.min_face_size, "roi": _roi(args.roi), "mode": args.mode,
@@ -65,18 +47,18 @@ def add_command(args: argparse.Namespace) -> int:
                 "webhook_secret": args.webhook_secret}
 
     def add() -> None:
-        with _client(args) as client:
+        with api_client(args) as client:
             stream = client.add_stream(args.source, **{k: v for k, v in settings.items() if v is not None})
         print(json.dumps(stream, indent=2) if args.json else f"added stream {stream['id']}: {stream['source_url']}")
         if stream.get("webhook_secret") and not args.json:
             print(f"webhook secret (shown once): {stream['webhook_secret']}")
 
-    return _api_call(add)
+    return api_call(add)
 
 
 def list_command(args: argparse.Namespace) -> int:
     def show() -> None:
-        with _client(args) as client:
+        with api_client(args) as client:
             streams = client.list_streams()
         if args.json:
             print(json.dumps(streams, indent=2))
@@ -88,17 +70,17 @@ def list_command(args: argparse.Namespace) -> int:
                   f"faces={status['faces']} events={status['events']}  {stream['mode']:<8} "
                   f"{stream['source_url']}{reason}")
 
-    return _api_call(show)
+    return api_call(show)
 
 
 def rm_command(args: argparse.Namespace) -> int:
     def remove() -> None:
-        with _client(args) as client:
+        with api_client(args) as client:
             for stream_id in args.ids:
                 client.delete_stream(stream_id)
                 print(f"deleted stream {stream_id}")
 
-    return _api_call(remove)
+    return api_call(remove)
 
 
 async def _load_watchlist(settings: Settings, service_ref: str) -> tuple[MatrixWatchlist, float]:

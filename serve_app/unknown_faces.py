@@ -18,7 +18,7 @@ import numpy as np
 import ray
 
 from actors.identity_keeper import KeeperNotLoaded, identity_keeper
-from actors.shard_group import CALL_TIMEOUT_S, ShardGroup
+from actors.shard_group import CALL_TIMEOUT_S, ShardGroup, ShardUnavailable
 from facecore.face_json import box_json
 from facecore.identities import UNASSIGNED
 from facecore.pipeline import Face
@@ -30,6 +30,11 @@ from store.sightings import NewSighting, Sighting, SightingStore
 
 # A time or source filter keeps only some of the nearest sightings: this many are looked at.
 FILTERED_CANDIDATES = 1000
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """A time without a zone is taken as UTC."""
+    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
 
 
 @dataclass
@@ -54,13 +59,19 @@ class UnknownFaces:
         return cls(service, store, shards, keeper)
 
     async def _keeper(self, method: str, *args):
-        """A keeper call; a keeper that (re)started empty is loaded from PostgreSQL first."""
+        """A keeper call; a keeper that (re)started empty is loaded from PostgreSQL first. An identity
+        the keeper does not hold (changed meanwhile by another request) is not found."""
         try:
-            return await asyncio.wait_for(getattr(self.keeper, method).remote(*args), CALL_TIMEOUT_S)
-        except KeeperNotLoaded:
-            state = await self.store.assigned(self.service.id)
-            await asyncio.wait_for(self.keeper.load.remote(*state), CALL_TIMEOUT_S)
-            return await asyncio.wait_for(getattr(self.keeper, method).remote(*args), CALL_TIMEOUT_S)
+            try:
+                return await asyncio.wait_for(getattr(self.keeper, method).remote(*args), CALL_TIMEOUT_S)
+            except KeeperNotLoaded:
+                state = await self.store.assigned(self.service.id)
+                await asyncio.wait_for(self.keeper.load.remote(*state), CALL_TIMEOUT_S)
+                return await asyncio.wait_for(getattr(self.keeper, method).remote(*args), CALL_TIMEOUT_S)
+        except KeyError as exc:
+            raise NotFound(str(exc.args[0]) if exc.args else "identity not found") from None
+        except TimeoutError as exc:
+            raise ShardUnavailable("the identity keeper did not answer in time; retry later") from exc
 
     async def remember(self, faces: list[Face], crops: list[bytes], subjects: list[str | None], source: str,
                        model: str) -> list[NewSighting]:
@@ -130,6 +141,7 @@ class UnknownFaces:
                      source: str | None) -> list[list[SightingMatch]]:
         """Per query the past sightings most alike, best first, seen between ``since`` and ``until``
         and from ``source`` when given."""
+        since, until = _utc(since), _utc(until)
         filtered = since is not None or until is not None
         candidates = FILTERED_CANDIDATES if filtered else limit
         hits = await self.shards.search_faces(queries, candidates, source)

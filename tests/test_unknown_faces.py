@@ -4,9 +4,12 @@ sightings, the strangers among them identities (one per person), and past sighti
 from __future__ import annotations
 
 from collections import defaultdict
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
+
+from faces_cli.main import main
 
 from serve_app.client import FaceApiError, FaceClient
 
@@ -31,7 +34,8 @@ def _status(call) -> int:
 def seen(server, admin, data_dir):
     """Two recognition services; in the first, people seen: sightings per person in the order sent."""
     application = admin.create_application("test-unknowns")
-    keys = [admin.create_service(application["id"], f"unknowns-{n}", "recognition")["api_key"] for n in "ab"]
+    services = [admin.create_service(application["id"], f"unknowns-{n}", "recognition") for n in "ab"]
+    keys = [service["api_key"] for service in services]
     client, other = FaceClient(server.url, api_key=keys[0], timeout=60), FaceClient(server.url, api_key=keys[1])
     people = _people(data_dir)
     names = list(people)
@@ -46,7 +50,7 @@ def seen(server, admin, data_dir):
                                     source=f"cam-{round_ % 2}")["result"][0]
             sightings[name].append({**face["sighting"], "subject": None if face["unknown"]
                                     else face["subjects"][0]["subject"]})
-    yield {"client": client, "other": other, "people": people, "known": names[:ENROLLED],
+    yield {"client": client, "other": other, "service_id": services[0]["id"], "key": keys[0], "people": people, "known": names[:ENROLLED],
            "strangers": names[ENROLLED:], "sightings": sightings}
     client.close()
     other.close()
@@ -127,6 +131,18 @@ def test_merge_split_ignore_and_promote(seen):
     assert face["subjects"][0]["subject"] == promoted and face["sighting"]["identity"] is None
 
 
+def test_identities_survive_a_restart_of_the_identity_keeper(seen):
+    import ray
+
+    from actors.identity_keeper import NAMESPACE, keeper_name
+
+    keeper = ray.get_actor(keeper_name(seen["service_id"]), namespace=NAMESPACE)
+    ray.kill(keeper, no_restart=False)  # its process dies; Ray restarts it empty
+    name = seen["strangers"][0]
+    face = seen["client"].recognize(seen["people"][name][PHOTOS_SEEN], limit=1, remember_unknowns=True)["result"][0]
+    assert face["sighting"]["identity"] == _identity(seen, name)
+
+
 def test_bad_and_foreign_ids(seen):
     client, other = seen["client"], seen["other"]
     identity = _identity(seen, seen["strangers"][0])
@@ -146,3 +162,17 @@ def test_bad_and_foreign_ids(seen):
         assert _status(call) == 404
     assert other.list_identities()["identities"] == []
     assert client.get_identity(identity)["sightings"] >= 1  # untouched
+
+
+def test_command_line_lists_identities_and_searches_sightings(seen, server, capsys):
+    connection = ["--url", server.url, "--api-key", seen["key"], "--json"]
+    assert main(["unknowns", "list", "--size", "100", *connection]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {row["id"] for row in listed} == {row["id"] for row in seen["client"].list_identities(size=100)["identities"]}
+    name = seen["strangers"][0]
+    assert main(["unknowns", "search", str(seen["people"][name][PHOTOS_SEEN]), "--limit", "2", *connection]) == 0
+    found = json.loads(capsys.readouterr().out)["result"][0]
+    assert {hit["id"] for hit in found} <= {s["id"] for s in seen["sightings"][name]} | {
+        s["id"] for s in seen["client"].identity_sightings(_identity(seen, name), size=100)}
+    assert main(["unknowns", "show", "987654321", *connection]) == 1
+    assert "not found" in capsys.readouterr().err
