@@ -58,15 +58,18 @@ class UnknownFaces:
         keeper = identity_keeper(service.id, cosine_from_similarity(threshold), settings.identity_seed_quality)
         return cls(service, store, shards, keeper)
 
-    async def _keeper(self, method: str, *args):
-        """A keeper call; a keeper that (re)started empty is loaded from PostgreSQL first. An identity
-        the keeper does not hold (changed meanwhile by another request) is not found."""
+    async def _keeper(self, method: str, *args, recorded: bool = False):
+        """A keeper call; a keeper that (re)started empty is loaded from PostgreSQL first (and then
+        not told a change already ``recorded`` there: it loaded it). An identity the keeper does not
+        hold (changed meanwhile by another request) is not found."""
         try:
             try:
                 return await asyncio.wait_for(getattr(self.keeper, method).remote(*args), CALL_TIMEOUT_S)
             except KeeperNotLoaded:
                 state = await self.store.assigned(self.service.id)
                 await asyncio.wait_for(self.keeper.load.remote(*state), CALL_TIMEOUT_S)
+                if recorded:
+                    return None
                 return await asyncio.wait_for(getattr(self.keeper, method).remote(*args), CALL_TIMEOUT_S)
         except KeyError as exc:
             raise NotFound(str(exc.args[0]) if exc.args else "identity not found") from None
@@ -99,7 +102,7 @@ class UnknownFaces:
         await self.store.identity(self.service.id, keep)
         await self.store.identity(self.service.id, gone)
         await self.store.merge(self.service.id, keep, gone)
-        await self._keeper("merge", keep, gone)
+        await self._keeper("merge", keep, gone, recorded=True)
 
     async def split(self, identity: int, sighting_ids: list[str]) -> int:
         """Move some of an identity's sightings into a new identity; returns its id."""
@@ -114,7 +117,7 @@ class UnknownFaces:
     async def ignore(self, identity: int) -> None:
         await self.store.identity(self.service.id, identity)
         await self.store.ignore(self.service.id, identity)
-        await self._keeper("ignore", identity)
+        await self._keeper("ignore", identity, recorded=True)
 
     async def best_faces(self, identity: int, count: int, model: str, subject: str) -> list[FaceRecord]:
         """The ``count`` best-quality sightings of an identity as faces of ``subject``."""
@@ -127,7 +130,7 @@ class UnknownFaces:
     async def promoted(self, identity: int, subject: str) -> None:
         """The identity's best faces are enrolled as ``subject``: it is no longer unknown."""
         await self.store.promote(self.service.id, identity, subject)
-        await self._keeper("remove", identity)
+        await self._keeper("remove", identity, recorded=True)
 
     async def crop(self, sighting_id: str) -> bytes:
         if not await self.store.sightings(self.service.id, [sighting_id]):

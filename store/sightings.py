@@ -54,7 +54,7 @@ _SUMMARY = (
     "(array_agg(s.id::text ORDER BY s.quality DESC, s.seen_at))[1] AS best_sighting, "
     "(array_agg(DISTINCT s.source))[1:20] AS sources "
     "FROM unknown_identities i JOIN sightings s ON s.service_id = i.service_id AND s.identity_id = i.id "
-    "WHERE i.service_id = $1 AND i.promoted_to IS NULL {where} GROUP BY i.id, i.ignored")
+    "WHERE i.service_id = $1 AND i.promoted_to IS NULL AND i.merged_into IS NULL {where} GROUP BY i.id, i.ignored")
 
 
 def _sighting(row: asyncpg.Record) -> Sighting:
@@ -97,19 +97,19 @@ class SightingStore:
         last = await self.pool.fetchval("SELECT coalesce(max(id), 0) FROM unknown_identities WHERE service_id = $1",
                                         service_id)
         ignored = await self.pool.fetch("SELECT id FROM unknown_identities WHERE service_id = $1 AND ignored "
-                                        "AND promoted_to IS NULL", service_id)
+                                        "AND promoted_to IS NULL AND merged_into IS NULL", service_id)
         return vectors, identities, int(last) + 1, [row["id"] for row in ignored]
 
-    async def identities(self, service_id: int, ignored: bool, offset: int, limit: int) -> tuple[list[IdentitySummary], int]:
+    async def identities(self, service_id: int, ignored: bool, offset: int,
+                         limit: int) -> tuple[list[IdentitySummary], int]:
         """A page of the unknown identities (the ignored ones instead with ``ignored``), the most
         recently seen first, and how many there are."""
-        where = "AND i.ignored = $2"
-        rows = await self.pool.fetch(_SUMMARY.format(where=where) + " ORDER BY last_seen DESC, i.id "
+        rows = await self.pool.fetch(_SUMMARY.format(where="AND i.ignored = $2") + " ORDER BY last_seen DESC, i.id "
                                      "OFFSET $3 LIMIT $4", service_id, ignored, offset, limit)
         total = await self.pool.fetchval(
             "SELECT count(*) FROM unknown_identities i WHERE i.service_id = $1 AND i.promoted_to IS NULL "
-            "AND i.ignored = $2 AND EXISTS (SELECT 1 FROM sightings s WHERE s.service_id = i.service_id "
-            "AND s.identity_id = i.id)", service_id, ignored)
+            "AND i.merged_into IS NULL AND i.ignored = $2 AND EXISTS (SELECT 1 FROM sightings s "
+            "WHERE s.service_id = i.service_id AND s.identity_id = i.id)", service_id, ignored)
         return [_summary(row) for row in rows], total
 
     async def identity(self, service_id: int, identity: int) -> IdentitySummary:
@@ -148,8 +148,8 @@ class SightingStore:
         async with self.pool.acquire() as connection, connection.transaction():
             await connection.execute("UPDATE sightings SET identity_id = $2 WHERE service_id = $1 AND identity_id = $3",
                                      service_id, keep, gone)
-            await connection.execute("DELETE FROM unknown_identities WHERE service_id = $1 AND id = $2",
-                                     service_id, gone)
+            await connection.execute("UPDATE unknown_identities SET merged_into = $3 WHERE service_id = $1 AND id = $2",
+                                     service_id, gone, keep)
 
     async def split(self, service_id: int, identity: int, ids: list[str], new: int) -> None:
         async with self.pool.acquire() as connection, connection.transaction():

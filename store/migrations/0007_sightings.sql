@@ -3,13 +3,15 @@
 -- also live in the service's LanceDB sighting tables (searched there); the embedding is kept here
 -- too, so that the identities can be rebuilt from the control plane alone.
 -- An identity's id is chosen by the service's identity keeper (ids are never reused); a promoted
--- identity keeps its row (promoted_to: the subject it became) and no longer lists as unknown.
+-- or merged identity keeps its row (promoted_to: the subject it became; merged_into: the identity
+-- its sightings joined), so that its id is not given again, and no longer lists as unknown.
 
 CREATE TABLE unknown_identities (
     service_id   bigint      NOT NULL REFERENCES services (id) ON DELETE CASCADE,
     id           bigint      NOT NULL CHECK (id > 0),
     ignored      boolean     NOT NULL DEFAULT false,
     promoted_to  text        NULL,
+    merged_into  bigint      NULL,
     created_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (service_id, id)
 );
