@@ -188,3 +188,17 @@ def test_command_line_lists_identities_and_searches_sightings(seen, server, caps
         s["id"] for s in seen["client"].identity_sightings(_identity(seen, name), size=100)}
     assert main(["unknowns", "show", "987654321", *connection]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_deleting_the_service_drops_its_sightings_and_keeper(seen, admin):
+    import ray
+
+    from actors.identity_keeper import NAMESPACE, keeper_name
+    from faceindex.layout import ServiceLayout
+
+    service_id = seen["service_id"]
+    admin.delete_service(service_id)
+    names = {actor["name"] for actor in ray.util.list_named_actors(all_namespaces=True)}
+    assert keeper_name(service_id) not in names
+    assert not {name for name in names if name.startswith(ServiceLayout(service_id, 1, "sightings").actor_prefix())}
+    assert _status(lambda: seen["client"].list_identities()) == 401  # its key is gone with it
