@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections import defaultdict
 
-from actors.shard_group import CALL_TIMEOUT_S, ShardGroup
+from actors.shard_group import RequestShardGroups, ShardGroup
 from faces_settings import Settings
 from gallery.service_gallery import Gallery
 from serve_app.quotas import ConnectionSlots, QuotaCache, Quotas, RateLimiter, share
@@ -27,7 +27,7 @@ class AppContext:
         self.replica = replica
         self._control: ControlPlane | None = None
         self._control_lock = asyncio.Lock()
-        self._groups: dict[tuple[int, int], ShardGroup] = {}
+        self._groups = RequestShardGroups(settings)
         self._stats: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
         self._stats_flusher: asyncio.Task | None = None
         self._model_versions: dict[str, str] | None = None
@@ -55,19 +55,14 @@ class AppContext:
         self.rate_limiter.acquire(service.id, share(quotas.requests_per_s, self.settings.ingress_replicas))
 
     def shards(self, service: Service) -> ShardGroup:
-        key = (service.id, service.shards)
-        if key not in self._groups:
-            self._groups[key] = ShardGroup.for_service(service.id, service.shards, self.settings,
-                                                       call_timeout_s=CALL_TIMEOUT_S)
-        return self._groups[key]
+        return self._groups.of(service.id, service.shards)
 
     async def gallery(self, service: Service) -> Gallery:
         """The service's gallery: every change of its subjects and faces goes through it."""
         return Gallery(await self.control(), self.shards(service), service.id)
 
     def forget_shards(self, service_id: int) -> None:
-        for key in [k for k in self._groups if k[0] == service_id]:
-            del self._groups[key]
+        self._groups.forget(service_id)
 
     def start_background(self, work) -> None:
         """Run a coroutine after the response, keeping a reference until it ends; failures are logged."""
