@@ -10,7 +10,7 @@ import pytest
 import ray
 
 from actors.embedder import SearchCoalescer, SubjectSearch
-from actors.index_shard import SearchConfig
+from faceindex.config import SearchConfig
 from actors.shard_group import ShardGroup, ShardUnavailable
 from store.faces import FaceRecord
 
