@@ -6,19 +6,24 @@ configured inference backend (``auto``: CUDA when a GPU is visible, OpenVINO on 
 Runtime otherwise). Requests
 arriving within ``batch_wait_ms`` of each other are processed together (``@serve.batch``): detection
 runs over all their images at once, embedding over all their faces at once. Per-request parameters
-(threshold, limit) are applied after the shared detection. Errors are returned per request, so one
-bad image never fails the other requests of its batch.
+(threshold, limit) are applied after the shared detection. A recognize request also names its
+service's shards (:class:`SubjectSearch`): the faces of every such request of a batch are searched
+with one call per service (:class:`SearchCoalescer`), not one call per request from the ingress.
+Errors are returned per request, so one bad image (or one service's unavailable shard) never fails
+the other requests of its batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 from ray import serve
 
+from actors.shard_group import RequestShardGroups, ShardGroup
 from facecore.errors import FaceError
 from facecore.images import encode_jpeg
 from facecore.pipeline import Face, FacePipeline, StageTimer
@@ -27,11 +32,24 @@ from faces_settings import Settings
 
 
 
+Match = tuple[str, float, str]  # (subject, cosine, face_id)
+
+
+@dataclass(frozen=True)
+class SubjectSearch:
+    """Search the request's faces among the subjects of a recognition service: its id, its shard
+    count, and the top ``k`` distinct subjects wanted per face."""
+
+    service_id: int
+    shards: int
+    k: int
+
+
 @dataclass
 class FaceRequest:
     """One image to process: encoded bytes, or a decoded BGR array (a video frame, no encode/decode
     round trip). ``embed`` adds the embedding, and with ``quality`` the quality (and pose) too;
-    ``crops`` adds aligned JPEG chips."""
+    ``crops`` adds aligned JPEG chips; ``search`` the best subjects of each face (needs ``embed``)."""
 
     image: bytes | np.ndarray
     det_prob_threshold: float
@@ -39,17 +57,21 @@ class FaceRequest:
     embed: bool = True
     crops: bool = False
     quality: bool = True
+    search: SubjectSearch | None = None
 
 
 @dataclass
 class FaceResponse:
-    """``faces`` as selected by the request's limit; ``found`` counts the faces above its threshold."""
+    """``faces`` as selected by the request's limit; ``found`` counts the faces above its threshold;
+    ``matches``: per face, its best subjects (requests with a ``search``). ``error``: the request's
+    own failure (a bad image, or its service's shards unavailable)."""
 
     faces: list[Face] = field(default_factory=list)
     crops: list[bytes] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-    error: FaceError | None = None
+    error: Exception | None = None
     found: int = 0
+    matches: list[list[Match]] = field(default_factory=list)
 
     def unwrap(self) -> "FaceResponse":
         """Raise the request's own error, if any."""
@@ -99,19 +121,76 @@ def process_batch(pipeline: FacePipeline, requests: list[FaceRequest]) -> list[F
     return responses
 
 
+class SearchCoalescer:
+    """Subject searches of concurrent requests, sent to each service's shards together.
+
+    The requests of one pipeline batch finish at the same moment: each :meth:`search` joins the
+    pending searches of its service, and the first one schedules a flush that runs once they have
+    all joined (one turn of the event loop later): one shard call per service for all their faces,
+    each request then taking its own faces' matches, cut to its own ``k``. Services never wait for
+    each other's shards. ``shards_of`` opens a service's :class:`ShardGroup`.
+    """
+
+    def __init__(self, shards_of: Callable[[SubjectSearch], ShardGroup]):
+        self.shards_of = shards_of
+        self._pending: dict[tuple[int, int], list[tuple[SubjectSearch, np.ndarray, asyncio.Future]]] = {}
+
+    async def search(self, search: SubjectSearch, queries: np.ndarray) -> list[list[Match]]:
+        """Per row of ``queries``, the top ``search.k`` distinct subjects of the service."""
+        key = (search.service_id, search.shards)
+        future = asyncio.get_running_loop().create_future()
+        if key not in self._pending:
+            self._pending[key] = []
+            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._flush(key)))
+        self._pending[key].append((search, queries, future))
+        return await future
+
+    async def _flush(self, key: tuple[int, int]) -> None:
+        waiting = self._pending.pop(key)
+        try:
+            matches = await self.shards_of(waiting[0][0]).search_subjects(
+                np.concatenate([queries for _, queries, _ in waiting]), max(search.k for search, _, _ in waiting))
+        except Exception as exc:  # each request raises it in its own context (ShardUnavailable: a 503)
+            for _, _, future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        offset = 0
+        for search, queries, future in waiting:
+            if not future.done():
+                future.set_result([found[:search.k] for found in matches[offset:offset + len(queries)]])
+            offset += len(queries)
+
+
 @serve.deployment(name="Embedder")
 class Embedder:
-    """Serve deployment wrapping :func:`process_batch` with dynamic batching."""
+    """Serve deployment wrapping :func:`process_batch` with dynamic batching, and the subject
+    searches of recognize requests (:class:`SearchCoalescer`)."""
 
     def __init__(self, settings: Settings):
         self.pipeline = open_pipeline(settings.pipeline_config(gpu=settings.embedder_num_gpus > 0))
-        self.process.set_max_batch_size(settings.batch_max_size)
-        self.process.set_batch_wait_timeout_s(settings.batch_wait_ms / 1000.0)
+        shard_groups = RequestShardGroups(settings)
+        self.searches = SearchCoalescer(lambda search: shard_groups.of(search.service_id, search.shards))
+        self.analyze.set_max_batch_size(settings.batch_max_size)
+        self.analyze.set_batch_wait_timeout_s(settings.batch_wait_ms / 1000.0)
         self.embed_chips.set_max_batch_size(settings.batch_max_size)
         self.embed_chips.set_batch_wait_timeout_s(settings.batch_wait_ms / 1000.0)
 
+    async def process(self, request: FaceRequest) -> FaceResponse:
+        """The faces of one image (batched with concurrent requests), and their subjects when asked."""
+        response = await self.analyze(request)
+        if request.search is not None and response.error is None and response.faces:
+            started = time.perf_counter()
+            try:
+                response.matches = await self.searches.search(
+                    request.search, np.stack([face.embedding for face in response.faces]))
+            except Exception as exc:  # raised by the caller: an unavailable shard is the request's own 503
+                response.error = exc
+            response.timings["search"] = (time.perf_counter() - started) * 1000
+        return response
+
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def process(self, requests: list[FaceRequest]) -> list[FaceResponse]:
+    async def analyze(self, requests: list[FaceRequest]) -> list[FaceResponse]:
         return await asyncio.to_thread(process_batch, self.pipeline, requests)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)

@@ -214,3 +214,24 @@ class ShardGroup:
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
 
+
+
+class RequestShardGroups:
+    """The shard groups of services as a process serving requests opens them: once per service and
+    shard count, each call waiting at most :data:`CALL_TIMEOUT_S`."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._groups: dict[tuple[int, int], ShardGroup] = {}
+
+    def of(self, service_id: int, shards: int) -> ShardGroup:
+        key = (service_id, shards)
+        if key not in self._groups:
+            self._groups[key] = ShardGroup.for_service(service_id, shards, self.settings,
+                                                       call_timeout_s=CALL_TIMEOUT_S)
+        return self._groups[key]
+
+    def forget(self, service_id: int) -> None:
+        """Drop the groups of a service (deleted, or resharded)."""
+        for key in [k for k in self._groups if k[0] == service_id]:
+            del self._groups[key]

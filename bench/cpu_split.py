@@ -13,10 +13,23 @@ def process_role(process: psutil.Process) -> str:
     return process.name()
 
 
-def cpu_seconds() -> dict[int, tuple[str, float]]:
-    """Per live process: its role and CPU seconds (user + system) so far."""
+def process_trees(roots: list[int]) -> list[psutil.Process]:
+    """The processes ``roots`` and all their descendants (the machine may run other clusters beside)."""
+    found: dict[int, psutil.Process] = {}
+    for pid in roots:
+        try:
+            root = psutil.Process(pid)
+            found.update({p.pid: p for p in [root, *root.children(recursive=True)]})
+        except psutil.NoSuchProcess:
+            continue
+    return list(found.values())
+
+
+def cpu_seconds(roots: list[int] | None = None) -> dict[int, tuple[str, float]]:
+    """Per live process (every one of the machine, or those of the trees of ``roots``): its role and
+    CPU seconds (user + system) so far."""
     seen = {}
-    for process in psutil.process_iter():
+    for process in psutil.process_iter() if roots is None else process_trees(roots):
         try:
             times = process.cpu_times()
             seen[process.pid] = (process_role(process), times.user + times.system)

@@ -1,8 +1,9 @@
 """Bulk enrollment on Ray Data: throughput and memory on lfw-dev repeated to N inputs, with baselines.
 
 Measured in one run, on one machine:
-- ceiling: the facecore pipeline alone (``FacePipeline.analyze``, bytes in, embeddings out) in one
-  process, batches of 64 images, the platform's threads; measured before and after the job;
+- ceiling: the job's own pipeline work alone (``process_batch``: bytes in, the largest face's
+  embedding and crop out) in one process, batches of 64 images, the platform's threads; measured
+  before and after the job;
 - bulk job: ``run_enroll`` of a Parquet manifest of N rows (the lfw-dev images cycled, each row its
   own face id, so every row is a new face) into a running platform (PostgreSQL, Ray, Serve): faces/s
   end to end (count pass, Ray Data and actor start-up, last commit and compaction included) and in
@@ -36,18 +37,22 @@ MB = 2**20
 
 
 def ceiling(paths: list[Path], settings, batch: int, passes: int = 2) -> dict:
-    """Images/s and faces/s of FacePipeline.analyze over ``passes`` passes of the images."""
-    from facecore.pipeline import FacePipeline
+    """Images/s and faces/s of the bulk job's own pipeline work over ``passes`` passes of the images:
+    :func:`actors.embedder.process_batch` on batches of ``batch`` images, each image as the job sends
+    it (the largest face, its crop, no quality), in one process with the platform's threads."""
+    from actors.embedder import FaceRequest, process_batch
+    from facecore.pipelines import open_pipeline
 
-    pipeline = FacePipeline(settings.pipeline_config())
-    blobs = [path.read_bytes() for path in paths]
-    pipeline.analyze(blobs[:batch])  # warm-up
+    pipeline = open_pipeline(settings.pipeline_config())
+    requests = [FaceRequest(image=path.read_bytes(), det_prob_threshold=settings.det_prob_threshold, limit=1,
+                            crops=True, quality=False) for path in paths]
+    process_batch(pipeline, requests[:batch])  # warm-up
     faces = 0
     with Stopwatch() as watch:
         for _ in range(passes):
-            for start in range(0, len(blobs), batch):
-                faces += sum(len(found) for found in pipeline.analyze(blobs[start:start + batch]))
-    images = passes * len(blobs)
+            for start in range(0, len(requests), batch):
+                faces += sum(len(response.faces) for response in process_batch(pipeline, requests[start:start + batch]))
+    images = passes * len(requests)
     return {"images": images, "images_per_s": images / watch.seconds, "faces_per_s": faces / watch.seconds}
 
 
@@ -228,7 +233,7 @@ def main() -> None:
     print(f"\n{args.inputs} inputs (lfw-dev's {len(paths)} images cycled), {os.cpu_count()} cores, "
           f"{job['plan']}; load average before {load_before[0]:.1f}, after {load_after[0]:.1f}\n")
     print_table(["path", "images/s", "faces/s", "share of the ceiling"], [
-        ["facecore pipeline alone (ceiling, before / after)",
+        ["the job's pipeline work alone (ceiling, before / after)",
          f"{before['images_per_s']:.1f} / {after['images_per_s']:.1f}",
          f"{before['faces_per_s']:.1f} / {after['faces_per_s']:.1f}", "1.00"],
         ["bulk job, end to end", job["faces"] / job["seconds"], job["faces_per_s"],

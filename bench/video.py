@@ -32,7 +32,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.common import Stopwatch, data_dir, print_table, save_results  # noqa: E402
-from facecore.pipeline import FacePipeline, PipelineConfig  # noqa: E402
+from facecore.pipeline import FacePipeline  # noqa: E402
+from faces_settings import Settings  # noqa: E402
 from facevideo.config import ProcessingOptions  # noqa: E402
 from facevideo.processor import LocalBackend, MatrixWatchlist, StreamProcessor  # noqa: E402
 from facevideo.source import FrameReader  # noqa: E402
@@ -129,7 +130,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=20.0, help="clip length")
     parser.add_argument("--max-streams", type=int, default=12, help="largest number of streams tried")
-    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads of the shared pipeline")
+    parser.add_argument("--threads", type=int, default=2, help="inference threads of the shared pipeline (its "
+                        "backend and precision: FACES_BACKEND, FACES_PRECISION, as in the platform)")
     args = parser.parse_args()
     results: dict = {"cpus": os.cpu_count(), "clip": {"size": SIZE, "fps": FPS, "seconds": args.seconds},
                      "load_average_before": os.getloadavg()}
@@ -138,7 +140,9 @@ def main() -> None:
         decode_only(clip, convert=False)  # warm the page cache and FFmpeg
         results["decode"] = decode_only(clip, convert=False)
         results["decode_bgr"] = decode_only(clip, convert=True)
-        pipeline = FacePipeline(PipelineConfig(threads=args.threads))
+        pipeline = FacePipeline(Settings(threads=args.threads).pipeline_config())
+        running = pipeline.embedder.description
+        results["backend"] = f"{running.backend}/{running.device}/{running.precision}"
         asyncio.run(run_streams(clip, pipeline, 1, 0.0, realtime=False))  # warm-up
         run = asyncio.run(run_streams(clip, pipeline, 1, 0.0, realtime=False))
         every_frame = run["per_stream"][0]
@@ -172,7 +176,7 @@ def main() -> None:
 
     decode, decode_bgr, worker = results["decode"], results["decode_bgr"], results["worker_every_frame"]
     print(f"\n{SIZE[0]}x{SIZE[1]} {FPS} fps clip, {args.seconds:g} s, 1-4 faces; {os.cpu_count()} CPUs; "
-          f"load average before {results['load_average_before'][0]:.2f}\n")
+          f"{results['backend']}, {args.threads} threads; load average before {results['load_average_before'][0]:.2f}\n")
     print_table(["measurement", "frames/s", "x real time", "notes"], [
         ["decode only (baseline: FFmpeg ceiling)", fps(decode["fps"]), decode["fps"] / FPS, "PyAV, frame threads"],
         ["decode + BGR conversion", fps(decode_bgr["fps"]), decode_bgr["fps"] / FPS,

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections import defaultdict
 
-from actors.shard_group import CALL_TIMEOUT_S, ShardGroup
+from actors.shard_group import RequestShardGroups, ShardGroup
 from faces_settings import Settings
 from gallery.service_gallery import Gallery
 from serve_app.quotas import ConnectionSlots, QuotaCache, Quotas, RateLimiter, share
@@ -29,7 +29,7 @@ class AppContext:
         self.replica = replica
         self._control: ControlPlane | None = None
         self._control_lock = asyncio.Lock()
-        self._groups: dict[tuple[int, int], ShardGroup] = {}
+        self._groups = RequestShardGroups(settings)
         self._unknown_faces: dict[tuple[int, int], UnknownFaces] = {}
         self._stats: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
         self._stats_flusher: asyncio.Task | None = None
@@ -58,11 +58,7 @@ class AppContext:
         self.rate_limiter.acquire(service.id, share(quotas.requests_per_s, self.settings.ingress_replicas))
 
     def shards(self, service: Service) -> ShardGroup:
-        key = (service.id, service.shards)
-        if key not in self._groups:
-            self._groups[key] = ShardGroup.for_service(service.id, service.shards, self.settings,
-                                                       call_timeout_s=CALL_TIMEOUT_S)
-        return self._groups[key]
+        return self._groups.of(service.id, service.shards)
 
     async def gallery(self, service: Service) -> Gallery:
         """The service's gallery: every change of its subjects and faces goes through it."""
@@ -77,9 +73,9 @@ class AppContext:
         return self._unknown_faces[key]
 
     def forget_shards(self, service_id: int) -> None:
-        for groups in (self._groups, self._unknown_faces):
-            for key in [k for k in groups if k[0] == service_id]:
-                del groups[key]
+        self._groups.forget(service_id)
+        for key in [k for k in self._unknown_faces if k[0] == service_id]:
+            del self._unknown_faces[key]
 
     def start_background(self, work) -> None:
         """Run a coroutine after the response, keeping a reference until it ends; failures are logged."""

@@ -6,25 +6,28 @@ import asyncio
 
 import numpy as np
 
-from actors.embedder import FaceRequest, FaceResponse
+from actors.embedder import FaceRequest, FaceResponse, SubjectSearch
+from actors.shard_group import CALL_TIMEOUT_S
 from facecore.errors import NoFaceFound
 from facecore.models import SFACE
 from serve_app.context import AppContext
 from serve_app.errors import BAD_PARAMETER, ApiError
 
-# A request waits this long for the Embedder (a replica restarting, a long queue), then fails with 503.
+# A request waits this long for the Embedder (a replica restarting, a long queue), then fails with 503;
+# one that also searches the shards waits for their own bound too, so that their 503 comes first.
 EMBEDDER_TIMEOUT_S = 30.0
 
 
 async def analyze_image(context: AppContext, image: bytes, det_prob_threshold: float, limit: int = 0,
                         embed: bool = True, crops: bool = False, require_face: bool = True,
-                        quality: bool = False) -> FaceResponse:
+                        quality: bool = False, search: SubjectSearch | None = None) -> FaceResponse:
     """Faces of one uploaded image; raises the image's own error, or NoFaceFound when required.
-    ``quality`` (the quality plugin) adds each face's quality scores."""
+    ``quality`` (the quality plugin) adds each face's quality scores; ``search``, each face's best
+    subjects (searched by the embedder with the other requests of its batch)."""
     request = FaceRequest(image=image, det_prob_threshold=det_prob_threshold, limit=limit, embed=embed, crops=crops,
-                          quality=quality)
-    response: FaceResponse = (await asyncio.wait_for(context.embedder.process.remote(request),
-                                                     EMBEDDER_TIMEOUT_S)).unwrap()
+                          quality=quality, search=search)
+    timeout_s = EMBEDDER_TIMEOUT_S + (CALL_TIMEOUT_S if search is not None else 0.0)
+    response: FaceResponse = (await asyncio.wait_for(context.embedder.process.remote(request), timeout_s)).unwrap()
     if require_face and not response.faces:
         raise NoFaceFound("No face is found in the given image")
     return response

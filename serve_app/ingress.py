@@ -74,4 +74,14 @@ class Ingress:
 
     def __init__(self, embedder, settings: Settings):
         replica = serve.get_replica_context().replica_id.unique_id
-        set_context(AppContext(settings, embedder, replica))
+        set_context(AppContext(settings, calls_as_configured(embedder), replica))
+
+
+def calls_as_configured(handle):
+    """``handle`` calling over gRPC where this replica's Serve runs requests between deployments over
+    gRPC (throughput mode, ``RAY_SERVE_USE_GRPC_BY_DEFAULT``). The handle was made by the driver,
+    which may have imported Serve before those settings were in its environment; its calls would then
+    go as Ray actor calls, by reference."""
+    from ray.serve._private.constants import RAY_SERVE_USE_GRPC_BY_DEFAULT
+
+    return handle.options(_by_reference=not RAY_SERVE_USE_GRPC_BY_DEFAULT)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import datetime, timezone
 from typing import Annotated
@@ -10,6 +9,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
+from actors.embedder import SubjectSearch
 from facecore.similarity import similarity_from_cosine
 from serve_app.api.params import DetProbThreshold, FacePlugins, Limit, PredictionCount, Status, Threshold
 from serve_app.auth import recognition_service
@@ -125,15 +125,12 @@ async def recognize(request: Request, service: RecognitionService, context: Ctx,
     plugins = parse_plugins(face_plugins)
     image = (await read_images(request, ("file",), context.settings.max_upload_bytes))["file"]
     response = await analyze_image(context, image, _threshold(context, det_prob_threshold), limit=limit,
-                                   quality=remember_unknowns or "quality" in plugins, crops=remember_unknowns)
+                                   quality=remember_unknowns or "quality" in plugins, crops=remember_unknowns,
+                                   search=SubjectSearch(service.id, service.shards, prediction_count))
     cutoff = context.recognition_threshold(service) if threshold is None else threshold
-    started = time.perf_counter()
-    queries = np.stack([face.embedding for face in response.faces])
-    matches = await context.shards(service).search_subjects(queries, prediction_count)
-    search_ms = (time.perf_counter() - started) * 1000
-    timings = execution_time(response.timings, {"search": search_ms})
+    timings = execution_time(response.timings)
     result = []
-    for face, face_matches in zip(response.faces, matches):
+    for face, face_matches in zip(response.faces, response.matches):
         item = face_json(face, plugins, timings)
         item["subjects"], item["unknown"] = _subject_matches(face_matches, cutoff)
         result.append(item)
