@@ -9,17 +9,25 @@ retried: every call is safe to repeat). A group made for requests (``call_timeou
 :data:`CALL_TIMEOUT_S`) waits at most that long; then, or when the actor cannot come back, its calls
 raise :class:`ShardUnavailable` (503 on the API). Jobs wait as long as it takes; index builds and
 compactions are never bounded.
+
+With ``replicas`` > 1 each shard also has ``replicas - 1`` read replicas: actors on the same table,
+preferring other nodes than its primary. Writes go to the primary, which commits them, and then to
+every replica (in the primary's order, :mod:`faceindex.replica`) before they are acknowledged, so an
+acknowledged face is found on every member. Reads are balanced over the members and carried on by
+another member when one dies (:mod:`actors.shard_reads`); writes wait for the primary to come back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from actors.shard_reads import HEDGE_AFTER_S, MemberReads
 from facecore.models import SFACE
 from faceindex.config import SearchConfig
 from faceindex.layout import ServiceLayout
@@ -60,39 +68,49 @@ def table_upkeep(settings: Settings) -> TableUpkeep:
     return TableUpkeep(erase_after_s=settings.erase_after_s)
 
 
-def spread_placements(service_id: int, shards: int) -> list[NodeAffinitySchedulingStrategy | str]:
-    """Per shard, a preferred node: the alive nodes with CPUs in turn (offset by the service, so that
-    small services do not all start on the same node). Soft: a shard whose node is gone starts on any
+def spread_placements(service_id: int, shards: int, replicas: int = 1) -> list[list[NodeAffinitySchedulingStrategy | str]]:
+    """Per shard and member (primary, then replicas), a preferred node: the alive nodes with CPUs in
+    turn (offset by the service, so that small services do not all start on the same node), so that
+    the members of a shard prefer different nodes. Soft: a member whose node is gone starts on any
     other. Ray's own "SPREAD" places actors that reserve no CPU unevenly."""
     nodes = sorted(node["NodeID"] for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU"))
     if not nodes:
-        return ["SPREAD"] * shards
-    return [NodeAffinitySchedulingStrategy(nodes[(service_id + shard) % len(nodes)], soft=True)
-            for shard in range(shards)]
+        return [["SPREAD"] * replicas for _ in range(shards)]
+    return [[NodeAffinitySchedulingStrategy(nodes[(service_id + shard + member) % len(nodes)], soft=True)
+             for member in range(replicas)] for shard in range(shards)]
 
 
 class ShardGroup:
-    """Async client of the ``shards`` IndexShard actors of one service."""
+    """Async client of the IndexShard actors of one service: ``shards`` primaries (``actors``), each
+    with ``replicas - 1`` read replicas."""
 
     def __init__(self, service_id: int, shards: int, faces_uri: str, dim: int,
                  search: SearchConfig = SearchConfig(), num_cpus: float = 0.0, num_gpus: float = 0.0,
-                 upkeep: TableUpkeep = TableUpkeep(), call_timeout_s: float | None = None, kind: str = "faces"):
+                 upkeep: TableUpkeep = TableUpkeep(), call_timeout_s: float | None = None, kind: str = "faces",
+                 replicas: int = 1, hedge_after_s: float = HEDGE_AFTER_S):
+        if replicas < 1:
+            raise ValueError(f"replicas must be >= 1, got {replicas}")
         self.service_id = service_id
         self.layout = ServiceLayout(service_id, shards, kind)
         self.faces_uri = faces_uri
         self.call_timeout_s = call_timeout_s
         # Threaded actors: an index build runs beside searches instead of blocking them. Spread over the
         # cluster's nodes, so that a node's loss takes as few of a service's shards as it can.
-        placements = spread_placements(service_id, shards)
-        self.actors = [
-            ray.remote(IndexShard).options(
-                name=self.layout.actor_name(shard), namespace=NAMESPACE, get_if_exists=True,
+        placements = spread_placements(service_id, shards, replicas)
+        replica_search = dataclasses.replace(search, memory_budget_bytes=None)  # the primary's budget decides
+
+        def member(shard: int, replica: int):
+            return ray.remote(IndexShard).options(
+                name=self.layout.actor_name(shard, replica), namespace=NAMESPACE, get_if_exists=True,
                 lifetime="detached", max_restarts=-1, max_task_retries=-1, num_cpus=num_cpus, num_gpus=num_gpus,
                 max_concurrency=SHARD_THREADS, enable_task_events=False,  # no per-call event records in the GCS
-                scheduling_strategy=placements[shard],
-            ).remote(faces_uri, self.layout.table_name(shard), dim, search, upkeep)
-            for shard in range(shards)
-        ]
+                scheduling_strategy=placements[shard][replica],
+            ).remote(faces_uri, self.layout.table_name(shard), dim, replica_search if replica else search, upkeep,
+                     replica=replica > 0)
+
+        self.members = [[member(shard, replica) for replica in range(replicas)] for shard in range(shards)]
+        self.actors = [members[0] for members in self.members]  # the primaries
+        self._reads = [MemberReads(members, hedge_after_s) for members in self.members]
 
     @classmethod
     def for_service(cls, service_id: int, shards: int, settings: Settings,
@@ -102,25 +120,41 @@ class ShardGroup:
         its faces, or its sightings of faces (:mod:`faceindex.layout`)."""
         return cls(service_id, shards, settings.faces_uri, SFACE.embedding_dim, search_config(settings),
                    num_gpus=settings.shard_num_gpus, upkeep=table_upkeep(settings), call_timeout_s=call_timeout_s,
-                   kind=kind)
+                   kind=kind, replicas=settings.shard_replicas)
 
-    async def _gather(self, refs) -> list:
-        return await _results(refs, self.call_timeout_s)
+    async def _gather(self, calls) -> list:
+        return await _results(calls, self.call_timeout_s)
 
-    def _owner(self, face_id: str):
-        return self.actors[self.layout.shard_of(face_id)]
+    async def _write(self, shard: int, method: str, *args):
+        """A write through the primary, applied by every replica before it returns."""
+        primary, *replicas = self.members[shard]
+        if not replicas:
+            return await getattr(primary, method).remote(*args)
+        result, before, after = await primary.write.remote(method, *args)
+        await asyncio.gather(*(replica.follow.remote(method, args, before, after) for replica in replicas))
+        return result
 
-    async def _all(self, method: str, *args) -> list:
-        return await self._gather([getattr(actor, method).remote(*args) for actor in self.actors])
+    async def _write_all(self, method: str, *args) -> list:
+        return await self._gather([self._write(shard, method, *args) for shard in range(len(self.actors))])
+
+    def _read(self, shard: int, method: str, *args):
+        """A read of one shard from whichever of its members answers first (the primary when it has none)."""
+        reads = self._reads[shard]
+        if len(reads.members) == 1:
+            return getattr(reads.members[0], method).remote(*args)
+        return reads.read(method, *args)
+
+    async def _read_all(self, method: str, *args) -> list:
+        return await self._gather([self._read(shard, method, *args) for shard in range(len(self.actors))])
 
     async def add(self, records: Sequence[FaceRecord]) -> None:
-        """Acknowledged once every owning shard has committed its part."""
+        """Acknowledged once every owning shard has committed its part (and its replicas applied it)."""
         parts = self.layout.split(records, lambda record: record.face_id)
-        await self._gather([self.actors[shard].add.remote(part) for shard, part in parts.items()])
+        await self._gather([self._write(shard, "add", part) for shard, part in parts.items()])
 
     async def search_subjects(self, queries: np.ndarray, k: int) -> list[list[tuple[str, float, str]]]:
         """Per query the top-k distinct subjects ``(subject, cosine, face_id)`` over all shards."""
-        per_shard = await self._all("search_subjects", queries, k)
+        per_shard = await self._read_all("search_subjects", queries, k)
         merged = []
         for query_index in range(len(queries)):
             best: dict[str, tuple[str, float, str]] = {}
@@ -134,56 +168,57 @@ class ShardGroup:
     async def search_faces(self, queries: np.ndarray, k: int,
                            subject: str | None = None) -> list[list[tuple[str, str, float]]]:
         """Per query the top-k faces ``(face_id, subject, cosine)`` over all shards, best first."""
-        per_shard = await self._all("search_faces", queries, k, subject)
+        per_shard = await self._read_all("search_faces", queries, k, subject)
         return [sorted((hit for results in per_shard for hit in results[query_index]),
                        key=lambda hit: -hit[2])[:k] for query_index in range(len(queries))]
 
     async def similarity_to(self, face_id: str, queries: np.ndarray) -> np.ndarray | None:
-        return (await self._gather([self._owner(face_id).similarity_to.remote(face_id, queries)]))[0]
+        return (await self._gather([self._read(self.layout.shard_of(face_id), "similarity_to", face_id, queries)]))[0]
 
     async def get_face(self, face_id: str) -> FaceRecord | None:
-        return (await self._gather([self._owner(face_id).get_face.remote(face_id)]))[0]
+        return (await self._gather([self._read(self.layout.shard_of(face_id), "get_face", face_id)]))[0]
 
     async def delete_ids(self, face_ids: Sequence[str]) -> list[tuple[str, str]]:
         parts = self.layout.split(face_ids, str)
-        deleted = await self._gather([self.actors[s].delete_ids.remote(ids) for s, ids in parts.items()])
+        deleted = await self._gather([self._write(shard, "delete_ids", ids) for shard, ids in parts.items()])
         return [row for rows in deleted for row in rows]
 
     async def delete_subject(self, subject: str) -> int:
-        return sum(await self._all("delete_subject", subject))
+        return sum(await self._write_all("delete_subject", subject))
 
     async def delete_all(self) -> int:
-        return sum(await self._all("delete_all"))
+        return sum(await self._write_all("delete_all"))
 
     async def rename_subject(self, old: str, new: str) -> int:
-        return sum(await self._all("rename_subject", old, new))
+        return sum(await self._write_all("rename_subject", old, new))
 
     async def subjects(self) -> dict[str, int]:
         """Face count per subject over all shards."""
         counts: dict[str, int] = {}
-        for shard_counts in await self._all("subjects"):
+        for shard_counts in await self._read_all("subjects"):
             for subject, faces in shard_counts.items():
                 counts[subject] = counts.get(subject, 0) + faces
         return counts
 
     async def erase_deleted(self) -> None:
         """Erase deleted faces from every shard's table files now (instead of ``erase_after_s`` later)."""
-        await self._all("erase_deleted")
+        await self._gather([actor.erase_deleted.remote() for actor in self.actors])
 
     async def count(self, subject: str | None = None) -> int:
-        return sum(await self._all("count", subject))
+        return sum(await self._read_all("count", subject))
 
     async def list_faces(self, subject: str | None, offset: int, limit: int) -> tuple[list[tuple[str, str]], int]:
         """A page of ``(face_id, subject)``: shard 0's faces first, then shard 1's, and so on."""
-        counts = await self._all("count", subject)
+        counts = await self._read_all("count", subject)
         total = sum(counts)
         rows: list[tuple[str, str]] = []
         start = 0
-        for actor, count in zip(self.actors, counts):
+        for shard, count in enumerate(counts):
             end = start + count
             if end > offset and len(rows) < limit:
                 local_offset = max(0, offset - start)
-                page, _ = (await self._gather([actor.list_faces.remote(subject, local_offset, limit - len(rows))]))[0]
+                page, _ = (await self._gather([self._read(shard, "list_faces", subject, local_offset,
+                                                          limit - len(rows))]))[0]
                 rows.extend(page)
             start = end
         return rows, total
@@ -191,29 +226,40 @@ class ShardGroup:
     async def existing(self, face_ids: Sequence[str]) -> set[str]:
         """Those of ``face_ids`` stored in the service (one call per shard holding any)."""
         parts = self.layout.split(face_ids, str)
-        found = await self._gather([self.actors[s].existing.remote(ids) for s, ids in parts.items()])
+        found = await self._gather([self._read(shard, "existing", ids) for shard, ids in parts.items()])
         return {face_id for ids in found for face_id in ids}
 
-    async def _unbounded(self, method: str) -> list:
-        return await asyncio.gather(*(getattr(actor, method).remote() for actor in self.actors))
+    async def replace_from(self, shard: int, source_table: str) -> list[str]:
+        """A migration's swap of one shard (:meth:`faceindex.shard.IndexShard.replace_from`); its
+        replicas load the new rows once the primary serves them."""
+        primary, *replicas = self.members[shard]
+        missing = await primary.replace_from.remote(source_table)
+        if not missing:
+            await asyncio.gather(*(replica.reload.remote() for replica in replicas))
+        return missing
+
+    async def _unbounded(self, method: str, actors=None) -> list:
+        return await asyncio.gather(*(getattr(actor, method).remote() for actor in (actors or self.actors)))
 
     async def optimize(self) -> None:
         """Compact every shard's table: one file per commit adds up after bulk writes."""
         await self._unbounded("optimize")
 
     async def build_indexes(self) -> list[dict]:
-        """Build every shard's approximate index in parallel (searches go on); per-shard stats."""
-        return await self._unbounded("build_index")
+        """Build every shard's approximate index in parallel (searches go on); per-shard stats of the
+        primaries (replicas build their own copies beside them)."""
+        built = await self._unbounded("build_index", [member for members in self.members for member in members])
+        return built[::len(self.members[0])]
 
     async def stats(self) -> list[dict]:
-        return await self._all("stats")
+        return await self._gather([actor.stats.remote() for actor in self.actors])
 
     async def drop(self) -> None:
-        """Drop every shard's table and stop its actor."""
+        """Drop every shard's table and stop its actors."""
         await self._unbounded("drop")
-        for actor in self.actors:
-            ray.kill(actor, no_restart=True)
-
+        for members in self.members:
+            for actor in members:
+                ray.kill(actor, no_restart=True)
 
 
 class RequestShardGroups:

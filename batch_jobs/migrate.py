@@ -183,10 +183,10 @@ def _snapshot(settings: Settings, service: Service, dim: int) -> list[tuple[str,
 async def _switch(settings: Settings, shards: ShardGroup, staging: Staging, model: str, dim: int) -> None:
     """Switch every shard to its staging table, first copying faces the shard gained meanwhile."""
     embedder = None
-    for shard, actor in enumerate(shards.actors):
+    for shard in range(len(shards.actors)):
         live = staging.layout.open_table(settings.faces_uri, shard, dim)
         for _ in range(SWITCH_ATTEMPTS):
-            missing = await actor.replace_from.remote(staging.tables[shard].name)
+            missing = await shards.replace_from(shard, staging.tables[shard].name)
             if not missing:
                 break
             log.info("shard %d gained %d faces during the migration; embedding them", shard, len(missing))

@@ -26,12 +26,15 @@ async def rebuild_indexes(settings: Settings, services: list[Service],
 
     async def one_service(service: Service) -> list[dict]:
         group = ShardGroup.for_service(service.id, service.shards, settings)
+        replicas = [asyncio.ensure_future(replica.build_index.remote())  # their own copies, not reported
+                    for members in group.members for replica in members[1:]]
         stats = []
         for finished in asyncio.as_completed([asyncio.ensure_future(actor.build_index.remote())
                                               for actor in group.actors]):
             shard_stats = await finished
             progress(service, shard_stats)
             stats.append({"service_id": service.id, **shard_stats})
+        await asyncio.gather(*replicas)
         return stats
 
     per_service = await asyncio.gather(*(one_service(s) for s in services))

@@ -31,12 +31,13 @@ class ApproximateSearch:
     """The approximate index of one shard's ``rows``, guarded by the shard's ``lock``."""
 
     def __init__(self, rows: ShardRows, lock: threading.RLock, search: SearchConfig, table_name: str,
-                 on_device: bool):
+                 on_device: bool, saves: bool = True):
         self.rows = rows
         self.lock = lock
         self.search = search
         self.table_name = table_name
         self.on_device = on_device  # a shard searching on a GPU builds no approximate index of its own
+        self.saves = saves  # a read replica loads the primary's saved index, and saves or removes none
         self.building = threading.Lock()
         self.clear()
 
@@ -116,7 +117,7 @@ class ApproximateSearch:
     def forget_saved(self) -> None:
         """Remove the saved index (the rows it indexes were replaced or dropped)."""
         path = self.path()
-        if path is not None:
+        if path is not None and self.saves:
             delete_uri(path)
 
     def build_in_background_if_due(self) -> None:
@@ -168,7 +169,7 @@ class ApproximateSearch:
             index = AnnIndex.build(vectors, ids, self.search.scan_threads)
             del vectors
             path = self.path()
-            if path is not None:
+            if path is not None and self.saves:
                 index.save(path)
             self._install_built(index, ids, layout)
         finally:

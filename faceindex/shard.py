@@ -9,6 +9,10 @@ The shard composes the package's parts under one lock: the rows (:mod:`faceindex
 search (:mod:`faceindex.exact`, or on a GPU :mod:`faceindex.matrix_search`), the approximate index
 (:mod:`faceindex.approximate`), the table's upkeep and erasure (:mod:`faceindex.upkeep`), a
 migration's swap (:mod:`faceindex.migration`) and the memory budget (:mod:`faceindex.budget`).
+
+A shard opened as a read replica (:mod:`faceindex.replica`) holds the same rows from the same table,
+writes nothing, and applies the primary's changes in the primary's order (:meth:`IndexShard.write`
+on the primary, :meth:`IndexShard.follow` on each replica).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import dataclasses
 import logging
 import threading
 import time
+from datetime import timedelta
+from typing import Any
 
 import numpy as np
 
@@ -26,18 +32,21 @@ from faceindex.budget import check_budget
 from faceindex.config import SearchConfig
 from faceindex.matrix_search import matrix_search
 from faceindex.migration import replace_rows
+from faceindex.replica import ChangeOrder, FollowedTable
 from faceindex.rows import MIN_CAPACITY, ShardRows, unit_rows
 from faceindex.upkeep import TableKeeper, TableUpkeep
 from store.faces import FaceRecord, FaceTable
 
 logger = logging.getLogger(__name__)
 
+WRITES = frozenset({"add", "delete_ids", "delete_subject", "delete_all", "rename_subject"})
+
 
 class IndexShard:
     """One face table and its in-memory search index. All methods are synchronous and thread-safe."""
 
     def __init__(self, db_uri: str, table_name: str, dim: int, search: SearchConfig = SearchConfig(),
-                 upkeep: TableUpkeep = TableUpkeep()):
+                 upkeep: TableUpkeep = TableUpkeep(), replica: bool = False):
         if search.mode not in ("auto", "exact", "ann"):
             raise ValueError(f"unknown search mode {search.mode!r}: auto, exact or ann")
         self.dim = int(dim)
@@ -45,12 +54,16 @@ class IndexShard:
         self.search = search
         self.upkeep = upkeep
         self._lock = threading.RLock()
-        self._table: FaceTable | None = FaceTable.open(db_uri, table_name, self.dim)
+        self.replica = replica
+        self._table: FaceTable | FollowedTable | None = (
+            FollowedTable(FaceTable.open(db_uri, table_name, self.dim, read_consistency_interval=timedelta(0)))
+            if replica else FaceTable.open(db_uri, table_name, self.dim))
+        self._order = ChangeOrder(self._lock)
         self._keeper = TableKeeper(upkeep, self._lock, self.erase_deleted, table_name)
         self._device_search = matrix_search(search.device)
         self._rows = ShardRows(self.dim)
         self._ann = ApproximateSearch(self._rows, self._lock, search, table_name,
-                                      on_device=self._device_search is not None)
+                                      on_device=self._device_search is not None, saves=not replica)
         self._load()
         if self._writable_table().version_count() > 1:  # older versions may hold faces deleted before a restart
             self._keeper.schedule_erasure()
@@ -66,9 +79,12 @@ class IndexShard:
     def _load(self) -> None:
         """Fill memory from the table (start and restart)."""
         started = time.perf_counter()
-        ids, subjects, vectors = self._writable_table().scan_index_columns()
+        table = self._writable_table()
+        version = table.version  # read before the scan: a commit between the two is applied again, harmlessly
+        ids, subjects, vectors = table.scan_index_columns()
         self._rows.load(ids, subjects, vectors, self.table_name)
         self._ann.clear()
+        self._order.reset(version)
         logger.info("shard %s loaded %d faces of %d subjects in %.2f s", self.table_name, self._rows.n,
                     len(self._rows.code_of), time.perf_counter() - started)
 
@@ -235,6 +251,42 @@ class IndexShard:
             self._ann.forget_saved()  # it indexes the replaced embeddings
         self._ann.build_in_background_if_due()
         return []
+
+    # ------------------------------------------------------------------------------- replicas
+
+    def write(self, method: str, *args) -> tuple[Any, int, int]:
+        """On the primary: the write ``method(*args)`` (one of :data:`WRITES`), its result and the
+        change it made as ``(before, after)`` table versions, for the replicas to :meth:`follow`."""
+        if method not in WRITES:
+            raise ValueError(f"{method!r} is not a write: {sorted(WRITES)}")
+        with self._lock:
+            before = self._order.version
+            result = getattr(self, method)(*args)
+            after = self._writable_table().version
+            self._order.advance(after)
+            return result, before, after
+
+    def follow(self, method: str, args: tuple, before: int, after: int) -> None:
+        """On a replica: apply the primary's change ``method(*args)`` that took its table from version
+        ``before`` to ``after``, after the changes before it (:mod:`faceindex.replica`)."""
+        if method not in WRITES:
+            raise ValueError(f"{method!r} is not a write: {sorted(WRITES)}")
+        with self._lock:
+            if self._order.wait_for(before):
+                if not self._order.holds(after):
+                    getattr(self, method)(*args)
+                    self._order.advance(after)
+                return
+        logger.info("replica of %s missed the changes up to version %d; loading the table again",
+                    self.table_name, before)
+        self.reload()  # outside the lock: an index build takes the build lock before it
+
+    def reload(self) -> None:
+        """Load the rows from the table again (a replica after the primary swapped its table, or one
+        that fell behind), with the saved approximate index where there is one."""
+        with self._ann.building, self._lock:
+            self._load()
+        self._ann.restore()
 
     # ----------------------------------------------------------------------------------- reads
 

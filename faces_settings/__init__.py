@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(16, ge=1, description="requests per embedder batch (@serve.batch)")
     batch_wait_ms: float = Field(10.0, ge=0, description="how long a batch waits to fill")
     default_shards: int = Field(1, ge=1, description="index shards of a new service")
+    shard_replicas: int = Field(1, ge=1, description="actors per index shard: the primary and shard_replicas - 1 "
+                                "read replicas, on other nodes where there are any")
     shard_num_gpus: float = Field(0.0, ge=0, description="GPU fraction per index shard; > 0 keeps each shard's "
                                   "matrix on its GPU (fp16) for exact search")
     search_mode: str = Field("auto", pattern="^(auto|exact|ann)$",
