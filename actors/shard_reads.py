@@ -4,9 +4,9 @@ one is down or slow.
 Each read goes to the next member in turn (primary and replicas alike). It is sent without Ray's
 retries, so a member that is dead or restarting fails at once instead of holding the read until it
 is back; the read then goes to the next member, and the failed one is passed over for
-:data:`SUSPECT_S`. A member that has not answered within ``hedge_after_s`` (a node that is gone but
-not yet declared dead holds calls that long) gets a second member asked beside it; the first answer
-wins. Only when every member failed is the read sent with retries to the primary, which waits for
+:data:`SUSPECT_S`. A member that has not answered within ``hedge_after_s`` (one restarting, or on a
+node that is gone but not yet declared dead, holds calls that long) gets a second member asked beside
+it, the first answer wins, and the slow one is passed over as well. Only when every member failed is the read sent with retries to the primary, which waits for
 it to come back, as a shard without replicas does.
 """
 
@@ -47,10 +47,13 @@ class MemberReads:
         pending: dict[asyncio.Task, int] = {}
         try:
             for member in self._order():
-                pending[asyncio.ensure_future(self._call(member, method, args))] = member
+                call = asyncio.ensure_future(self._call(member, method, args))
+                pending[call] = member
                 outcome = await self._first(pending, self.hedge_after_s)
                 if outcome is not None:
                     return outcome[0]
+                if call in pending:  # slow (restarting, or its node is gone): pass it over for a while too
+                    self._suspect_until[member] = time.monotonic() + SUSPECT_S
             while pending:
                 outcome = await self._first(pending, None)
                 if outcome is not None:

@@ -8,9 +8,14 @@
    until every shard answers again.
 3. Bulk enrollment on one worker node vs two (`ray start --num-cpus=1` each, a head with no CPU):
    images/s of `faces enroll` (`python -m faces_cli.main enroll`) over the same images, and the ratio.
+4. Read availability during a primary kill: a one-shard service with ``--replicas`` members over
+   ``--replica-faces`` faces on S3, searched by ``--clients`` concurrent callers through its
+   ShardGroup while the primary's process is SIGKILLed; searches, failed and wrong answers, latency
+   percentiles before and after the kill, the longest wait, and seconds until writes succeed again.
 
-    python bench/cluster.py [--faces 1000000] [--images 400] [--skip-failover]
-    python bench/cluster.py --faces 20000 --images 40           # small, for a quick check
+    python bench/cluster.py [--faces 1000000] [--images 400] [--replica-faces 100000] [--skip-failover]
+    python bench/cluster.py --faces 20000 --images 40 --replica-faces 5000   # small, for a quick check
+    python bench/cluster.py --only replicas --replica-faces 100000            # figure 4 alone
 
 Prints one table per figure and writes bench/results/cluster.json.
 """
@@ -25,6 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,6 +47,16 @@ DIM = 128
 CHUNK = 100_000
 
 
+def _vectors(count: int, rng: np.random.Generator) -> np.ndarray:
+    vectors = rng.normal(size=(count, DIM)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def _stored_vectors(count: int) -> np.ndarray:
+    """The first ``count`` (<= CHUNK) embeddings that :func:`_fill` stores."""
+    return _vectors(CHUNK, np.random.default_rng(0))[:count]
+
+
 def _fill(uri: str, table: str, faces: int) -> None:
     """A table of ``faces`` random unit vectors, written in chunks."""
     from faceindex.config import SearchConfig
@@ -52,8 +68,7 @@ def _fill(uri: str, table: str, faces: int) -> None:
     rng = np.random.default_rng(0)
     for start in range(0, faces, CHUNK):
         count = min(CHUNK, faces - start)
-        vectors = rng.normal(size=(count, DIM)).astype(np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = _vectors(CHUNK, rng)[:count]
         shard.add([FaceRecord(f"f{start + i}", f"s{(start + i) % 10_000}", vectors[i], "sface@bench", b"", None, now)
                    for i in range(count)])
 
@@ -91,6 +106,71 @@ def shard_recovery(s3, faces: int) -> list[dict]:
         rows.append({"faces": faces, "saved index": saved, "kill to ann serving s": time.perf_counter() - killed})
         ray.kill(actor, no_restart=True)
     return rows
+
+
+def read_availability(s3, faces: int, replicas: int, clients: int, seconds: float) -> dict:
+    """Searches through a replicated shard group while its primary is SIGKILLed (figure 4)."""
+    import ray
+
+    from actors.shard_group import ShardGroup
+    from faceindex.config import SearchConfig
+    from faceindex.layout import ServiceLayout
+    from store.faces import FaceRecord
+
+    service = 990_004
+    _fill(s3.uri("lancedb"), ServiceLayout(service, 1).table_name(0), faces)
+    search = SearchConfig(mode="auto", ann_min_faces=min(faces, 100_000), index_dir=s3.uri("indexes"),
+                          memory_budget_bytes=None)
+    group = ShardGroup(service, 1, s3.uri("lancedb"), DIM, search, call_timeout_s=30, replicas=replicas)
+    asyncio.run(group.build_indexes())  # the primary saves its index on S3; each replica builds its own
+    queries = _stored_vectors(min(faces, 256))  # face f<i> is the best match of query i
+    primary = group.actors[0]
+    pid = ray.get(primary.__ray_call__.remote(_pid))
+    calls: list[tuple[float, float, str]] = []  # (start, seconds, outcome)
+
+    async def client(number: int, until: float) -> None:
+        turn = number
+        while time.perf_counter() < until:
+            started = time.perf_counter()
+            query = turn % len(queries)
+            try:
+                found = await group.search_subjects(queries[query][None, :], 1)
+                outcome = "ok" if found[0][0][2] == f"f{query}" else "wrong"
+            except Exception as error:  # noqa: BLE001 - counted as a failed search
+                outcome = type(error).__name__
+            calls.append((started, time.perf_counter() - started, outcome))
+            turn += clients
+
+    async def load() -> None:
+        until = time.perf_counter() + seconds
+        await asyncio.gather(*(client(n, until) for n in range(clients)))
+
+    killed_at = time.perf_counter() + seconds / 3
+    threading.Timer(seconds / 3, os.kill, (pid, signal.SIGKILL)).start()
+    asyncio.run(load())
+    record = FaceRecord("after-kill", "after", queries[0] / np.linalg.norm(queries[0]), "sface@bench", b"", None,
+                        datetime.now(timezone.utc))
+    while True:  # writes wait for the primary: time until one succeeds
+        try:
+            asyncio.run(group.add([record]))
+            break
+        except Exception:  # noqa: BLE001 - the primary is still coming back
+            time.sleep(0.2)
+    writes_back = time.perf_counter() - killed_at
+    stats = ray.get(primary.stats.remote())
+    asyncio.run(group.drop())
+    before = np.array([took for start, took, _ in calls if start < killed_at]) * 1000
+    after = np.array([took for start, took, _ in calls if start >= killed_at]) * 1000
+    failed = [outcome for _, _, outcome in calls if outcome not in ("ok", "wrong")]
+    return {"faces": faces, "replicas": replicas, "clients": clients, "searches": len(calls),
+            "failed": len(failed), "failures": sorted(set(failed)),
+            "wrong": sum(outcome == "wrong" for _, _, outcome in calls),
+            "p50 ms before": round(float(np.percentile(before, 50)), 1) if len(before) else None,
+            "p99 ms before": round(float(np.percentile(before, 99)), 1) if len(before) else None,
+            "p50 ms after kill": round(float(np.percentile(after, 50)), 1) if len(after) else None,
+            "p99 ms after kill": round(float(np.percentile(after, 99)), 1) if len(after) else None,
+            "longest ms": round(float(max(took for _, took, _ in calls)) * 1000, 1),
+            "writes back s": round(writes_back, 1), "restarted primary search": stats["search"]}
 
 
 def failover() -> list[str]:
@@ -153,41 +233,61 @@ def main() -> None:
     parser.add_argument("--faces", type=int, default=1_000_000, help="faces of the recovered shard")
     parser.add_argument("--images", type=int, default=400, help="images of the bulk job")
     parser.add_argument("--skip-failover", action="store_true", help="leave out the multi-node test")
+    parser.add_argument("--replica-faces", type=int, default=100_000, help="faces of the replicated shard (figure 4)")
+    parser.add_argument("--replicas", type=int, default=2, help="members of the replicated shard (figure 4)")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent searches during the kill (figure 4)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of the search load (figure 4)")
+    parser.add_argument("--only", choices=["recovery", "enrollment", "replicas", "failover"],
+                        help="measure one figure only")
     args = parser.parse_args()
+    wanted = {args.only} if args.only else {"recovery", "enrollment", "replicas"} | (
+        set() if args.skip_failover else {"failover"})
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
     from object_store import s3_server
-    from store.embedded_pg import resolve_dsn
 
     results: dict = {}
     with s3_server() as s3, tempfile.TemporaryDirectory(prefix="faces-bench-cluster-") as work:
         os.chmod(work, 0o755)  # the embedded PostgreSQL runs as its own user
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-        try:
-            results["recovery"] = shard_recovery(s3, args.faces)
-        finally:
-            ray.shutdown()
-        print_table(list(results["recovery"][0]), [list(row.values()) for row in results["recovery"]])
-
-        photos = Path(work) / "photos"
-        for image in lfw_images(limit=args.images):
-            (photos / image.parent.name).mkdir(parents=True, exist_ok=True)
-            (photos / image.parent.name / image.name).symlink_to(image)
-        dsn, embedded = resolve_dsn(None, Path(work) / "data")
-        try:
-            results["enrollment"] = [enrollment_rate(workers, s3, dsn, photos, Path(work) / "data")
-                                     for workers in (1, 2)]
-        finally:
-            embedded.stop()
-        one, two = (row["job s"] for row in results["enrollment"])
-        print_table(list(results["enrollment"][0]), [list(row.values()) for row in results["enrollment"]])
-        print(f"two worker nodes vs one: {one / two:.2f}x (job time)")
-        results["enrollment_ratio"] = one / two
-    if not args.skip_failover:
+        if wanted & {"recovery", "replicas"}:
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+            try:
+                if "recovery" in wanted:
+                    results["recovery"] = shard_recovery(s3, args.faces)
+                    print_table(list(results["recovery"][0]), [list(row.values()) for row in results["recovery"]])
+                if "replicas" in wanted:
+                    results["read_availability"] = read_availability(s3, args.replica_faces, args.replicas,
+                                                                     args.clients, args.seconds)
+                    row = results["read_availability"]
+                    print_table(list(row), [list(row.values())])
+            finally:
+                ray.shutdown()
+        if "enrollment" in wanted:
+            enrollment(args, s3, work, results)
+    if "failover" in wanted:
         results["failover"] = failover()
         print("\n".join(results["failover"]))
     print(f"results: {save_results('cluster', results)}")
+
+
+def enrollment(args, s3, work: str, results: dict) -> None:
+    """Figure 3: the bulk job on one worker node and on two."""
+    from store.embedded_pg import resolve_dsn
+
+    photos = Path(work) / "photos"
+    for image in lfw_images(limit=args.images):
+        (photos / image.parent.name).mkdir(parents=True, exist_ok=True)
+        (photos / image.parent.name / image.name).symlink_to(image)
+    dsn, embedded = resolve_dsn(None, Path(work) / "data")
+    try:
+        results["enrollment"] = [enrollment_rate(workers, s3, dsn, photos, Path(work) / "data") for workers in (1, 2)]
+    finally:
+        embedded.stop()
+    one, two = (row["job s"] for row in results["enrollment"])
+    print_table(list(results["enrollment"][0]), [list(row.values()) for row in results["enrollment"]])
+    print(f"two worker nodes vs one: {one / two:.2f}x (job time)")
+    results["enrollment_ratio"] = one / two
 
 
 if __name__ == "__main__":
