@@ -108,9 +108,21 @@ class ShardGroup:
             ).remote(faces_uri, self.layout.table_name(shard), dim, replica_search if replica else search, upkeep,
                      replica=replica > 0)
 
+        self._retire_extra_replicas(replicas)
         self.members = [[member(shard, replica) for replica in range(replicas)] for shard in range(shards)]
         self.actors = [members[0] for members in self.members]  # the primaries
         self._reads = [MemberReads(members, hedge_after_s) for members in self.members]
+
+    def _retire_extra_replicas(self, replicas: int) -> None:
+        """Stop replicas left by a larger ``replicas`` setting: they no longer get the writes, so reads
+        must not reach them should the setting grow again."""
+        named = [entry["name"] for entry in ray.util.list_named_actors(all_namespaces=True)
+                 if entry["namespace"] == NAMESPACE]
+        for name in self.layout.extra_replicas(named, replicas):
+            try:
+                ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+            except ValueError:  # stopped meanwhile
+                continue
 
     @classmethod
     def for_service(cls, service_id: int, shards: int, settings: Settings,

@@ -11,6 +11,7 @@ The sightings of unknown faces (``kind="sightings"``) are sharded the same way, 
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -54,6 +55,11 @@ class ServiceLayout:
         """Actor of a shard (replica 0, the primary) or of one of its read replicas."""
         name = f"{ACTOR_PREFIXES[self.kind]}-s{int(self.service_id)}-n{int(self.shards)}-p{int(shard)}"
         return name if replica == 0 else f"{name}-r{int(replica)}"
+
+    def extra_replicas(self, names: Iterable[str], replicas: int) -> list[str]:
+        """Of actor ``names``, this layout's read replicas numbered ``replicas`` or more."""
+        pattern = re.compile(rf"index-shard-s{int(self.service_id)}-n{int(self.shards)}-p\d+-r(\d+)")
+        return [name for name in names if (found := pattern.fullmatch(name)) and int(found.group(1)) >= replicas]
 
     def actor_prefix(self) -> str:
         """What every shard actor name of this service starts with."""

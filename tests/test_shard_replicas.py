@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from faceindex.config import SearchConfig
+from faceindex.layout import ServiceLayout
 from faceindex.replica import ORDER_WAIT_S
 from faceindex.shard import IndexShard
 from store.faces import FaceTable
@@ -64,6 +65,15 @@ def test_a_replica_that_misses_a_change_loads_the_table_again(uri):
     assert replica.subjects() == {"ann": 1, "bob": 1}
 
 
+def test_the_layout_names_replicas_and_finds_those_beyond_a_count():
+    layout = ServiceLayout(3, 2)
+    assert layout.actor_name(1) == "index-shard-s3-n2-p1" and layout.actor_name(1, 2) == "index-shard-s3-n2-p1-r2"
+    names = [layout.actor_name(0), layout.actor_name(1, 1), layout.actor_name(0, 2), "index-shard-s33-n2-p0-r2",
+             ServiceLayout(3, 4).actor_name(0, 3)]
+    assert layout.extra_replicas(names, 2) == [layout.actor_name(0, 2)]
+    assert layout.extra_replicas(names, 1) == [layout.actor_name(1, 1), layout.actor_name(0, 2)]
+
+
 def test_only_writes_go_through_write_and_follow(uri):
     shard = IndexShard(uri, "t", DIM)
     with pytest.raises(ValueError, match="not a write"):
@@ -90,7 +100,7 @@ def actor_pid(handle) -> int:
 def test_searches_go_on_while_the_primary_is_killed_and_writes_resume_when_it_is_back(server, tmp_path):
     import ray
 
-    from actors.shard_group import ShardGroup
+    from actors.shard_group import NAMESPACE, ShardGroup
 
     group = ShardGroup(999_101, 1, str(tmp_path / "faces"), DIM, SearchConfig(mode="exact"), call_timeout_s=60,
                        replicas=2)
@@ -132,4 +142,15 @@ def test_searches_go_on_while_the_primary_is_killed_and_writes_resume_when_it_is
             time.sleep(1)
     assert actor_pid(primary) != pid
     assert ray.get([primary.count.remote(), replica.count.remote()]) == [401, 401]
+
+    # With fewer replicas configured the extra one stops: it would no longer get the writes.
+    ShardGroup(999_101, 1, str(tmp_path / "faces"), DIM, SearchConfig(mode="exact"), replicas=1)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            ray.get_actor(group.layout.actor_name(0, 1), namespace=NAMESPACE)
+        except ValueError:
+            break
+        assert time.monotonic() < deadline, "the extra replica still runs"
+        time.sleep(0.5)
     asyncio.run(group.drop())
