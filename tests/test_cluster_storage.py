@@ -81,6 +81,27 @@ def test_shard_keeps_table_and_saved_index_on_s3_and_restores_both(s3, tmp_path,
     assert [key for key in s3.keys("media/indexes/") if key.endswith(".npz")] == []
 
 
+def test_a_replica_loads_the_primarys_saved_index_from_s3_and_leaves_it_there(s3, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    search = SearchConfig(mode="ann", index_dir=s3.uri("media", "indexes"))
+    vectors = unit_rows(2000, seed=2)
+    ids = [f"face-{i}" for i in range(len(vectors))]
+    primary = IndexShard(s3.uri("lancedb"), "faces_s2_n1_p0", 128, search)
+    primary.add([FaceRecord(i, f"subject-{n % 200}", v, "sface@test", b"", None, NOW)
+                 for n, (i, v) in enumerate(zip(ids, vectors))])
+    primary.build_index()
+    replica = IndexShard(s3.uri("lancedb"), "faces_s2_n1_p0", 128, search, replica=True)
+    stats = replica.stats()
+    assert (stats["faces"], stats["search"], stats["indexed_faces"], stats["last_build_seconds"]) == (2000, "ann", 2000, 0.0)
+    assert replica.search_faces(vectors[77:78], 1)[0][0][0] == "face-77"
+    replica.build_index()  # its own copy, not saved over the primary's
+    replica.drop()
+    assert [key for key in s3.keys("media/indexes/") if key.endswith(".npz")] == ["media/indexes/faces_s2_n1_p0.ivf.npz"]
+    assert primary.count() == 2000 and IndexShard(s3.uri("lancedb"), "faces_s2_n1_p0", 128, search).count() == 2000
+    assert list(tmp_path.iterdir()) == []
+    primary.drop()
+
+
 def test_job_reports_default_to_the_media_uri_on_s3(s3):
     settings = Settings(media_uri=s3.uri("media"))
     uri = default_report(settings, 42)
