@@ -58,7 +58,7 @@ class ServiceLayout:
 
     def extra_replicas(self, names: Iterable[str], replicas: int) -> list[str]:
         """Of actor ``names``, this layout's read replicas numbered ``replicas`` or more."""
-        pattern = re.compile(rf"index-shard-s{int(self.service_id)}-n{int(self.shards)}-p\d+-r(\d+)")
+        pattern = re.compile(rf"{ACTOR_PREFIXES[self.kind]}-s{int(self.service_id)}-n{int(self.shards)}-p\d+-r(\d+)")
         return [name for name in names if (found := pattern.fullmatch(name)) and int(found.group(1)) >= replicas]
 
     def actor_prefix(self) -> str:

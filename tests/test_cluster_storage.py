@@ -62,15 +62,20 @@ def test_event_media_on_s3_are_read_by_another_reader_and_deleted_per_stream(s3)
     assert any(key.startswith("media/video/8/") for key in s3.keys("media/video/"))
 
 
+def indexed_shard_on_s3(s3, table: str, faces: int, seed: int) -> tuple[IndexShard, SearchConfig, np.ndarray]:
+    """A shard on S3 holding ``faces`` faces (face-<i>) with its approximate index built and saved there."""
+    search = SearchConfig(mode="ann", index_dir=s3.uri("media", "indexes"))
+    vectors = unit_rows(faces, seed=seed)
+    shard = IndexShard(s3.uri("lancedb"), table, 128, search)
+    shard.add([FaceRecord(f"face-{n}", f"subject-{n % 300}", v, "sface@test", b"", None, NOW)
+               for n, v in enumerate(vectors)])
+    shard.build_index()
+    return shard, search, vectors
+
+
 def test_shard_keeps_table_and_saved_index_on_s3_and_restores_both(s3, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # anything written locally would land here
-    search = SearchConfig(mode="ann", index_dir=s3.uri("media", "indexes"))
-    vectors = unit_rows(3000, seed=1)
-    ids = [f"face-{i}" for i in range(len(vectors))]
-    shard = IndexShard(s3.uri("lancedb"), "faces_s1_n1_p0", 128, search)
-    shard.add([FaceRecord(i, f"subject-{n % 300}", v, "sface@test", b"", None, NOW)
-               for n, (i, v) in enumerate(zip(ids, vectors))])
-    shard.build_index()
+    shard, search, vectors = indexed_shard_on_s3(s3, "faces_s1_n1_p0", 3000, seed=1)
     assert "media/indexes/faces_s1_n1_p0.ivf.npz" in s3.keys("media/indexes/")
     restarted = IndexShard(s3.uri("lancedb"), "faces_s1_n1_p0", 128, search)
     stats = restarted.stats()
@@ -83,13 +88,7 @@ def test_shard_keeps_table_and_saved_index_on_s3_and_restores_both(s3, tmp_path,
 
 def test_a_replica_loads_the_primarys_saved_index_from_s3_and_leaves_it_there(s3, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    search = SearchConfig(mode="ann", index_dir=s3.uri("media", "indexes"))
-    vectors = unit_rows(2000, seed=2)
-    ids = [f"face-{i}" for i in range(len(vectors))]
-    primary = IndexShard(s3.uri("lancedb"), "faces_s2_n1_p0", 128, search)
-    primary.add([FaceRecord(i, f"subject-{n % 200}", v, "sface@test", b"", None, NOW)
-                 for n, (i, v) in enumerate(zip(ids, vectors))])
-    primary.build_index()
+    primary, search, vectors = indexed_shard_on_s3(s3, "faces_s2_n1_p0", 2000, seed=2)
     replica = IndexShard(s3.uri("lancedb"), "faces_s2_n1_p0", 128, search, replica=True)
     stats = replica.stats()
     assert (stats["faces"], stats["search"], stats["indexed_faces"], stats["last_build_seconds"]) == (2000, "ann", 2000, 0.0)
