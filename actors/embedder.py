@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from ray import serve
 
-from actors.shard_group import RequestShardGroups, ShardGroup
+from actors.index_shard import RequestShardGroups, ShardGroup
 from facecore.errors import FaceError
 from facecore.images import encode_jpeg
 from facecore.pipeline import Face, FacePipeline, StageTimer

@@ -31,7 +31,7 @@ import numpy as np
 from ray import serve
 
 from actors.embedder import FaceRequest, FaceResponse
-from actors.shard_group import CALL_TIMEOUT_S, ShardGroup
+from actors.index_shard import CALL_TIMEOUT_S, ShardGroup
 from actors.video_recorder import ensure_recorder
 from facecore.pipeline import Face
 from faces_settings import Settings

@@ -33,7 +33,7 @@ import ray
 import ray.data
 from ray.data import Dataset
 
-from actors.shard_group import ShardGroup
+from actors.index_shard import ShardGroup
 from batch_jobs.commit import FaceCommitter
 from batch_jobs.embedding import EmbedImages, pipeline_config, plan_pool
 from batch_jobs.face_ids import face_id

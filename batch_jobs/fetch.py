@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 
-from actors.shard_group import ShardGroup
+from actors.index_shard import ShardGroup
 from batch_jobs.face_ids import face_id
 from batch_jobs.locations import Location, Locator
 from batch_jobs.outcomes import Outcome

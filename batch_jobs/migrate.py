@@ -34,7 +34,7 @@ import ray.data
 from ray.data import Datasource, ReadTask
 from ray.data.block import BlockMetadata
 
-from actors.shard_group import ShardGroup
+from actors.index_shard import ShardGroup
 from batch_jobs.embedding import pipeline_config, plan_pool
 from batch_jobs.errors import JobInputError
 from batch_jobs.model_choice import embedding_models

@@ -22,7 +22,7 @@ from store.control import Service
 async def rebuild_indexes(settings: Settings, services: list[Service],
                           progress: Callable[[Service, dict], None] = lambda service, stats: None) -> list[dict]:
     """Build every shard's index of ``services`` in parallel; returns the per-shard stats."""
-    from actors.shard_group import ShardGroup
+    from actors.index_shard import ShardGroup
 
     async def one_service(service: Service) -> list[dict]:
         group = ShardGroup.for_service(service.id, service.shards, settings)

@@ -85,7 +85,7 @@ async def _catch_up(old_tables, new_tables, target) -> tuple[int, int]:
 async def reshard(settings: Settings, control: ControlPlane, service: Service, shards: int,
                   progress: Callable[[int], None] = lambda copied: None) -> ReshardResult:
     """Move ``service``'s faces onto ``shards`` shards and switch the service to them."""
-    from actors.shard_group import ShardGroup
+    from actors.index_shard import ShardGroup
 
     if not 1 <= shards <= MAX_SHARDS:
         raise JobInputError(f"shards must be between 1 and {MAX_SHARDS}, got {shards}")

@@ -15,7 +15,7 @@ import asyncio
 
 import ray
 
-from actors.shard_group import NAMESPACE
+from actors.index_shard import NAMESPACE
 from faces_settings import Settings
 
 

@@ -112,7 +112,7 @@ def read_availability(s3, faces: int, replicas: int, clients: int, seconds: floa
     """Searches through a replicated shard group while its primary is SIGKILLed (figure 4)."""
     import ray
 
-    from actors.shard_group import ShardGroup
+    from actors.index_shard import ShardGroup
     from faceindex.config import SearchConfig
     from faceindex.layout import ServiceLayout
     from store.faces import FaceRecord

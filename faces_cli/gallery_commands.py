@@ -16,7 +16,7 @@ from faces_settings import Settings
 
 
 async def _check(settings: Settings, args: argparse.Namespace) -> int:
-    from actors.shard_group import ShardGroup
+    from actors.index_shard import ShardGroup
     from batch_jobs.runtime import control_plane
     from faces_cli.service_names import resolve_service
     from gallery import drift

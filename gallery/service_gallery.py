@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from actors.shard_group import ShardGroup
+from actors.index_shard import ShardGroup
 from store.control import ControlPlane
 from store.errors import NotFound
 from store.faces import FaceRecord

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections import defaultdict
 
-from actors.shard_group import RequestShardGroups, ShardGroup
+from actors.index_shard import RequestShardGroups, ShardGroup
 from faces_settings import Settings
 from gallery.service_gallery import Gallery
 from serve_app.quotas import ConnectionSlots, QuotaCache, Quotas, RateLimiter, share

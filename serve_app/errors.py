@@ -22,7 +22,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from actors.shard_group import ShardUnavailable
+from actors.index_shard import ShardUnavailable
 from batch_jobs.errors import JobInputError
 from facecore.errors import (FaceError, ImageTooLarge, InvalidImage, NoFaceFound, TooManyPixels,
                              UnsupportedFormat)

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 
 from actors.embedder import FaceRequest, FaceResponse, SubjectSearch
-from actors.shard_group import CALL_TIMEOUT_S
+from actors.index_shard import CALL_TIMEOUT_S
 from facecore.errors import NoFaceFound
 from facecore.models import SFACE
 from serve_app.context import AppContext

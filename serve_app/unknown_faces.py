@@ -18,7 +18,7 @@ import numpy as np
 import ray
 
 from actors.identity_keeper import KeeperNotLoaded, identity_keeper
-from actors.shard_group import CALL_TIMEOUT_S, ShardGroup, ShardUnavailable
+from actors.index_shard import CALL_TIMEOUT_S, ShardGroup, ShardUnavailable
 from facecore.face_json import box_json
 from facecore.identities import UNASSIGNED
 from facecore.pipeline import Face

@@ -11,7 +11,7 @@ import ray
 
 from actors.embedder import SearchCoalescer, SubjectSearch
 from faceindex.config import SearchConfig
-from actors.shard_group import ShardGroup, ShardUnavailable
+from actors.index_shard import ShardGroup, ShardUnavailable
 from store.faces import FaceRecord
 
 NOW = datetime.now(timezone.utc)

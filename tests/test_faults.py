@@ -26,7 +26,7 @@ import psutil
 import pytest
 import ray
 
-from actors.shard_group import NAMESPACE
+from actors.index_shard import NAMESPACE
 from conftest import REPO_ROOT, free_port
 from faceindex.layout import ServiceLayout
 from serve_app.client import FaceClient

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import ray
 
-from actors.shard_group import NAMESPACE, ShardGroup
+from actors.index_shard import NAMESPACE, ShardGroup
 from faceindex.layout import ServiceLayout
 from serve_app.client import FaceApiError, FaceClient
 

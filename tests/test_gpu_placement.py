@@ -11,7 +11,7 @@ import numpy as np
 
 from faceindex.config import SearchConfig
 from faceindex.shard import IndexShard
-from actors.shard_group import search_config
+from actors.index_shard import search_config
 from batch_jobs.embedding import PoolPlan, pipeline_config
 from faces_settings import Settings
 from store.faces import FaceRecord

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from actors.shard_group import ShardGroup
+from actors.index_shard import ShardGroup
 from batch_jobs.reshard import reshard
 from facecore.models import SFACE
 from store.control import ControlPlane

@@ -139,7 +139,7 @@ def test_memory_budget_refuses_instead_of_crashing(tmp_path):
 def test_shard_killed_during_a_rebuild_comes_back_with_all_faces_and_an_index(server, tmp_path):
     import ray
 
-    from actors.shard_group import ShardGroup
+    from actors.index_shard import ShardGroup
 
     search = SearchConfig(mode="auto", ann_min_faces=1000, index_dir=str(tmp_path / "indexes"))
     group = ShardGroup(999_001, 1, str(tmp_path / "faces"), 128, search)

@@ -100,7 +100,7 @@ def actor_pid(handle) -> int:
 def test_searches_go_on_while_the_primary_is_killed_and_writes_resume_when_it_is_back(server, tmp_path):
     import ray
 
-    from actors.shard_group import NAMESPACE, ShardGroup
+    from actors.index_shard import NAMESPACE, ShardGroup
 
     group = ShardGroup(999_101, 1, str(tmp_path / "faces"), DIM, SearchConfig(mode="exact"), call_timeout_s=60,
                        replicas=2)

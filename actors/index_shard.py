@@ -1,4 +1,5 @@
-"""The shards of one service seen as one index: routing of writes, fan-out and merge of searches.
+"""The index shard actors of one service (Ray actors over LanceDB tables), seen as one index: routing of writes,
+fan-out and merge of searches.
 
 A face lives in one shard (:class:`faceindex.layout.ServiceLayout`), so point operations (get, delete, verify) go to
 one shard and only searches and listings fan out. The shards are named, detached, restartable Ray
