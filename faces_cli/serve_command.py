@@ -19,6 +19,8 @@ def serve_command(args: argparse.Namespace) -> int:
     ingress = "HAProxy" if platform.settings.haproxy else "Serve's proxy"
     print(f"Serving on {platform.url} (plain HTTP, {ingress})  API docs: {platform.url}/docs  "
           f"data: {platform.settings.data_dir}", flush=True)
+    print(f"Web UI: {platform.url}/ui/  (first start: create the owner there with the admin token, "
+          "or run `faces users add EMAIL --role owner`)", flush=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
