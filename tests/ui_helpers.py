@@ -6,6 +6,9 @@ first-start page (it runs first, by name); a module run on its own creates it th
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import httpx
 
 OWNER_EMAIL = "owner@example.org"
@@ -20,15 +23,16 @@ def ensure_owner(url: str, admin_token: str) -> None:
             assert response.status_code == 201, response.text
 
 
-def session_client(url: str, email: str, password: str) -> httpx.Client:
+@contextmanager
+def session_client(url: str, email: str, password: str) -> Iterator[httpx.Client]:
     """An HTTP client logged in as ``email``, sending the session's CSRF token with every request.
 
-    The session cookie is Secure: httpx keeps it for http://127.0.0.1 only if told the cookie jar
-    that the connection is secure, so the cookie is sent explicitly instead.
+    The session cookie is Secure, which httpx's cookie jar keeps from plain-HTTP requests, so the
+    cookie is sent as a header instead.
     """
-    client = httpx.Client(base_url=url, timeout=60)
-    response = client.post("/api/v1/auth/login", json={"email": email, "password": password})
-    assert response.status_code == 200, response.text
-    client.headers["x-csrf-token"] = response.json()["csrf_token"]
-    client.headers["cookie"] = f"faces_session={response.cookies['faces_session']}"
-    return client
+    with httpx.Client(base_url=url, timeout=60) as client:
+        response = client.post("/api/v1/auth/login", json={"email": email, "password": password})
+        assert response.status_code == 200, response.text
+        client.headers["x-csrf-token"] = response.json()["csrf_token"]
+        client.headers["cookie"] = f"faces_session={response.cookies['faces_session']}"
+        yield client
