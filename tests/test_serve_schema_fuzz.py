@@ -44,9 +44,10 @@ def _schemathesis(server, tmp_path: Path, header: str, *filters: str) -> subproc
     ("video", ("--include-path-regex", "^/api/v1/video/", "--exclude-method", "POST")),
     ("admin", ("--include-path-regex", "^/(api/v1/admin/|api/v1/video/|healthz|readyz|metrics)",
                "--include-method", "GET")),
+    ("auth", ("--include-path-regex", "^/api/v1/auth/")),
 ])
 def test_no_server_errors(server, keys, tmp_path, kind, filters):
-    header = f"x-admin-token: {server.admin_token}" if kind == "admin" else f"x-api-key: {keys[kind]}"
+    header = f"x-admin-token: {server.admin_token}" if kind in ("admin", "auth") else f"x-api-key: {keys[kind]}"
     result = _schemathesis(server, tmp_path, header, *filters)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[:8000]

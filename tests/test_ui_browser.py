@@ -68,7 +68,12 @@ def shot(page, shots: Path, name: str) -> None:
 
 
 def go(page, server, hash_path: str) -> None:
-    page.goto(f"{server.url}/ui/#{hash_path}")
+    """Open a page afresh (a link to the page already shown would change nothing)."""
+    target = f"{server.url}/ui/#{hash_path}"
+    if page.url == target:
+        page.reload()
+    else:
+        page.goto(target)
 
 
 def test_first_start_asks_for_the_owner_and_logs_them_in(page, server, shots):
