@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import httpx
 import pytest
 
@@ -143,3 +147,23 @@ def test_the_ui_is_served_with_a_strict_content_security_policy(server):
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert httpx.get(f"{server.url}/ui/pages/collection.js").headers["content-type"].startswith("text/javascript")
     assert httpx.get(f"{server.url}/ui", follow_redirects=False).status_code in (307, 308)
+
+
+def users_cli(server, *argv: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FACES_POSTGRES_DSN": server.settings.postgres_dsn, "FACES_USER_PASSWORD": "cli-password"}
+    return subprocess.run([sys.executable, "-m", "faces_cli.main", "users", *argv], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_faces_users_add_creates_a_user_who_can_log_in(server, owner):
+    added = users_cli(server, "add", "cli@example.org", "--role", "administrator")
+    assert added.returncode == 0, added.stderr
+    assert "cli@example.org (administrator) created" in added.stdout
+    with session_client(server.url, "cli@example.org", "cli-password") as client:
+        assert client.get("/api/v1/auth/me").json()["user"]["global_role"] == "administrator"
+    again = users_cli(server, "add", "CLI@example.org")
+    assert again.returncode == 2 and "exists already" in again.stderr
+    second_owner = users_cli(server, "add", "owner2@example.org", "--role", "owner")
+    assert second_owner.returncode == 2 and "owner exists already" in second_owner.stderr
+    listed = users_cli(server, "list")
+    assert "administrator\tcli@example.org" in listed.stdout and f"owner\t{OWNER_EMAIL}" in listed.stdout

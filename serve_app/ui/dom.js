@@ -52,3 +52,11 @@ export function button(text, onclick, props = {}) {
 export function formData(form) {
   return Object.fromEntries(new FormData(form).entries());
 }
+
+// An SVG element with its attributes (and text): boxes, landmarks, charts.
+export function svg(tag, attributes, text) {
+  const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [key, value] of Object.entries(attributes)) el.setAttribute(key, String(value));
+  if (text !== undefined) el.textContent = text;
+  return el;
+}

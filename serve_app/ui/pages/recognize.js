@@ -2,17 +2,8 @@
 // who it is (subject and similarity) or "unknown".
 import { query, upload } from '../api.js';
 import { attempt, onLeave } from '../app.js';
-import { field, h, input, table } from '../dom.js';
+import { field, h, input, svg, table } from '../dom.js';
 import { serviceHeader } from './common.js';
-
-const SVG = 'http://www.w3.org/2000/svg';
-
-function svg(tag, attributes, text) {
-  const el = document.createElementNS(SVG, tag);
-  for (const [key, value] of Object.entries(attributes)) el.setAttribute(key, String(value));
-  if (text !== undefined) el.textContent = text;
-  return el;
-}
 
 const nameOf = (face) => (face.unknown ? 'unknown' : face.subjects[0].subject);
 

@@ -1,17 +1,9 @@
 // A service's request statistics per day as a chart, and (recognition) its index shards' state.
 import { api } from '../api.js';
-import { h, table } from '../dom.js';
+import { h, svg, table } from '../dom.js';
 import { serviceHeader } from './common.js';
 
-const SVG = 'http://www.w3.org/2000/svg';
 const DAYS = 30;
-
-function svg(tag, attributes, text) {
-  const el = document.createElementNS(SVG, tag);
-  for (const [key, value] of Object.entries(attributes)) el.setAttribute(key, String(value));
-  if (text !== undefined) el.textContent = text;
-  return el;
-}
 
 // Bars of requests per day (errors in red at their foot), the last DAYS days with traffic.
 function chart(rows) {
