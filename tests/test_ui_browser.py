@@ -252,7 +252,7 @@ def test_pages_of_an_administrator(page, server, shots, state):
     shot(page, shots, "12-jobs")
 
 
-def test_a_live_video_event_appears(page, server, shots, state, data_dir, tmp_path):
+def test_a_live_video_event_appears_and_the_stream_stops(page, server, shots, state, data_dir, tmp_path):
     httpx.post(f"{server.url}/api/v1/recognition/faces", params={"subject": PERSON_A},
                headers={"x-api-key": state["api_key"]}, files={"file": photos(data_dir, PERSON_A)[0].read_bytes()},
                timeout=60).raise_for_status()
@@ -268,6 +268,9 @@ def test_a_live_video_event_appears(page, server, shots, state, data_dir, tmp_pa
     page.wait_for_function("() => [...document.querySelectorAll('#live-events img')]"
                            ".some(i => i.complete && i.naturalWidth > 0)")
     shot(page, shots, "13-video")
+    page.get_by_role("button", name="Stop stream door").click()
+    page.locator("tr[data-stream] td.state-stopped").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Start stream door").wait_for()
 
 
 def test_every_png_written(shots):

@@ -1,4 +1,5 @@
-// Video streams (owner and administrators): add, state, delete, and live events over Server-Sent Events.
+// Video streams (owner and administrators): add, state, stop and start, delete, and live events over
+// Server-Sent Events.
 import { api } from '../api.js';
 import { attempt, onLeave } from '../app.js';
 import { button, field, formData, h, input, select, table } from '../dom.js';
@@ -25,7 +26,9 @@ export async function render() {
       h('td', {}, s.name || `#${s.id}`), h('td', {}, s.source_url),
       h('td', { class: `state-${s.status.state}` }, s.status.reason ? `${s.status.state}: ${s.status.reason}` : s.status.state),
       h('td', {}, String(s.status.fps)), h('td', {}, String(s.status.faces)), h('td', {}, String(s.status.events)),
-      h('td', {}, button('Delete', async () => {
+      h('td', { class: 'actions' }, button(s.enabled ? 'Stop' : 'Start', async () => {
+        if (await attempt(() => api(`/api/v1/video/streams/${s.id}`, { method: 'PATCH', body: { enabled: !s.enabled } }), s.enabled ? 'Stream stopped.' : 'Stream started.')) loadStreams();
+      }, { class: 'secondary', 'aria-label': `${s.enabled ? 'Stop' : 'Start'} stream ${s.name || s.id}` }), button('Delete', async () => {
         if (confirm(`Delete stream ${s.name || s.id} and its events?`) && await attempt(() => api(`/api/v1/video/streams/${s.id}`, { method: 'DELETE' }), 'Stream deleted.')) loadStreams();
       }, { class: 'danger', 'aria-label': `Delete stream ${s.name || s.id}` })))))
       : h('p', { class: 'muted' }, 'No stream.'));
