@@ -63,7 +63,15 @@ def state() -> dict:
     return {}
 
 
+# Form controls without a label, and buttons without a name, on the page shown.
+UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea, button')]
+    .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
+    .map(e => e.outerHTML)"""
+
+
 def shot(page, shots: Path, name: str) -> None:
+    """A screenshot of the page, after checking that every control on it is labelled."""
+    assert page.evaluate(UNLABELLED) == [], name
     page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
 
 

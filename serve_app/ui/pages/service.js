@@ -15,7 +15,7 @@ function chart(rows) {
     days.set(row.day, day);
   }
   const series = [...days.entries()].sort(([a], [b]) => a.localeCompare(b)).slice(-DAYS);
-  const width = 640, height = 200, bar = width / Math.max(series.length, 1);
+  const width = 640, height = 200, bar = Math.min(48, width / Math.max(series.length, 1));
   const top = Math.max(1, ...series.map(([, d]) => d.requests));
   const figure = svg('svg', { viewBox: `0 0 ${width} ${height + 20}`, class: 'chart', role: 'img',
     'aria-label': `requests per day, ${series.length} days, at most ${top} a day` });
@@ -41,9 +41,9 @@ export async function render(serviceId) {
     const index = await api(`/api/v1/admin/services/${serviceId}/index`);
     page.append(h('h2', {}, `Index shards (${index.faces} faces)`),
       table(['Shard', 'Faces', 'Search', 'RAM (MB)', 'Details'], index.shards.map((s, i) => h('tr', { class: 'shard' },
-        h('td', {}, String(s.shard ?? i)), h('td', {}, String(s.faces)), h('td', {}, String(s.search_mode ?? s.mode ?? '')),
+        h('td', {}, String(s.shard ?? i)), h('td', {}, String(s.faces)), h('td', {}, String(s.search ?? '')),
         h('td', {}, (s.ram_bytes / 1e6).toFixed(1)),
-        h('td', { class: 'muted' }, Object.entries(s).filter(([k]) => !['shard', 'faces', 'ram_bytes', 'search_mode', 'mode'].includes(k))
+        h('td', { class: 'muted' }, Object.entries(s).filter(([k]) => !['shard', 'faces', 'ram_bytes', 'search'].includes(k))
           .map(([k, v]) => `${k}: ${typeof v === 'object' ? JSON.stringify(v) : v}`).join(', '))))));
   }
   return page;
