@@ -103,22 +103,20 @@ class UserStore:
     async def count(self) -> int:
         return await self.pool.fetchval("SELECT count(*) FROM users")
 
-    async def create(self, email: str, password: str, global_role: str, *, only_if_none: bool = False) -> User:
-        """A new user; ``only_if_none``: only while there is no user at all (the first owner)."""
+    async def has_owner(self) -> bool:
+        return await self.pool.fetchval("SELECT EXISTS (SELECT 1 FROM users WHERE global_role = 'owner')")
+
+    async def create(self, email: str, password: str, global_role: str) -> User:
+        """A new user; :class:`Conflict` for a taken e-mail or a second owner (there is one at most)."""
         email, role = _check_email(email), check_role(global_role)
         password_hash = await asyncio.to_thread(_hasher.hash, _check_password(password))
-        async with self.pool.acquire() as connection, connection.transaction():
-            if only_if_none:
-                await connection.execute("LOCK TABLE users IN EXCLUSIVE MODE")
-                if await connection.fetchval("SELECT count(*) FROM users"):
-                    raise Conflict("the owner exists already; log in")
-            try:
-                row = await connection.fetchrow(
-                    "INSERT INTO users (email, password_hash, global_role) VALUES ($1, $2, $3) "
-                    "RETURNING id, email, global_role, created_at", email, password_hash, role)
-            except asyncpg.UniqueViolationError as exc:
-                what = "an owner exists already" if "one_owner" in str(exc) else f"a user {email!r} exists already"
-                raise Conflict(what) from None
+        try:
+            row = await self.pool.fetchrow(
+                "INSERT INTO users (email, password_hash, global_role) VALUES ($1, $2, $3) "
+                "RETURNING id, email, global_role, created_at", email, password_hash, role)
+        except asyncpg.UniqueViolationError as exc:
+            what = "an owner exists already" if "one_owner" in str(exc) else f"a user {email!r} exists already"
+            raise Conflict(what) from None
         return _user(row)
 
     async def get(self, user_id: int) -> User:

@@ -42,8 +42,10 @@ def _schemathesis(server, tmp_path: Path, header: str, *filters: str) -> subproc
     ("detection", ("--include-path-regex", "^/api/v1/detection/")),
     ("verification", ("--include-path-regex", "^/api/v1/verification/")),
     ("video", ("--include-path-regex", "^/api/v1/video/", "--exclude-method", "POST")),
+    # reads only: schemathesis joins two include filters with "or" (a path of these, or any GET), so the
+    # writes are excluded instead
     ("admin", ("--include-path-regex", "^/(api/v1/admin/|api/v1/video/|healthz|readyz|metrics)",
-               "--include-method", "GET")),
+               *(option for method in ("POST", "PUT", "PATCH", "DELETE") for option in ("--exclude-method", method)))),
     ("auth", ("--include-path-regex", "^/api/v1/auth/")),
 ])
 def test_no_server_errors(server, keys, tmp_path, kind, filters):

@@ -38,18 +38,19 @@ def _me(session: Session, roles: dict[int, str]) -> Me:
 
 @auth_router.get("/setup", response_model=SetupState)
 async def setup_state(context: Ctx):
-    """Whether the platform still waits for its owner (no user exists yet)."""
-    return SetupState(needs_owner=await (await _users(context)).count() == 0)
+    """Whether the platform still waits for its owner."""
+    return SetupState(needs_owner=not await (await _users(context)).has_owner())
 
 
 @auth_router.post("/setup", response_model=Me, status_code=201)
 async def create_owner(body: SetupBody, response: Response, context: Ctx):
-    """Create the owner, once, proving with the admin token printed on the first start; logs them in."""
+    """Create the owner, once (while there is none), proving with the admin token printed on the first
+    start; logs them in."""
     if not await (await context.control()).check_admin_token(body.admin_token):
         raise ApiError(401, "wrong admin token: it is printed by the first start of the server "
                             "(or set as FACES_ADMIN_TOKEN)", ADMIN_TOKEN_REQUIRED)
     users = await _users(context)
-    owner = await users.create(body.email, body.password, "owner", only_if_none=True)
+    owner = await users.create(body.email, body.password, "owner")
     token, session = await users.open_session(owner.id)
     set_session_cookie(response, token, context.settings.ui_secure_cookies)
     return _me(session, {})
