@@ -267,18 +267,21 @@ def test_a_live_video_event_appears_and_the_stream_stops(page, server, shots, st
     clip = write_abc_video(tmp_path / "abc.mp4", data_dir)
     go(page, server, "/video")
     page.locator("#live-state", has_text="live").wait_for()
-    page.get_by_label("Name").fill("door")
+    page.get_by_label("Name").fill("ui front door")
     page.get_by_label("Source (file path, rtsp://, http(s)://)").fill(str(clip))
     page.get_by_label("Watchlist").select_option(str(state["service_id"]))
     page.get_by_label("Detections per second").fill("0")
     page.get_by_role("button", name="Add stream").click()
-    page.locator("#live-events .subject", has_text=PERSON_A).first.wait_for(timeout=60_000)
-    page.wait_for_function("() => [...document.querySelectorAll('#live-events img')]"
+    row = page.locator("tr[data-stream]:has(td:text-is('ui front door'))")
+    row.wait_for()
+    ours = f"#live-events li[data-stream='{row.get_attribute('data-stream')}']"  # a new stream: its events came live
+    page.locator(f"{ours} .subject", has_text=PERSON_A).first.wait_for(timeout=60_000)
+    page.wait_for_function(f"() => [...document.querySelectorAll(\"{ours} img\")]"
                            ".some(i => i.complete && i.naturalWidth > 0)")
     shot(page, shots, "13-video")
-    page.get_by_role("button", name="Stop stream door").click()
-    page.locator("tr[data-stream] td.state-stopped").wait_for(timeout=60_000)
-    page.get_by_role("button", name="Start stream door").wait_for()
+    page.get_by_role("button", name="Stop stream ui front door").click()
+    row.locator("td.state-stopped").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Start stream ui front door").wait_for()
 
 
 def test_every_png_written(shots):

@@ -9,7 +9,7 @@ const REFRESH_MS = 3000;
 const SHOWN_EVENTS = 50;
 
 function eventItem(event) {
-  return h('li', { 'data-event': event.id },
+  return h('li', { 'data-event': event.id, 'data-stream': event.stream_id },
     event.crop_url ? h('img', { src: event.crop_url, alt: `best shot of event ${event.id}` }) : h('span', { class: 'muted' }, 'no image'),
     h('span', { class: event.unknown ? 'error subject' : 'ok subject' }, event.unknown ? 'unknown' : event.subject),
     event.unknown ? null : h('span', {}, `similarity ${event.similarity.toFixed(3)}`),
