@@ -377,6 +377,11 @@ class IndexShard:
         with self._lock:
             return self._rows.n if subject is None else self._rows.count(subject)
 
+    def subject_counts(self, subjects: list[str]) -> list[int]:
+        """Face counts of the named subjects (0 for a subject without faces here)."""
+        with self._lock:
+            return [self._rows.count(subject) for subject in subjects]
+
     def subjects(self) -> dict[str, int]:
         """Face count per subject."""
         with self._lock:

@@ -7,7 +7,7 @@ import logging
 import sys
 
 from faces_cli import (cluster_command, enroll_commands, gallery_commands, index_commands, model_commands,
-                       pipeline_commands, serve_command, unknown_commands, video_commands)
+                       pipeline_commands, serve_command, unknown_commands, user_commands, video_commands)
 from faces_settings import get_settings
 
 
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     unknown_commands.add_parsers(subparsers)
     cluster_command.add_parsers(subparsers, settings.det_prob_threshold, settings.recognition_threshold)
     model_commands.add_parsers(subparsers)
+    user_commands.add_parsers(subparsers)
     return parser
 
 

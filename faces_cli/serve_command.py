@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+import warnings
 
 from faces_settings import get_settings
 
 
 def serve_command(args: argparse.Namespace) -> int:
     from serve_app.platform import start_platform  # Ray is imported only by commands that need it
+
+    # Ray, PostgreSQL and HAProxy are started by fork and exec: the child never runs LanceDB's runtime,
+    # so LanceDB's warning about forking (one per process started) says nothing to act on here.
+    warnings.filterwarnings("ignore", message="lancedb fork support is experimental", category=RuntimeWarning)
 
     overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
     platform = start_platform(get_settings().model_copy(update=overrides))
@@ -19,6 +24,8 @@ def serve_command(args: argparse.Namespace) -> int:
     ingress = "HAProxy" if platform.settings.haproxy else "Serve's proxy"
     print(f"Serving on {platform.url} (plain HTTP, {ingress})  API docs: {platform.url}/docs  "
           f"data: {platform.settings.data_dir}", flush=True)
+    print(f"Web UI: {platform.url}/ui/  (first start: create the owner there with the admin token, "
+          "or run `faces users add EMAIL --role owner`)", flush=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

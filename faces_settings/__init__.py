@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     media_uri: str | None = Field(None, description="saved shard indexes, event media and job reports: a folder or "
                                   "s3://bucket/prefix every node reaches (unset: the data dir)")
     admin_token: str | None = Field(None, description="admin API token (unset: generated on first start, printed once)")
+    ui_secure_cookies: bool = Field(True, description="the web UI's session cookie is Secure (sent over HTTPS only, "
+                                    "and to http://localhost or 127.0.0.1 by browsers)")
     ray_address: str | None = Field(None, description="Ray cluster to join (unset: RAY_ADDRESS, else a new local one)")
     host: str = Field("127.0.0.1", description="HTTP host")
     port: int = Field(8000, description="HTTP port")

@@ -44,6 +44,12 @@ class Gallery:
     async def subjects(self) -> list[str]:
         return await self.control.list_subjects(self.service_id)
 
+    async def subjects_page(self, offset: int, limit: int, search: str = "") -> tuple[list[tuple[str, int]], int]:
+        """A page of ``(subject, face count)`` in name order, and how many subjects match ``search``."""
+        names, total = await self.control.subjects_page(self.service_id, offset, limit, search)
+        counts = await self.shards.subject_counts(names) if names else []
+        return list(zip(names, counts)), total
+
     async def _require_subject(self, name: str) -> None:
         if not await self.control.subject_exists(self.service_id, name):
             raise NotFound(f"subject {name!r} not found")

@@ -9,11 +9,12 @@ from ray import serve
 
 from faces_settings import Settings
 from serve_app.body_limits import BodyLimits, RouteLimits
-from serve_app.api import (admin, detection, health, jobs, quotas, recognition, subjects, unknowns, verification,
-                           video)
+from serve_app.api import (admin, detection, health, jobs, quotas, recognition, server, subjects, unknowns, users,
+                           verification, video)
 from serve_app.context import AppContext, get_context, set_context
 from serve_app.errors import install_error_handlers
 from serve_app.metrics import LATENCY, REQUESTS
+from serve_app.ui_files import ui_files
 
 
 class ObserveRequests:
@@ -56,8 +57,11 @@ class ObserveRequests:
 def create_fastapi_app() -> FastAPI:
     app = FastAPI(title="rayfaces", version="0.1.0",
                   description="Face detection, verification and recognition; CompreFace-compatible API.")
-    for module in (recognition, subjects, unknowns, detection, verification, admin, quotas, health, video, jobs):
+    for module in (recognition, subjects, unknowns, detection, verification, admin, quotas, health, video, jobs, users,
+                   server):
         app.include_router(module.router)
+    app.include_router(users.auth_router)
+    app.mount("/ui", ui_files(), name="ui")
     install_error_handlers(app)
     app.add_middleware(BodyLimits, limit_for=RouteLimits(app.openapi))  # before routing, authentication and parsing
     app.add_middleware(ObserveRequests)

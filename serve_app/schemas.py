@@ -38,6 +38,18 @@ class SubjectsList(BaseModel):
     subjects: list[str]
 
 
+class SubjectCount(BaseModel):
+    subject: str
+    faces: int
+
+
+class SubjectsPage(BaseModel):
+    subjects: list[SubjectCount]
+    page_number: int
+    page_size: int
+    total_elements: int
+
+
 class Updated(BaseModel):
     updated: bool
 

@@ -469,6 +469,21 @@ class ControlPlane:
             await self.get_service(service_id)
         return [row["name"] for row in rows]
 
+    async def subjects_page(self, service_id: int, offset: int, limit: int,
+                            search: str = "") -> tuple[list[str], int]:
+        """A page of the service's subject names in name order, those containing ``search`` (any case)
+        when given, and how many match."""
+        rows = await self._pool.fetch(
+            "SELECT name, count(*) OVER () AS total FROM subjects WHERE service_id = $1 "
+            "AND ($2 = '' OR strpos(lower(name), lower($2)) > 0) ORDER BY name OFFSET $3 LIMIT $4",
+            service_id, search, offset, limit)
+        if not rows:
+            total = await self._pool.fetchval(
+                "SELECT count(*) FROM subjects WHERE service_id = $1 AND ($2 = '' OR strpos(lower(name), lower($2)) > 0)",
+                service_id, search)
+            return [], total
+        return [row["name"] for row in rows], rows[0]["total"]
+
     async def subject_exists(self, service_id: int, name: str) -> bool:
         """Whether the service has a subject of this name."""
         return bool(

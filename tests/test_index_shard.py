@@ -276,6 +276,13 @@ def test_delete_subject_and_all(filled, uri):
     assert IndexShard(uri, ServiceLayout(1, 1).table_name(0), DIM).count() == 3
 
 
+def test_subject_counts_of_a_page_of_names(filled):
+    shard, ids, names, vectors = filled
+    assert shard.subject_counts(["person 3", "nobody", "person 199"]) == [10, 0, 10]
+    shard.delete_ids([ids[names.index("person 3")]])
+    assert shard.subject_counts(["person 3"]) == [9] and shard.subject_counts([]) == []
+
+
 def test_rename_and_merge(filled, uri):
     shard, ids, names, vectors = filled
     assert shard.rename_subject("person 1", "Zed") == 10

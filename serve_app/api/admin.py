@@ -1,4 +1,8 @@
-"""Admin API: applications, their services (with API keys) and service statistics."""
+"""Admin API: applications, their services (with API keys) and service statistics.
+
+Callers: the admin token, or a UI user with the role each route needs in the application (global
+owners and administrators hold every application; a user sees only the applications they have a role in).
+"""
 
 from __future__ import annotations
 
@@ -8,18 +12,21 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from batch_jobs.job_files import delete_job_files
-from serve_app.auth import require_admin
+from serve_app.auth import require_principal
 from serve_app.context import AppContext, request_context
 from serve_app.errors import BAD_PARAMETER, ApiError
 from serve_app.schemas import ApplicationOut, NameBody, ServiceCreate, ServiceOut, ServiceUpdate
+from serve_app.sessions import Principal
 from serve_app.validation import RowId
 from store.control import Application, ControlPlane, Service
 from store.event_media import EventMedia
 from store.jobs import JobStore
+from store.users import UserStore
 from store.video_store import VideoStore
 
-router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 Ctx = Annotated[AppContext, Depends(request_context)]
+Caller = Annotated[Principal, Depends(require_principal)]
 
 
 def _application(app: Application) -> ApplicationOut:
@@ -30,6 +37,13 @@ def _service(service: Service, api_key: str | None = None) -> ServiceOut:
     return ServiceOut(id=service.id, application_id=service.application_id, name=service.name, type=service.type,
                       similarity_threshold=service.similarity_threshold, shards=service.shards,
                       created_at=service.created_at.isoformat(), api_key=api_key)
+
+
+async def _service_for(caller: Principal, service_id: int, role: str, context: AppContext) -> Service:
+    """The service, if the caller holds at least ``role`` in its application (else 404 or 403)."""
+    service = await (await context.control()).get_service(service_id)
+    caller.require_app(service.application_id, role)
+    return service
 
 
 async def _delete_service(context: AppContext, control: ControlPlane, service: Service) -> None:
@@ -51,23 +65,32 @@ async def _delete_service(context: AppContext, control: ControlPlane, service: S
 
 
 @router.post("/applications", response_model=ApplicationOut, status_code=201)
-async def create_application(body: NameBody, context: Ctx):
-    return _application(await (await context.control()).create_application(body.name))
+async def create_application(body: NameBody, caller: Caller, context: Ctx):
+    """Create an application; a UI user who is not a global administrator becomes its owner."""
+    control = await context.control()
+    application = await control.create_application(body.name)
+    if not caller.is_admin:
+        await UserStore(control.pool).set_application_role(application.id, caller.user.id, "owner")
+    return _application(application)
 
 
 @router.get("/applications", response_model=list[ApplicationOut])
-async def list_applications(context: Ctx):
-    return [_application(app) for app in await (await context.control()).list_applications()]
+async def list_applications(caller: Caller, context: Ctx):
+    """The applications the caller may see."""
+    return [_application(app) for app in await (await context.control()).list_applications()
+            if caller.app_role(app.id) is not None]
 
 
 @router.put("/applications/{application_id}", response_model=ApplicationOut)
-async def rename_application(application_id: RowId, body: NameBody, context: Ctx):
+async def rename_application(application_id: RowId, body: NameBody, caller: Caller, context: Ctx):
+    caller.require_app(application_id, "owner")
     return _application(await (await context.control()).rename_application(application_id, body.name))
 
 
 @router.delete("/applications/{application_id}", response_model=ApplicationOut)
-async def delete_application(application_id: RowId, context: Ctx):
+async def delete_application(application_id: RowId, caller: Caller, context: Ctx):
     """Delete an application, its services and all their faces and event images."""
+    caller.require_app(application_id, "owner")
     control = await context.control()
     application = await control.get_application(application_id)
     for service in await control.list_services(application_id):
@@ -77,8 +100,9 @@ async def delete_application(application_id: RowId, context: Ctx):
 
 
 @router.post("/applications/{application_id}/services", response_model=ServiceOut, status_code=201)
-async def create_service(application_id: RowId, body: ServiceCreate, context: Ctx):
+async def create_service(application_id: RowId, body: ServiceCreate, caller: Caller, context: Ctx):
     """Create a service; the response carries its API key (shown only here and on regeneration)."""
+    caller.require_app(application_id, "administrator")
     service, api_key = await (await context.control()).create_service(
         application_id, body.name, body.type, body.similarity_threshold,
         body.shards or context.settings.default_shards)
@@ -88,22 +112,23 @@ async def create_service(application_id: RowId, body: ServiceCreate, context: Ct
 
 
 @router.get("/applications/{application_id}/services", response_model=list[ServiceOut])
-async def list_services(application_id: RowId, context: Ctx):
+async def list_services(application_id: RowId, caller: Caller, context: Ctx):
+    caller.require_app(application_id, "user")
     control = await context.control()
     await control.get_application(application_id)
     return [_service(s) for s in await control.list_services(application_id)]
 
 
 @router.get("/services/{service_id}", response_model=ServiceOut)
-async def get_service(service_id: RowId, context: Ctx):
-    return _service(await (await context.control()).get_service(service_id))
+async def get_service(service_id: RowId, caller: Caller, context: Ctx):
+    return _service(await _service_for(caller, service_id, "user", context))
 
 
 @router.put("/services/{service_id}", response_model=ServiceOut)
-async def update_service(service_id: RowId, body: ServiceUpdate, context: Ctx):
+async def update_service(service_id: RowId, body: ServiceUpdate, caller: Caller, context: Ctx):
     """Rename a service and/or set its default similarity threshold."""
     control = await context.control()
-    service = await control.get_service(service_id)
+    service = await _service_for(caller, service_id, "administrator", context)
     if body.name is not None:
         service = await control.rename_service(service_id, body.name)
     if "similarity_threshold" in body.model_fields_set:
@@ -112,27 +137,28 @@ async def update_service(service_id: RowId, body: ServiceUpdate, context: Ctx):
 
 
 @router.delete("/services/{service_id}", response_model=ServiceOut)
-async def delete_service(service_id: RowId, context: Ctx):
+async def delete_service(service_id: RowId, caller: Caller, context: Ctx):
     """Delete a service and all its faces and event images."""
     control = await context.control()
-    service = await control.get_service(service_id)
+    service = await _service_for(caller, service_id, "administrator", context)
     await _delete_service(context, control, service)
     return _service(service)
 
 
 @router.post("/services/{service_id}/key", response_model=ServiceOut)
-async def regenerate_key(service_id: RowId, context: Ctx):
+async def regenerate_key(service_id: RowId, caller: Caller, context: Ctx):
     """A new API key for the service; the old one stops working at once."""
     control = await context.control()
+    await _service_for(caller, service_id, "administrator", context)
     api_key = await control.regenerate_key(service_id)
     return _service(await control.get_service(service_id), api_key)
 
 
 @router.get("/services/{service_id}/stats")
-async def service_stats(service_id: RowId, context: Ctx):
+async def service_stats(service_id: RowId, caller: Caller, context: Ctx):
     """Requests and errors per endpoint and day."""
     control = await context.control()
-    service = await control.get_service(service_id)
+    service = await _service_for(caller, service_id, "user", context)
     await context.flush_stats()
     stats = await control.service_stats(service_id)
     faces = await context.shards(service).count() if service.type == "recognition" else None
@@ -147,9 +173,9 @@ def _search_service(service: Service) -> Service:
 
 
 @router.get("/services/{service_id}/index")
-async def index_stats(service_id: RowId, context: Ctx):
+async def index_stats(service_id: RowId, caller: Caller, context: Ctx):
     """Per shard: faces, RAM and disk bytes (per face too), search mode, indexed and unindexed faces."""
-    service = _search_service(await (await context.control()).get_service(service_id))
+    service = _search_service(await _service_for(caller, service_id, "user", context))
     shards = await context.shards(service).stats()
     faces = sum(s["faces"] for s in shards)
     ram = sum(s["ram_bytes"] for s in shards)
@@ -158,8 +184,8 @@ async def index_stats(service_id: RowId, context: Ctx):
 
 
 @router.post("/services/{service_id}/index/rebuild", status_code=202)
-async def rebuild_index(service_id: RowId, context: Ctx):
+async def rebuild_index(service_id: RowId, caller: Caller, context: Ctx):
     """Start rebuilding every shard's approximate index; searches go on. Follow it with GET .../index."""
-    service = _search_service(await (await context.control()).get_service(service_id))
+    service = _search_service(await _service_for(caller, service_id, "administrator", context))
     context.start_background(context.shards(service).build_indexes())
     return {"service_id": service_id, "shards": service.shards, "status": "started"}

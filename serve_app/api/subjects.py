@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Query
 
 from serve_app.auth import recognition_service
 from serve_app.context import AppContext, request_context
-from serve_app.schemas import Deleted, SubjectBody, SubjectsList, Updated
+from serve_app.schemas import Deleted, SubjectBody, SubjectCount, SubjectsList, SubjectsPage, Updated
 from serve_app.validation import FilterName
 from store.control import Service
 
@@ -27,6 +27,16 @@ async def add_subject(body: SubjectBody, service: RecognitionService, context: C
 @router.get("", response_model=SubjectsList)
 async def list_subjects(service: RecognitionService, context: Ctx):
     return SubjectsList(subjects=await (await context.gallery(service)).subjects())
+
+
+@router.get("/page", response_model=SubjectsPage)
+async def subjects_page(service: RecognitionService, context: Ctx, page: int = Query(0, ge=0, le=10**9),
+                        size: int = Query(50, ge=1, le=1000),
+                        search: FilterName = Query("", description="only subjects whose name contains this (any case)")):
+    """A page of subjects in name order, each with its number of faces."""
+    rows, total = await (await context.gallery(service)).subjects_page(page * size, size, search)
+    return SubjectsPage(subjects=[SubjectCount(subject=s, faces=n) for s, n in rows], page_number=page,
+                        page_size=size, total_elements=total)
 
 
 @router.put("/{subject}", response_model=Updated)
