@@ -53,7 +53,7 @@ def _crop(photo: Path) -> bytes:
 
 async def _fill(platform, service: dict, subjects: int, faces: int, crop: bytes) -> float:
     """``faces`` faces spread over ``subjects`` subjects, added in batches through the gallery."""
-    from actors.shard_group import ShardGroup
+    from actors.index_shard import ShardGroup
     from gallery.service_gallery import Gallery
     from store.control import ControlPlane
     from store.faces import FaceRecord
