@@ -215,7 +215,7 @@ class ShardGroup:
 
     async def subject_counts(self, subjects: list[str]) -> list[int]:
         """Face counts of the named subjects over all shards (a page of subjects, not all of them)."""
-        return [sum(counts) for counts in zip(*await self._all("subject_counts", subjects))]
+        return [sum(counts) for counts in zip(*await self._read_all("subject_counts", subjects))]
 
     async def erase_deleted(self) -> None:
         """Erase deleted faces from every shard's table files now (instead of ``erase_after_s`` later)."""
