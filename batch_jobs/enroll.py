@@ -56,6 +56,10 @@ from store.faces import FaceRecord
 
 log = logging.getLogger(__name__)
 
+# Faces are committed in batches of ``enroll_commit_faces``, or once they have waited this long, so
+# that the stored count (the progress bar's, the job's) moves while a slow job runs.
+COMMIT_EVERY_S = 5.0
+
 
 @dataclass(frozen=True)
 class EnrollSpec:
@@ -94,6 +98,7 @@ class EnrollSink:
         self.counts: Counter[str] = Counter()
         self.processed = 0
         self._waiting: list[dict] = []  # report rows of faces not yet committed
+        self._committed_at = time.monotonic()
 
     async def consume(self, batch: pa.Table) -> None:
         now = datetime.now(timezone.utc)
@@ -123,12 +128,14 @@ class EnrollSink:
                 self.counts[status] += 1
         self.processed += batch.num_rows
         self.report.write(pa.Table.from_pylist(done, schema=REPORT_SCHEMA))
-        if self.committer.pending >= self.commit_faces:
+        pending = self.committer.pending
+        if pending >= self.commit_faces or (pending and time.monotonic() - self._committed_at >= COMMIT_EVERY_S):
             await self.flush()
 
     async def flush(self) -> None:
         """Commit the waiting faces, then report their inputs."""
         self.counts["faces"] += await self.committer.commit()
+        self._committed_at = time.monotonic()
         self.counts[Outcome.ENROLLED.value] += len(self._waiting)
         self.report.write(pa.Table.from_pylist(self._waiting, schema=REPORT_SCHEMA))
         self._waiting = []

@@ -23,16 +23,17 @@ from store.embedded_pg import resolve_dsn
 BLOCK_BYTES = 1 << 20
 
 
-def connect_ray(settings: Settings) -> bool:
+def connect_ray(settings: Settings, ray_init_options: dict | None = None) -> bool:
     """Join ``FACES_RAY_ADDRESS`` or ``RAY_ADDRESS`` (as under ``ray job submit``), else start a local
-    Ray. Returns whether this call started the connection (and so should shut it down)."""
+    Ray (``ray_init_options``: more arguments of ``ray.init``). Returns whether this call started the
+    connection (and so should shut it down)."""
     if ray.is_initialized():
         return False
     address = settings.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address)
+        ray.init(address=address, **(ray_init_options or {}))
     else:
-        ray.init(include_dashboard=False)
+        ray.init(include_dashboard=False, **(ray_init_options or {}))
     return True
 
 

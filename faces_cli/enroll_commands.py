@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from batch_jobs.outcomes import OnMultiple
-from faces_cli.job_runs import ProgressBar, quiet_ray_data, run_job_command
+from faces_cli.job_runs import ProgressBar, run_job_command
 from faces_cli.service_names import add_service_argument
 from faces_settings import Settings
 
@@ -73,12 +73,10 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def enroll_command(args: argparse.Namespace) -> int:
-    quiet_ray_data(not args.quiet)
     return run_job_command(_enroll, args)
 
 
 def migrate_command(args: argparse.Namespace) -> int:
-    quiet_ray_data(not args.quiet)
     return run_job_command(_migrate, args)
 
 

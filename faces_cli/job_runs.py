@@ -30,22 +30,20 @@ class ProgressBar:
         self.bar.close()
 
 
-def quiet_ray_data(enabled_bar: bool) -> None:
-    """Our bar replaces Ray Data's console bars (its progress still shows in the dashboard)."""
-    if enabled_bar:
-        from ray.data import DataContext
-
-        DataContext.get_current().enable_progress_bars = False
-
-
 def run_job_command(job: Callable[[Settings, argparse.Namespace], Awaitable[int]], args: argparse.Namespace) -> int:
-    """Run ``await job(settings, args)`` with Ray joined: its status, or 2 for bad input (printed)."""
+    """Run ``await job(settings, args)`` with Ray joined: its status, or 2 for bad input (printed).
+
+    The job's own bar replaces Ray Data's console bars (its progress still shows in the dashboard),
+    and Ray's console logs are quieted unless ``faces -v`` (:mod:`faces_cli.console`)."""
     import ray
+    from ray.data import DataContext
 
     from batch_jobs.runtime import connect_ray
+    from faces_cli.console import quiet_ray
 
     settings = get_settings()
-    owns_ray = connect_ray(settings)
+    DataContext.get_current().enable_progress_bars = False
+    owns_ray = connect_ray(settings, quiet_ray(args.verbose))
     try:
         return asyncio.run(job(settings, args))
     except JobInputError as exc:
