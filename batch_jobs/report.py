@@ -54,12 +54,22 @@ class ReportWriter:
         self._stream.close()
 
 
+def is_json_report(uri: str) -> bool:
+    """Whether the report at ``uri`` is JSON lines (else Parquet)."""
+    return uri.lower().endswith(JSON_EXTENSIONS)
+
+
+def open_report(uri: str) -> pa.NativeFile:
+    """A stream of the report's bytes (``FileNotFoundError`` when it is gone)."""
+    location = resolve(uri)
+    return location.filesystem.open_input_stream(location.path)
+
+
 def read_report(uri: str) -> pa.Table:
     """A report written by :class:`ReportWriter` (tests, tools)."""
-    location = resolve(uri)
-    with location.filesystem.open_input_stream(location.path) as stream:
+    with open_report(uri) as stream:
         data = stream.read()
-    if location.path.lower().endswith(JSON_EXTENSIONS):
+    if is_json_report(uri):
         rows = [json.loads(line) for line in data.decode("utf-8").splitlines() if line]
         return pa.Table.from_pylist(rows, schema=REPORT_SCHEMA)
     return pq.read_table(pa.BufferReader(data))

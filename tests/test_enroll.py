@@ -20,7 +20,10 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -148,6 +151,51 @@ def test_a_killed_job_resumes_to_exactly_the_faces_of_an_uninterrupted_run(serve
     assert set(ids) == {face_id(service["id"], row["source"], 0) for row in uninterrupted}
     reference = stored_faces(server.settings, lfw_job["service"]["id"], shards=2)
     assert sorted((f["source"], f["subject"]) for f in stored) == sorted((f["source"], f["subject"]) for f in reference)
+
+
+@pytest.fixture(scope="module")
+def cli_job(server, admin, bulk_app, data_dir, tmp_path_factory) -> dict:
+    """`faces enroll` of two photos of two people each, as a user runs it: its output and its job."""
+    tree = tmp_path_factory.mktemp("cli-tree")
+    for person in sorted(path for path in lfw_tree(data_dir).iterdir() if path.is_dir())[:2]:
+        (tree / person.name).mkdir()
+        for photo in sorted(person.glob("*.jpg"))[:2]:
+            (tree / person.name / photo.name).write_bytes(photo.read_bytes())
+    new_service(admin, bulk_app, "cli")
+    done = subprocess.run([sys.executable, "-m", "faces_cli.main", "enroll", str(tree), "--service",
+                           f"{bulk_app['name']}/cli"], env=job_env(server), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    job = admin.get_job(int(re.match(r"job (\d+): ", done.stdout).group(1)))
+    return {"stdout": done.stdout, "stderr": done.stderr, "job": job}
+
+
+def test_faces_enroll_prints_its_own_lines_only_and_counts_the_stored_faces(cli_job):
+    """The first screen of `faces enroll`: the job, the bar and the summary, none of Ray's log lines."""
+    screen = cli_job["stdout"] + cli_job["stderr"]
+    # nothing of Ray's own: its loggers' lines (tab after the time), the workers' output, Ray Data's
+    # plans and warnings, Serve's lines
+    assert not re.search(r"^\S+ \S+\t|\(MapWorker|\(pid=|UserWarning|Dataset|ray-data|\bserve\b", screen, re.M), screen
+    assert int(re.search(r"faces stored\s+(\d+)", cli_job["stdout"]).group(1)) == 4
+    assert re.search(r"4/4 \[.*faces=4", cli_job["stderr"]), cli_job["stderr"]
+
+
+def test_a_finished_jobs_report_downloads_over_http_and_nothing_else_does(server, admin, cli_job):
+    job = cli_job["job"]
+    url = f"{server.url}/api/v1/admin/jobs/{job['id']}/report"
+    token = {"x-admin-token": server.admin_token}
+    answer = httpx.get(url, headers=token, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "application/vnd.apache.parquet"
+    assert f'filename="job-{job["id"]}-report.parquet"' in answer.headers["content-disposition"]
+    assert answer.content == Path(job["report_path"]).read_bytes()
+    rows = pq.read_table(pa.BufferReader(answer.content)).to_pylist()
+    assert sorted(row["status"] for row in rows) == ["enrolled"] * 4
+    assert httpx.get(url, timeout=30).status_code == 401  # admin only
+    unknown = httpx.get(f"{server.url}/api/v1/admin/jobs/999999/report", headers=token, timeout=30)
+    assert unknown.status_code == 404 and "job 999999" in unknown.json()["message"]
+    for path in ("..%2F..%2Fetc%2Fpasswd", "1%2F..%2F2"):  # no path of the caller's reaches a file
+        assert httpx.get(f"{server.url}/api/v1/admin/jobs/{path}/report", headers=token, timeout=30).status_code in (400, 404, 422)
 
 
 def test_recognize_finds_each_person_from_another_of_their_images(server, admin, lfw_job):

@@ -14,14 +14,16 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
 
 from batch_jobs.errors import JobInputError
 from batch_jobs.locations import allowed, check_input
 from batch_jobs.model_choice import target_model
+from batch_jobs.report import is_json_report, open_report
 from batch_jobs.runner import start_job
 from serve_app.auth import require_admin
 from serve_app.context import AppContext, request_context
-from serve_app.errors import BAD_PARAMETER, WRONG_SERVICE_TYPE, ApiError
+from serve_app.errors import BAD_PARAMETER, CONFLICT, NOT_FOUND, WRONG_SERVICE_TYPE, ApiError, ServiceUnavailable
 from outbound import redact
 from serve_app.schemas import EnrollJobCreate, JobOut, MigrateJobCreate
 from serve_app.validation import RowId
@@ -98,6 +100,39 @@ async def start_migrate(body: MigrateJobCreate, context: Ctx):
 async def get_job(job_id: RowId, context: Ctx):
     """A job's status, counts and progress."""
     return job_out(await JobStore((await context.control()).pool).get(job_id))
+
+
+REPORT_CHUNK_BYTES = 1 << 20
+
+
+@router.get("/{job_id}/report", response_class=StreamingResponse,
+            responses={200: {"content": {"application/vnd.apache.parquet": {}, "application/x-ndjson": {}}}})
+async def download_report(job_id: RowId, context: Ctx):
+    """The report of a finished enrollment job, one row per input (Parquet, or JSON lines when it was
+    named so), from the data dir or the object store it was written to."""
+    job = await JobStore((await context.control()).pool).get(job_id)
+    if not job.report_path:
+        raise ApiError(404, f"job {job_id} has no report (only enrollment jobs write one, once started)", NOT_FOUND)
+    if job.status in ("pending", "running") and not job.lost:
+        raise ApiError(409, f"job {job_id} is {job.status}: its report is complete once it has finished", CONFLICT)
+    try:
+        stream = await asyncio.to_thread(open_report, job.report_path)
+    except FileNotFoundError:
+        raise ApiError(404, f"the report of job {job_id} is gone ({redact(job.report_path)})", NOT_FOUND) from None
+    except OSError as exc:
+        raise ServiceUnavailable(redact(f"the storage of the report of job {job_id} did not answer: {exc}")) from None
+
+    async def chunks():
+        try:
+            while chunk := await asyncio.to_thread(stream.read, REPORT_CHUNK_BYTES):
+                yield chunk
+        finally:
+            stream.close()
+
+    json_lines = is_json_report(job.report_path)
+    name = f"job-{job_id}-report.{'jsonl' if json_lines else 'parquet'}"
+    return StreamingResponse(chunks(), media_type="application/x-ndjson" if json_lines else "application/vnd.apache.parquet",
+                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @router.get("", response_model=list[JobOut])

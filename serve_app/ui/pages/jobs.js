@@ -6,6 +6,13 @@ import { recognitionServices } from './common.js';
 
 const REFRESH_MS = 2000;
 
+// A finished job's report: a download link (the session cookie goes along), its location as the title.
+function reportCell(job) {
+  if (!job.report_path) return '';
+  if (job.status === 'pending' || job.status === 'running') return h('span', { class: 'muted', title: job.report_path }, 'when finished');
+  return h('a', { href: `/api/v1/admin/jobs/${job.id}/report`, download: '', title: job.report_path, 'aria-label': `download the report of job ${job.id}` }, 'Download');
+}
+
 export async function render() {
   const services = await recognitionServices();
   const box = h('div', {});
@@ -18,7 +25,7 @@ export async function render() {
       h('td', {}, h('progress', { max: 1, value: job.progress ?? 0, 'aria-label': `progress of job ${job.id}` }),
         ` ${job.processed}${job.total ? ` / ${job.total}` : ''}${job.images_per_s ? `, ${job.images_per_s.toFixed(1)} images/s` : ''}`),
       h('td', {}, Object.entries(job.counts).map(([k, v]) => `${k}: ${v}`).join(', ')),
-      h('td', {}, job.report_path || ''))))
+      h('td', {}, reportCell(job)))))
       : h('p', { class: 'muted' }, 'No job yet.'));
   }
   const timer = setInterval(load, REFRESH_MS);
