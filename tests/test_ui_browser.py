@@ -282,6 +282,17 @@ def test_a_live_video_event_appears_and_the_stream_stops(page, server, shots, st
     page.get_by_role("button", name="Stop stream ui front door").click()
     row.locator("td.state-stopped").wait_for(timeout=60_000)
     page.get_by_role("button", name="Start stream ui front door").wait_for()
+    # its settings edited in the form (the API's PATCH), the row showing the new name
+    stream_id = row.get_attribute("data-stream")
+    page.get_by_role("button", name="Edit stream ui front door").click()
+    form = page.locator("#edit-stream")
+    form.get_by_label("Name").fill("ui back door")
+    form.get_by_label("Detections per second").fill("2")
+    form.get_by_role("button", name="Save stream").click()
+    page.locator("tr[data-stream]:has(td:text-is('ui back door'))").wait_for()
+    edited = httpx.get(f"{server.url}/api/v1/video/streams/{stream_id}",
+                       headers={"x-admin-token": server.admin_token}, timeout=30).json()
+    assert (edited["name"], edited["max_fps"], edited["source_url"]) == ("ui back door", 2.0, str(clip))
 
 
 def test_every_png_written(shots):

@@ -131,7 +131,8 @@ async def download_report(job_id: RowId, context: Ctx):
 
     json_lines = is_json_report(job.report_path)
     name = f"job-{job_id}-report.{'jsonl' if json_lines else 'parquet'}"
-    return StreamingResponse(chunks(), media_type="application/x-ndjson" if json_lines else "application/vnd.apache.parquet",
+    media_type = "application/x-ndjson" if json_lines else "application/vnd.apache.parquet"
+    return StreamingResponse(chunks(), media_type=media_type,
                              headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
