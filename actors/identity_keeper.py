@@ -4,7 +4,7 @@ A named, detached actor per recognition service holds :class:`facecore.identitie
 (the identities' mean embeddings) and chooses every identity id, so concurrent requests of every
 ingress replica assign sightings one at a time. The control plane (``store.sightings``) is the
 durable record: a keeper that (re)starts is empty and refuses work with :class:`KeeperNotLoaded`
-until it is loaded from there (``serve_app.unknown_faces`` does both). A call cut off by the keeper's
+until it is loaded from there (``actors.unknown_faces`` does both). A call cut off by the keeper's
 death is retried on the restarted keeper, which refuses it until loaded: an assignment lost with the
 old process is never counted twice.
 """

@@ -7,10 +7,10 @@ import logging
 from collections import defaultdict
 
 from actors.index_shard import RequestShardGroups, ShardGroup
+from actors.unknown_faces import UnknownFaces
 from faces_settings import Settings
 from gallery.service_gallery import Gallery
 from serve_app.quotas import ConnectionSlots, QuotaCache, Quotas, RateLimiter, share
-from serve_app.unknown_faces import UnknownFaces
 from store.control import ControlPlane, Service
 from store.quotas import QuotaStore
 from store.sightings import SightingStore

@@ -37,6 +37,13 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
 
 
+def new_sighting(seen_at: datetime, source: str, box: dict, quality: float, subject: str | None,
+                 embedding: np.ndarray) -> NewSighting:
+    """A sighting to store, with a new id (its identity is chosen when it is stored)."""
+    return NewSighting(id=str(uuid.uuid4()), seen_at=seen_at, source=source, box=box, quality=quality,
+                       subject=subject, identity=None, embedding=embedding)
+
+
 @dataclass
 class SightingMatch:
     sighting: Sighting
@@ -80,12 +87,16 @@ class UnknownFaces:
                        model: str) -> list[NewSighting]:
         """Store the faces of one image as sightings; those of no subject get identities."""
         now = datetime.now(timezone.utc)
-        sightings = [NewSighting(id=str(uuid.uuid4()), seen_at=now, source=source, box=box_json(face),
-                                 quality=float(face.quality.score), subject=subject, identity=None,
-                                 embedding=face.embedding)
+        sightings = [new_sighting(now, source, box_json(face), float(face.quality.score), subject, face.embedding)
                      for face, subject in zip(faces, subjects)]
-        await self.shards.add([FaceRecord(face_id=s.id, subject=source, embedding=s.embedding, model=model,
-                                          crop=crop, source=source, created_at=now)
+        await self.store_sightings(sightings, crops, model)
+        return sightings
+
+    async def store_sightings(self, sightings: list[NewSighting], crops: list[bytes], model: str) -> None:
+        """Store sightings (one crop each): rows in LanceDB, identities of those of no subject (set on
+        them), then their records."""
+        await self.shards.add([FaceRecord(face_id=s.id, subject=s.source, embedding=s.embedding, model=model,
+                                          crop=crop, source=s.source, created_at=s.seen_at)
                                for s, crop in zip(sightings, crops)])
         unknown = [s for s in sightings if s.subject is None]
         if unknown:
@@ -94,7 +105,6 @@ class UnknownFaces:
             for sighting, identity in zip(unknown, assigned):
                 sighting.identity = None if identity == UNASSIGNED else int(identity)
         await self.store.add(self.service.id, sightings)
-        return sightings
 
     async def merge(self, keep: int, gone: int) -> None:
         if keep == gone:
