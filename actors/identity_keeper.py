@@ -49,6 +49,11 @@ class IdentityKeeper:
         online = self._state()
         return [online.assign(vector, quality) for vector, quality in zip(vectors, qualities)]
 
+    def adopt(self, vectors: np.ndarray, labels: np.ndarray, qualities: np.ndarray, previous: np.ndarray) -> list[int]:
+        """A re-clustering's clusters become the identities, keeping ids where clusters survive (fresh
+        ids chosen here, as every id); every sighting's new identity (``UNASSIGNED``: none)."""
+        return self._state().adopt(vectors, labels, qualities, previous).tolist()
+
     def merge(self, keep: int, gone: int) -> None:
         self._state().merge(keep, gone)
 

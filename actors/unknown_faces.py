@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -21,6 +22,7 @@ from actors.identity_keeper import KeeperNotLoaded, identity_keeper
 from actors.index_shard import CALL_TIMEOUT_S, ShardGroup, ShardUnavailable
 from facecore.face_json import box_json
 from facecore.identities import UNASSIGNED
+from facecore.models import SFACE
 from facecore.pipeline import Face
 from facecore.similarity import cosine_from_similarity, similarity_from_cosine
 from store.control import Service
@@ -168,6 +170,20 @@ class UnknownFaces:
             results.append([SightingMatch(s, float(similarity_from_cosine(cosine)), crop.crop if crop else b"")
                             for (s, cosine), crop in zip(kept, crops)])
         return results
+
+    async def recluster(self, cluster: Callable[[np.ndarray], Awaitable[np.ndarray]]) -> tuple[int, int]:
+        """Re-cluster the service's sightings of no subject: ``cluster(vectors)`` gives their
+        average-linkage labels (a job computes them); the keeper turns those into identities, keeping
+        ids where clusters survive; the result is recorded and the keeper reloaded from the record (so
+        sightings assigned meanwhile are kept). Returns (sightings changed, identities)."""
+        ids, vectors, qualities, previous = await self.store.unknown_history(self.service.id)
+        vectors = vectors.reshape(-1, SFACE.embedding_dim)
+        labels = await cluster(vectors)
+        assigned = await self._keeper("adopt", vectors, labels, qualities, previous)
+        identities = [None if identity == UNASSIGNED else int(identity) for identity in assigned]
+        changed = await self.store.relabel(self.service.id, ids, identities)
+        await self._keeper("load", *await self.store.assigned(self.service.id))
+        return changed, len({i for i in identities if i is not None})
 
     async def drop(self) -> None:
         """Drop the service's sighting tables and its keeper (the service is deleted)."""

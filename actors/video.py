@@ -170,8 +170,7 @@ class VideoWorker:
         if service is None:
             return None, self.settings.recognition_threshold
         shards = ShardGroup.for_service(service.id, service.shards, self.settings, call_timeout_s=CALL_TIMEOUT_S)
-        threshold = (service.similarity_threshold if service.similarity_threshold is not None
-                     else self.settings.recognition_threshold)
+        threshold = self.settings.recognition_threshold_of(service)
         return ShardWatchlist(service, shards, threshold), threshold
 
     def _options(self, threshold: float) -> ProcessingOptions:

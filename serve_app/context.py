@@ -96,9 +96,7 @@ class AppContext:
 
     def recognition_threshold(self, service: Service) -> float:
         """The service's own 'unknown' threshold, else the platform default."""
-        if service.similarity_threshold is not None:
-            return service.similarity_threshold
-        return self.settings.recognition_threshold
+        return self.settings.recognition_threshold_of(service)
 
     def count_request(self, service_id: int, endpoint: str, failed: bool) -> None:
         """Buffer request statistics; a background task writes them to PostgreSQL every few seconds."""
