@@ -3,7 +3,8 @@
 Frames go to the Embedder deployment (detection batched with the HTTP traffic, embeddings of the
 chips the tracker asks for); best shots are matched against the watchlist service's index shards.
 Each event's best shot is remembered as a sighting of the watchlist service (source ``stream:<id>``;
-unknown faces get identities like recognize's) and the event links to it. Events are stored in
+unknown faces get identities like recognize's) and the event links to it; both are stored in order by
+a task of their own, so that the frame loop does not wait for them. Events are stored in
 PostgreSQL (crops under the data dir), announced to the SSE relays by NOTIFY,
 and POSTed to the stream's webhook. The worker reports its status to PostgreSQL every second. It
 reaches PostgreSQL only through the shared VideoRecorder (``actors/video_recorder.py``), so streams
@@ -106,6 +107,8 @@ class VideoWorker:
         self._webhook: WebhookSender | None = None
         self._active_watchlist: ShardWatchlist | None = None
         self._model: str | None = None
+        self._queue: asyncio.Queue[tuple[VideoEvent, datetime]] = asyncio.Queue()
+        self._store_error: Exception | None = None
         self._changed = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._main())
 
@@ -139,6 +142,7 @@ class VideoWorker:
 
     async def _main(self) -> None:
         reporter = asyncio.create_task(self._report_status())
+        storer = asyncio.create_task(self._store_queued())
         sender: asyncio.Task | None = None
         try:
             watchlist, threshold = await self._watchlist()
@@ -153,8 +157,10 @@ class VideoWorker:
         except Exception as exc:  # a worker must report why it stopped rather than die silently
             log.exception("stream %d stopped", self.stream.id)
             state, reason = "failed", f"internal error: {exc}"
-        # The final state is published once the webhooks are delivered: the supervisor stops finished
-        # and failed workers.
+        # The final state is published once the events are stored and the webhooks delivered: the
+        # supervisor stops finished and failed workers.
+        await self._queue.join()
+        storer.cancel()
         await self._flush_webhooks()
         if sender is not None:
             sender.cancel()
@@ -185,7 +191,6 @@ class VideoWorker:
         """Connect, process, and reconnect with backoff until the source finishes or fails for good;
         returns that final state and its reason."""
         backend = ServeBackend(serve.get_deployment_handle("Embedder", app_name=self.app_name))
-        self._model = (await backend.handle.model_versions.remote())["calculator"]
         options = self._options(threshold)
         failures = 0
         connection = 0
@@ -232,11 +237,30 @@ class VideoWorker:
             log.exception("stream %d: could not report the tracks of a dropped connection", self.stream.id)
 
     async def _publish(self, events: list[VideoEvent], origin: datetime) -> None:
+        """Queue events for :meth:`_store_queued` (in order, off the frame loop); a failure to store an
+        earlier one is raised here, so the frame loop reconnects as after any processing failure."""
+        if self._store_error is not None:
+            error, self._store_error = self._store_error, None
+            raise error
         for event in events:
-            stored = await self._store_event(event, origin)
-            self.events += 1
-            if self._webhook is not None:
-                self._webhook.submit(stored.id, event_json(stored))
+            self._queue.put_nowait((event, origin))
+
+    async def _store_queued(self) -> None:
+        """Store queued events one by one (each a sighting, then the event: a few round trips that
+        must not hold up frames), and hand them to the webhook."""
+        while True:
+            event, origin = await self._queue.get()
+            try:
+                if self._store_error is None:
+                    stored = await self._store_event(event, origin)
+                    self.events += 1
+                    if self._webhook is not None:
+                        self._webhook.submit(stored.id, event_json(stored))
+            except Exception as exc:  # PostgreSQL out: the frame loop learns it at its next publish
+                log.exception("stream %d: could not store an event", self.stream.id)
+                self._store_error = exc
+            finally:
+                self._queue.task_done()
 
     async def _remember(self, event: VideoEvent, seen_at: datetime) -> str | None:
         """The event's best shot as a sighting of the watchlist service; its id (None: no watchlist, or
@@ -247,9 +271,12 @@ class VideoWorker:
         sighting = new_sighting(seen_at, f"stream:{self.stream.id}", box_of(event.box, event.detection_score),
                                 float(event.quality), event.subject, event.embedding)
         try:
+            if self._model is None:  # the embedding model's version, recorded with the sighting rows
+                embedder = serve.get_deployment_handle("Embedder", app_name=self.app_name)
+                self._model = (await embedder.model_versions.remote())["calculator"]
             await self._recorder.remember_sighting.remote(watchlist.service, watchlist.threshold, sighting,
                                                           event.crop, self._model)
-        except Exception:  # the sighting shards or the identity keeper are out: the event still counts
+        except Exception:  # the embedder, sighting shards or identity keeper are out: the event still counts
             log.exception("stream %d: could not remember the best shot of track %s", self.stream.id,
                           event.track_id)
             return None

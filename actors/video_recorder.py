@@ -79,16 +79,14 @@ class VideoRecorder:
         return used < quota
 
     async def remember_sighting(self, service: Service, threshold: float, sighting: NewSighting, crop: bytes,
-                                model: str) -> NewSighting:
+                                model: str) -> None:
         """Store an event's best shot as a sighting of the watchlist ``service`` (``threshold``: its
-        recognition threshold); returns it with its identity of unknown faces (None for a known
-        subject or a poor shot that seeded nothing)."""
+        recognition threshold); an unknown face gets an identity there, as recognize's do."""
         key = (service.id, service.shards)
         if key not in self._unknown_faces:
             store = SightingStore((await self._connected()).pool)
             self._unknown_faces[key] = UnknownFaces.open(service, store, self.settings, threshold)
         await self._unknown_faces[key].store_sightings([sighting], [crop], model)
-        return sighting
 
     async def add_event(self, owner_service_id: int | None, stream_id: int, track_id: str, reason: str,
                         first_seen: datetime, last_seen: datetime, box: tuple[float, float, float, float],
