@@ -4,7 +4,7 @@ A named, detached actor per recognition service holds :class:`facecore.identitie
 (the identities' mean embeddings) and chooses every identity id, so concurrent requests of every
 ingress replica assign sightings one at a time. The control plane (``store.sightings``) is the
 durable record: a keeper that (re)starts is empty and refuses work with :class:`KeeperNotLoaded`
-until it is loaded from there (``serve_app.unknown_faces`` does both). A call cut off by the keeper's
+until it is loaded from there (``actors.unknown_faces`` does both). A call cut off by the keeper's
 death is retried on the restarted keeper, which refuses it until loaded: an assignment lost with the
 old process is never counted twice.
 """
@@ -48,6 +48,11 @@ class IdentityKeeper:
         """The identity each sighting joins or seeds (``facecore.identities.UNASSIGNED``: none)."""
         online = self._state()
         return [online.assign(vector, quality) for vector, quality in zip(vectors, qualities)]
+
+    def adopt(self, vectors: np.ndarray, labels: np.ndarray, qualities: np.ndarray, previous: np.ndarray) -> list[int]:
+        """A re-clustering's clusters become the identities, keeping ids where clusters survive (fresh
+        ids chosen here, as every id); every sighting's new identity (``UNASSIGNED``: none)."""
+        return self._state().adopt(vectors, labels, qualities, previous).tolist()
 
     def merge(self, keep: int, gone: int) -> None:
         self._state().merge(keep, gone)

@@ -2,7 +2,10 @@
 
 Frames go to the Embedder deployment (detection batched with the HTTP traffic, embeddings of the
 chips the tracker asks for); best shots are matched against the watchlist service's index shards.
-Events are stored in PostgreSQL (crops under the data dir), announced to the SSE relays by NOTIFY,
+Each event's best shot is remembered as a sighting of the watchlist service (source ``stream:<id>``;
+unknown faces get identities like recognize's) and the event links to it; both are stored in order by
+a task of their own, so that the frame loop does not wait for them. Events are stored in
+PostgreSQL (crops under the data dir), announced to the SSE relays by NOTIFY,
 and POSTed to the stream's webhook. The worker reports its status to PostgreSQL every second. It
 reaches PostgreSQL only through the shared VideoRecorder (``actors/video_recorder.py``), so streams
 cannot exhaust PostgreSQL's connections.
@@ -32,7 +35,9 @@ from ray import serve
 
 from actors.embedder import FaceRequest, FaceResponse
 from actors.index_shard import CALL_TIMEOUT_S, ShardGroup
+from actors.unknown_faces import new_sighting
 from actors.video_recorder import ensure_recorder
+from facecore.face_json import box_of
 from facecore.pipeline import Face
 from faces_settings import Settings
 from facevideo.config import ProcessingOptions
@@ -70,10 +75,13 @@ class ServeBackend:
 
 
 class ShardWatchlist:
-    """A recognition service's faces, searched on its index shards."""
+    """A recognition service's faces, searched on its index shards (``threshold``: its recognition
+    threshold); the service also keeps the events' best shots as sightings."""
 
-    def __init__(self, shards: ShardGroup):
+    def __init__(self, service: Service, shards: ShardGroup, threshold: float):
+        self.service = service
         self.shards = shards
+        self.threshold = threshold
 
     async def best_matches(self, queries: np.ndarray) -> list[tuple[str, float] | None]:
         results = await self.shards.search_subjects(queries, 1)
@@ -97,6 +105,10 @@ class VideoWorker:
         self._media = EventMedia(settings.video_media_uri)
         self._policy = settings.outbound_policy()
         self._webhook: WebhookSender | None = None
+        self._active_watchlist: ShardWatchlist | None = None
+        self._model: str | None = None
+        self._queue: asyncio.Queue[tuple[VideoEvent, datetime]] = asyncio.Queue()
+        self._store_error: Exception | None = None
         self._changed = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._main())
 
@@ -130,9 +142,11 @@ class VideoWorker:
 
     async def _main(self) -> None:
         reporter = asyncio.create_task(self._report_status())
+        storer = asyncio.create_task(self._store_queued())
         sender: asyncio.Task | None = None
         try:
             watchlist, threshold = await self._watchlist()
+            self._active_watchlist = watchlist
             if self.stream.webhook_url and not self.stream.webhook_secret:
                 log.warning("stream %d: its webhook has no secret; nothing is sent to it", self.stream.id)
             elif self.stream.webhook_url:
@@ -143,8 +157,10 @@ class VideoWorker:
         except Exception as exc:  # a worker must report why it stopped rather than die silently
             log.exception("stream %d stopped", self.stream.id)
             state, reason = "failed", f"internal error: {exc}"
-        # The final state is published once the webhooks are delivered: the supervisor stops finished
-        # and failed workers.
+        # The final state is published once the events are stored and the webhooks delivered: the
+        # supervisor stops finished and failed workers.
+        await self._queue.join()
+        storer.cancel()
         await self._flush_webhooks()
         if sender is not None:
             sender.cancel()
@@ -160,9 +176,8 @@ class VideoWorker:
         if service is None:
             return None, self.settings.recognition_threshold
         shards = ShardGroup.for_service(service.id, service.shards, self.settings, call_timeout_s=CALL_TIMEOUT_S)
-        threshold = (service.similarity_threshold if service.similarity_threshold is not None
-                     else self.settings.recognition_threshold)
-        return ShardWatchlist(shards), threshold
+        threshold = self.settings.recognition_threshold_of(service)
+        return ShardWatchlist(service, shards, threshold), threshold
 
     def _options(self, threshold: float) -> ProcessingOptions:
         stream = self.stream
@@ -222,13 +237,53 @@ class VideoWorker:
             log.exception("stream %d: could not report the tracks of a dropped connection", self.stream.id)
 
     async def _publish(self, events: list[VideoEvent], origin: datetime) -> None:
+        """Queue events for :meth:`_store_queued` (in order, off the frame loop); a failure to store an
+        earlier one is raised here, so the frame loop reconnects as after any processing failure."""
+        if self._store_error is not None:
+            error, self._store_error = self._store_error, None
+            raise error
         for event in events:
-            stored = await self._store_event(event, origin)
-            self.events += 1
-            if self._webhook is not None:
-                self._webhook.submit(stored.id, event_json(stored))
+            self._queue.put_nowait((event, origin))
+
+    async def _store_queued(self) -> None:
+        """Store queued events one by one (each a sighting, then the event: a few round trips that
+        must not hold up frames), and hand them to the webhook."""
+        while True:
+            event, origin = await self._queue.get()
+            try:
+                if self._store_error is None:
+                    stored = await self._store_event(event, origin)
+                    self.events += 1
+                    if self._webhook is not None:
+                        self._webhook.submit(stored.id, event_json(stored))
+            except Exception as exc:  # PostgreSQL out: the frame loop learns it at its next publish
+                log.exception("stream %d: could not store an event", self.stream.id)
+                self._store_error = exc
+            finally:
+                self._queue.task_done()
+
+    async def _remember(self, event: VideoEvent, seen_at: datetime) -> str | None:
+        """The event's best shot as a sighting of the watchlist service; its id (None: no watchlist, or
+        the sighting could not be stored: the event is kept without it)."""
+        watchlist = self._active_watchlist
+        if watchlist is None:
+            return None
+        sighting = new_sighting(seen_at, f"stream:{self.stream.id}", box_of(event.box, event.detection_score),
+                                float(event.quality), event.subject, event.embedding)
+        try:
+            if self._model is None:  # the embedding model's version, recorded with the sighting rows
+                embedder = serve.get_deployment_handle("Embedder", app_name=self.app_name)
+                self._model = (await embedder.model_versions.remote())["calculator"]
+            await self._recorder.remember_sighting.remote(watchlist.service, watchlist.threshold, sighting,
+                                                          event.crop, self._model)
+        except Exception:  # the embedder, sighting shards or identity keeper are out: the event still counts
+            log.exception("stream %d: could not remember the best shot of track %s", self.stream.id,
+                          event.track_id)
+            return None
+        return sighting.id
 
     async def _store_event(self, event: VideoEvent, origin: datetime) -> StoredEvent:
+        sighting_id = await self._remember(event, origin + timedelta(seconds=event.last_seen))
         key = f"{event.track_id}-{secrets.token_hex(4)}"
         owner = self.stream.owner_service_id
         crop_path = frame_path = None
@@ -242,7 +297,7 @@ class VideoWorker:
         return await self._recorder.add_event.remote(
             owner, self.stream.id, event.track_id, event.reason, origin + timedelta(seconds=event.first_seen),
             origin + timedelta(seconds=event.last_seen), event.box, event.quality, event.detection_score,
-            event.subject, event.similarity, crop_path, frame_path, media_bytes)
+            event.subject, event.similarity, crop_path, frame_path, media_bytes, sighting_id)
 
     async def _flush_webhooks(self, timeout_s: float = WEBHOOK_FLUSH_S) -> None:
         """Give queued webhook deliveries (and their retries) time before the worker stops."""

@@ -5,7 +5,9 @@ would hold a hundred PostgreSQL connections, PostgreSQL's default limit, and the
 fail for everyone. Workers write their status and events through this one detached actor instead,
 which holds a pool of at most :data:`POOL_SIZE` connections whatever the number of streams. It also
 keeps the event media quota: a video service's streams store crops and frames until their bytes
-reach the service's ``event_media_bytes`` quota, then events without images.
+reach the service's ``event_media_bytes`` quota, then events without images. Events' best shots are
+remembered here as sightings of the watchlist service (:class:`actors.unknown_faces.UnknownFaces`,
+on the same pool), where recognize's unknown faces are.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from datetime import datetime
 
 import ray
 
+from actors.unknown_faces import UnknownFaces
 from faces_settings import Settings
 from store.control import ControlPlane, Service
 from store.errors import NotFound
 from store.quotas import QuotaStore
+from store.sightings import NewSighting, SightingStore
 from store.video_store import StoredEvent, VideoStore
 
 NAMESPACE = "faces"  # of every video actor: supervisor, workers, recorder
@@ -36,6 +40,7 @@ class VideoRecorder:
         self._control: ControlPlane | None = None
         self._lock = asyncio.Lock()
         self._media: dict[int, tuple[float, int, int]] = {}  # service -> (read at, quota, bytes used)
+        self._unknown_faces: dict[tuple[int, int], UnknownFaces] = {}  # (service, shards) -> its sightings
 
     async def _connected(self) -> ControlPlane:
         async with self._lock:
@@ -73,14 +78,25 @@ class VideoRecorder:
             self._media[owner_service_id] = (time.monotonic(), quota, used)
         return used < quota
 
+    async def remember_sighting(self, service: Service, threshold: float, sighting: NewSighting, crop: bytes,
+                                model: str) -> None:
+        """Store an event's best shot as a sighting of the watchlist ``service`` (``threshold``: its
+        recognition threshold); an unknown face gets an identity there, as recognize's do."""
+        key = (service.id, service.shards)
+        if key not in self._unknown_faces:
+            store = SightingStore((await self._connected()).pool)
+            self._unknown_faces[key] = UnknownFaces.open(service, store, self.settings, threshold)
+        await self._unknown_faces[key].store_sightings([sighting], [crop], model)
+
     async def add_event(self, owner_service_id: int | None, stream_id: int, track_id: str, reason: str,
                         first_seen: datetime, last_seen: datetime, box: tuple[float, float, float, float],
                         quality: float, detection_score: float, subject: str | None, similarity: float | None,
-                        crop_path: str | None, frame_path: str | None, media_bytes: int) -> StoredEvent:
+                        crop_path: str | None, frame_path: str | None, media_bytes: int,
+                        sighting_id: str | None = None) -> StoredEvent:
         """:meth:`VideoStore.add_event`, counting its media against the owner's quota."""
         event = await VideoStore((await self._connected()).pool).add_event(
             stream_id, track_id, reason, first_seen, last_seen, box, quality, detection_score, subject, similarity,
-            crop_path, frame_path, media_bytes=media_bytes)
+            crop_path, frame_path, media_bytes=media_bytes, sighting_id=sighting_id)
         if owner_service_id in self._media:
             read_at, quota, used = self._media[owner_service_id]
             self._media[owner_service_id] = (read_at, quota, used + media_bytes)

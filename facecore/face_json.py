@@ -6,8 +6,13 @@ from facecore.pipeline import Face
 
 
 def box_json(face: Face) -> dict:
-    x1, y1, x2, y2 = (int(round(float(v))) for v in face.box)
-    return {"probability": round(float(face.score), 5), "x_max": x2, "y_max": y2, "x_min": x1, "y_min": y1}
+    return box_of(face.box, face.score)
+
+
+def box_of(box, score: float) -> dict:
+    """A box ``(x1, y1, x2, y2)`` in pixels and its detection score as the API shows them."""
+    x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+    return {"probability": round(float(score), 5), "x_max": x2, "y_max": y2, "x_min": x1, "y_min": y1}
 
 
 def landmarks_json(face: Face) -> list[list[int]]:

@@ -129,6 +129,13 @@ class OnlineIdentities:
         keep ids where clusters survive, rebuild, and return every sighting's new identity."""
         vectors = np.asarray(vectors, np.float32)
         labels = agglomerate(vectors, self.threshold) if len(vectors) else np.zeros(0, np.int64)
+        return self.adopt(vectors, labels, qualities, previous)
+
+    def adopt(self, vectors: np.ndarray, labels: np.ndarray, qualities: np.ndarray, previous: np.ndarray) -> np.ndarray:
+        """Make clusters ``labels`` of the sightings (average linkage at the threshold, computed
+        elsewhere by a job or by :meth:`recluster`) the identities, keeping ids where clusters survive;
+        rebuild, and return every sighting's new identity."""
+        vectors = np.asarray(vectors, np.float32)
         overlaps = Counter((int(label), int(old)) for label, old in zip(labels, previous) if old != UNASSIGNED)
         kept: dict[int, int] = {}
         taken: set[int] = set()

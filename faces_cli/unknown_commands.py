@@ -1,6 +1,7 @@
 """``faces unknowns list | show | sightings | promote | merge | split | ignore | search``: the
 identities of unknown faces of a recognition service, and its past sightings, on a running platform
-(``--url``, the service's API key)."""
+(``--url``, the service's API key); ``faces unknowns recluster --service NAME``: the re-clustering
+job of a service's whole history (:mod:`batch_jobs.recluster`, on the cluster like the other jobs)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import sys
 from pathlib import Path
 
 from faces_cli.api_calls import api_call, api_client
+from faces_cli.job_runs import run_job_command
+from faces_cli.service_names import add_service_argument
+from faces_settings import Settings
 
 
 def _print(args: argparse.Namespace, value, lines) -> None:
@@ -55,6 +59,23 @@ def _search(client, args):
     else:
         found = client.search_sightings(args.image, args.limit, args.since, args.until, args.source)
     return found, lambda value: (line for matches in value["result"] for line in _sighting_lines(matches))
+
+
+async def _recluster(settings: Settings, args: argparse.Namespace) -> int:
+    from batch_jobs.recluster import recluster
+    from batch_jobs.runtime import control_plane
+    from faces_cli.service_names import resolve_service
+
+    async with control_plane(settings) as control:
+        service = await resolve_service(control, args.service)
+        result = await recluster(settings, control, service)
+    print(f"service {service.name!r}: {result.sightings} unknown sightings re-clustered into {result.identities} "
+          f"identities, {result.changed} sightings changed identity, in {result.seconds:.1f} s")
+    return 0
+
+
+def recluster_command(args: argparse.Namespace) -> int:
+    return run_job_command(_recluster, args)
 
 
 _COMMANDS = {
@@ -116,3 +137,7 @@ def add_parsers(subparsers) -> None:
     search.add_argument("--since", default=None, help="ISO 8601 time")
     search.add_argument("--until", default=None, help="ISO 8601 time")
     search.add_argument("--source", default=None, help="only sightings of this source")
+    recluster = commands.add_parser("recluster", help="re-cluster a service's whole history of unknown "
+                                                      "sightings, keeping ids where clusters survive (a job)")
+    add_service_argument(recluster)
+    recluster.set_defaults(handler=recluster_command)

@@ -18,6 +18,7 @@ from facecore.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageLimits
 from facecore.pipeline import DEFAULT_DECODE_MIN_SIDE, DEFAULT_DET_PROB_THRESHOLD, PipelineConfig
 from facecore.similarity import DEFAULT_RECOGNITION_THRESHOLD, DEFAULT_SIMILARITY_THRESHOLD
 from outbound import OutboundPolicy
+from store.control import Service
 from store.object_storage import join_uri
 
 
@@ -155,6 +156,12 @@ class Settings(BaseSettings):
     def jobs_uri(self) -> str:
         """Where bulk jobs write their reports (``<jobs uri>/<job id>/report.parquet``)."""
         return join_uri(self.media_root, "jobs")
+
+    def recognition_threshold_of(self, service: Service) -> float:
+        """A recognition service's own 'unknown' threshold, else the platform default."""
+        if service.similarity_threshold is not None:
+            return service.similarity_threshold
+        return self.recognition_threshold
 
     def outbound_policy(self) -> OutboundPolicy:
         """Where callers may make the platform reach: local files under the file roots (never the

@@ -7,10 +7,10 @@ import logging
 from collections import defaultdict
 
 from actors.index_shard import RequestShardGroups, ShardGroup
+from actors.unknown_faces import UnknownFaces
 from faces_settings import Settings
 from gallery.service_gallery import Gallery
 from serve_app.quotas import ConnectionSlots, QuotaCache, Quotas, RateLimiter, share
-from serve_app.unknown_faces import UnknownFaces
 from store.control import ControlPlane, Service
 from store.quotas import QuotaStore
 from store.sightings import SightingStore
@@ -96,9 +96,7 @@ class AppContext:
 
     def recognition_threshold(self, service: Service) -> float:
         """The service's own 'unknown' threshold, else the platform default."""
-        if service.similarity_threshold is not None:
-            return service.similarity_threshold
-        return self.settings.recognition_threshold
+        return self.settings.recognition_threshold_of(service)
 
     def count_request(self, service_id: int, endpoint: str, failed: bool) -> None:
         """Buffer request statistics; a background task writes them to PostgreSQL every few seconds."""

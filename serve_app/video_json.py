@@ -17,7 +17,9 @@ PUBLIC_REASONS = {"reconnecting": "the source cannot be reached or read at the m
 
 def event_json(event: StoredEvent) -> dict:
     """An event as clients see it; ``crop_url``/``frame_url`` are paths on the API (None: no image, as
-    beyond the event media quota of the stream's service)."""
+    beyond the event media quota of the stream's service). ``sighting_id`` and ``identity_id``: its
+    best shot's sighting in the watchlist service and that sighting's identity of unknown faces (see
+    the unknowns API of that service's recognition key), None when there is none."""
     x1, y1, x2, y2 = event.box
     return {
         "id": event.id,
@@ -35,6 +37,8 @@ def event_json(event: StoredEvent) -> dict:
         "crop_url": f"{EVENTS_PATH}/{event.id}/crop" if event.crop_path else None,
         "frame_url": f"{EVENTS_PATH}/{event.id}/frame" if event.frame_path else None,
         "created_at": event.created_at.isoformat(),
+        "sighting_id": event.sighting_id,
+        "identity_id": event.identity_id,
     }
 
 

@@ -100,6 +100,30 @@ class SightingStore:
                                         "AND promoted_to IS NULL AND merged_into IS NULL", service_id)
         return vectors, identities, int(last) + 1, [row["id"] for row in ignored]
 
+    async def unknown_history(self, service_id: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        """Every sighting of no subject (what a re-clustering groups), oldest first: ids, embeddings,
+        qualities, and identities (``-1``: none)."""
+        rows = await self.pool.fetch("SELECT id::text AS id, embedding, quality, coalesce(identity_id, -1) AS identity "
+                                     "FROM sightings WHERE service_id = $1 AND subject IS NULL ORDER BY seen_at, id",
+                                     service_id)
+        vectors = np.frombuffer(b"".join(row["embedding"] for row in rows), np.float32)
+        return ([row["id"] for row in rows], vectors, np.array([row["quality"] for row in rows], np.float32),
+                np.array([row["identity"] for row in rows], np.int64))
+
+    async def relabel(self, service_id: int, ids: list[str], identities: list[int | None]) -> int:
+        """Give sightings ``ids`` the ``identities`` (None: none) in one transaction, recording new
+        identities; returns how many sightings changed. An identity left without sightings keeps its
+        row (its id is not given again) and is no longer listed."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            await connection.executemany(
+                "INSERT INTO unknown_identities (service_id, id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                [(service_id, identity) for identity in sorted({i for i in identities if i is not None})])
+            status = await connection.execute(
+                "UPDATE sightings s SET identity_id = v.identity FROM unnest($2::uuid[], $3::bigint[]) AS v(id, identity) "
+                "WHERE s.service_id = $1 AND s.id = v.id AND s.identity_id IS DISTINCT FROM v.identity",
+                service_id, [uuid.UUID(i) for i in ids], identities)
+        return int(status.split()[-1])
+
     async def identities(self, service_id: int, ignored: bool, offset: int,
                          limit: int) -> tuple[list[IdentitySummary], int]:
         """A page of the unknown identities (the ignored ones instead with ``ignored``), the most

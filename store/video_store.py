@@ -30,7 +30,10 @@ _STREAM_COLUMNS = ("s.id, s.name, s.owner_service_id, s.source_url, s.watchlist_
                    "st.events, st.fps, st.started_at, st.updated_at AS status_at")
 _STREAM_FROM = "video_streams s LEFT JOIN video_stream_status st ON st.stream_id = s.id"
 _EVENT_COLUMNS = ("e.id, e.stream_id, e.track_id, e.reason, e.first_seen, e.last_seen, e.box, e.quality, "
-                  "e.detection_score, e.subject, e.similarity, e.crop_path, e.frame_path, e.created_at")
+                  "e.detection_score, e.subject, e.similarity, e.crop_path, e.frame_path, e.created_at, "
+                  "sg.id::text AS sighting_id, CASE WHEN sg.subject IS NULL THEN sg.identity_id END AS identity_id")
+# An event with its sighting (gone with its service's rows) and the sighting's identity of unknowns.
+_EVENT_FROM = "{events} e LEFT JOIN sightings sg ON sg.id = e.sighting_id"
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,9 @@ class Stream:
 
 @dataclass(frozen=True)
 class StoredEvent:
-    """An event as stored; ``box`` is ``(x1, y1, x2, y2)``; paths are relative to the media root."""
+    """An event as stored; ``box`` is ``(x1, y1, x2, y2)``; paths are relative to the media root.
+    ``sighting_id``: its best shot's sighting in the watchlist service (None: not stored as one);
+    ``identity_id``: that sighting's identity of unknown faces, if any."""
 
     id: int
     stream_id: int
@@ -108,6 +113,8 @@ class StoredEvent:
     crop_path: str | None
     frame_path: str | None
     created_at: datetime
+    sighting_id: str | None = None
+    identity_id: int | None = None
 
     def to_payload(self) -> str:
         """JSON for the NOTIFY channel (times as ISO strings)."""
@@ -222,7 +229,8 @@ class VideoStore:
     async def add_event(self, stream_id: int, track_id: str, reason: str, first_seen: datetime,
                         last_seen: datetime, box: tuple[float, float, float, float], quality: float,
                         detection_score: float, subject: str | None, similarity: float | None,
-                        crop_path: str | None, frame_path: str | None, media_bytes: int = 0) -> StoredEvent:
+                        crop_path: str | None, frame_path: str | None, media_bytes: int = 0,
+                        sighting_id: str | None = None) -> StoredEvent:
         """Store an event and announce it on :data:`EVENTS_CHANNEL` in the same transaction.
 
         ``media_bytes``: the size of its crop and frame files (counted against the event media quota of
@@ -230,14 +238,16 @@ class VideoStore:
         async with self._pool.acquire() as connection, connection.transaction():
             row = await connection.fetchrow(
                 f"""
-                INSERT INTO video_events AS e (stream_id, track_id, reason, first_seen, last_seen, box, quality,
-                                               detection_score, subject, similarity, crop_path, frame_path,
-                                               media_bytes)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                RETURNING {_EVENT_COLUMNS}
+                WITH inserted AS (
+                    INSERT INTO video_events (stream_id, track_id, reason, first_seen, last_seen, box, quality,
+                                              detection_score, subject, similarity, crop_path, frame_path,
+                                              media_bytes, sighting_id)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::uuid)
+                    RETURNING *)
+                SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM.format(events="inserted")}
                 """,
                 stream_id, track_id, reason, first_seen, last_seen, list(box), quality, detection_score,
-                subject, similarity, crop_path, frame_path, media_bytes)
+                subject, similarity, crop_path, frame_path, media_bytes, sighting_id)
             event = _event(row)
             await connection.execute("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, event.to_payload())
         return event
@@ -249,7 +259,8 @@ class VideoStore:
         return [path for row in rows for path in (row["crop_path"], row["frame_path"]) if path]
 
     async def get_event(self, event_id: int) -> StoredEvent:
-        row = await self._pool.fetchrow(f"SELECT {_EVENT_COLUMNS} FROM video_events e WHERE e.id = $1", event_id)
+        row = await self._pool.fetchrow(f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM.format(events='video_events')} "
+                                       "WHERE e.id = $1", event_id)
         if row is None:
             raise NotFound(f"video event {event_id} not found")
         return _event(row)
@@ -283,6 +294,6 @@ class VideoStore:
         args.append(limit)
         clause = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         rows = await self._pool.fetch(
-            f"SELECT {_EVENT_COLUMNS} FROM video_events e {clause} "
+            f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM.format(events='video_events')} {clause} "
             f"ORDER BY e.id {'ASC' if oldest_first else 'DESC'} LIMIT ${len(args)}", *args)
         return [_event(row) for row in rows]

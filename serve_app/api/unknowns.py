@@ -13,13 +13,13 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
+from actors.unknown_faces import SightingMatch
 from serve_app.api.params import DetProbThreshold
 from serve_app.api.recognition import check_faces_quota
 from serve_app.auth import recognition_service
 from serve_app.context import AppContext, request_context
 from serve_app.face_requests import analyze_image, embeddings_matrix
 from serve_app.schemas import EmbeddingsBody
-from serve_app.unknown_faces import SightingMatch
 from serve_app.unknown_schemas import (
     IdentitiesPage,
     IdentityOut,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -21,6 +22,7 @@ from actors.identity_keeper import KeeperNotLoaded, identity_keeper
 from actors.index_shard import CALL_TIMEOUT_S, ShardGroup, ShardUnavailable
 from facecore.face_json import box_json
 from facecore.identities import UNASSIGNED
+from facecore.models import SFACE
 from facecore.pipeline import Face
 from facecore.similarity import cosine_from_similarity, similarity_from_cosine
 from store.control import Service
@@ -35,6 +37,13 @@ FILTERED_CANDIDATES = 1000
 def _utc(moment: datetime | None) -> datetime | None:
     """A time without a zone is taken as UTC."""
     return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
+
+
+def new_sighting(seen_at: datetime, source: str, box: dict, quality: float, subject: str | None,
+                 embedding: np.ndarray) -> NewSighting:
+    """A sighting to store, with a new id (its identity is chosen when it is stored)."""
+    return NewSighting(id=str(uuid.uuid4()), seen_at=seen_at, source=source, box=box, quality=quality,
+                       subject=subject, identity=None, embedding=embedding)
 
 
 @dataclass
@@ -80,12 +89,16 @@ class UnknownFaces:
                        model: str) -> list[NewSighting]:
         """Store the faces of one image as sightings; those of no subject get identities."""
         now = datetime.now(timezone.utc)
-        sightings = [NewSighting(id=str(uuid.uuid4()), seen_at=now, source=source, box=box_json(face),
-                                 quality=float(face.quality.score), subject=subject, identity=None,
-                                 embedding=face.embedding)
+        sightings = [new_sighting(now, source, box_json(face), float(face.quality.score), subject, face.embedding)
                      for face, subject in zip(faces, subjects)]
-        await self.shards.add([FaceRecord(face_id=s.id, subject=source, embedding=s.embedding, model=model,
-                                          crop=crop, source=source, created_at=now)
+        await self.store_sightings(sightings, crops, model)
+        return sightings
+
+    async def store_sightings(self, sightings: list[NewSighting], crops: list[bytes], model: str) -> None:
+        """Store sightings (one crop each): rows in LanceDB, identities of those of no subject (set on
+        them), then their records."""
+        await self.shards.add([FaceRecord(face_id=s.id, subject=s.source, embedding=s.embedding, model=model,
+                                          crop=crop, source=s.source, created_at=s.seen_at)
                                for s, crop in zip(sightings, crops)])
         unknown = [s for s in sightings if s.subject is None]
         if unknown:
@@ -94,7 +107,6 @@ class UnknownFaces:
             for sighting, identity in zip(unknown, assigned):
                 sighting.identity = None if identity == UNASSIGNED else int(identity)
         await self.store.add(self.service.id, sightings)
-        return sightings
 
     async def merge(self, keep: int, gone: int) -> None:
         if keep == gone:
@@ -158,6 +170,20 @@ class UnknownFaces:
             results.append([SightingMatch(s, float(similarity_from_cosine(cosine)), crop.crop if crop else b"")
                             for (s, cosine), crop in zip(kept, crops)])
         return results
+
+    async def recluster(self, cluster: Callable[[np.ndarray], Awaitable[np.ndarray]]) -> tuple[int, int]:
+        """Re-cluster the service's sightings of no subject: ``cluster(vectors)`` gives their
+        average-linkage labels (a job computes them); the keeper turns those into identities, keeping
+        ids where clusters survive; the result is recorded and the keeper reloaded from the record (so
+        sightings assigned meanwhile are kept). Returns (sightings changed, identities)."""
+        ids, vectors, qualities, previous = await self.store.unknown_history(self.service.id)
+        vectors = vectors.reshape(-1, SFACE.embedding_dim)
+        labels = await cluster(vectors)
+        assigned = await self._keeper("adopt", vectors, labels, qualities, previous)
+        identities = [None if identity == UNASSIGNED else int(identity) for identity in assigned]
+        changed = await self.store.relabel(self.service.id, ids, identities)
+        await self._keeper("load", *await self.store.assigned(self.service.id))
+        return changed, len({i for i in identities if i is not None})
 
     async def drop(self) -> None:
         """Drop the service's sighting tables and its keeper (the service is deleted)."""
