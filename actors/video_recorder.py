@@ -45,7 +45,8 @@ class VideoRecorder:
     async def _connected(self) -> ControlPlane:
         async with self._lock:
             if self._control is None:
-                self._control = await ControlPlane.connect(self.settings.postgres_dsn, min_size=1, max_size=POOL_SIZE)
+                self._control = await ControlPlane.connect(self.settings.postgres_dsn, min_size=1, max_size=POOL_SIZE,
+                                                            application="faces-video")
         return self._control
 
     async def connections(self) -> int:

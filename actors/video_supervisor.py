@@ -69,7 +69,8 @@ class VideoSupervisor:
 
     async def _video_store(self) -> VideoStore:
         if self._store is None:
-            control = await ControlPlane.connect(self.settings.postgres_dsn, min_size=1, max_size=2)
+            control = await ControlPlane.connect(self.settings.postgres_dsn, min_size=1, max_size=2,
+                                                     application="faces-video")
             self._store = VideoStore(control.pool)
         return self._store
 

@@ -55,8 +55,8 @@ class ReportWriter:
 
 
 def is_json_report(uri: str) -> bool:
-    """Whether the report at ``uri`` is JSON lines (else Parquet)."""
-    return uri.lower().endswith(JSON_EXTENSIONS)
+    """Whether the report at ``uri`` is JSON lines (else Parquet): by its path, not its query string."""
+    return resolve(uri).path.lower().endswith(JSON_EXTENSIONS)
 
 
 def open_report(uri: str) -> pa.NativeFile:

@@ -18,6 +18,7 @@ from store.sightings import SightingStore
 log = logging.getLogger(__name__)
 
 STATS_FLUSH_SECONDS = 2.0
+INGRESS_APPLICATION = "faces-ingress"  # PostgreSQL's application_name of the ingress replicas' connections
 
 
 class AppContext:
@@ -43,7 +44,7 @@ class AppContext:
         if self._control is None:
             async with self._control_lock:
                 if self._control is None:
-                    self._control = await ControlPlane.connect(self.settings.postgres_dsn)
+                    self._control = await ControlPlane.connect(self.settings.postgres_dsn, application=INGRESS_APPLICATION)
         return self._control
 
     async def quota_store(self) -> QuotaStore:

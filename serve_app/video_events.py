@@ -14,6 +14,7 @@ import logging
 
 import asyncpg
 
+from serve_app.context import INGRESS_APPLICATION
 from store.video_store import EVENTS_CHANNEL, StoredEvent
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class EventRelay:
         """A queue of :class:`StoredEvent` (None: the subscription ended); listening starts if needed."""
         async with self._lock:
             if self._connection is None or self._connection.is_closed():
-                connection = await asyncpg.connect(self.dsn)
+                connection = await asyncpg.connect(self.dsn, server_settings={"application_name": INGRESS_APPLICATION})
                 connection.add_termination_listener(self._on_lost)
                 await connection.add_listener(EVENTS_CHANNEL, self._on_notify)
                 self._connection = connection

@@ -199,15 +199,17 @@ class ControlPlane:
         self._pool = pool
 
     @classmethod
-    async def connect(cls, dsn: str, min_size: int = 1, max_size: int = 5) -> ControlPlane:
-        """Open a pool on ``dsn`` and apply pending migrations.
+    async def connect(cls, dsn: str, min_size: int = 1, max_size: int = 5, application: str = "faces") -> ControlPlane:
+        """Open a pool on ``dsn`` and apply pending migrations; ``application`` names its connections
+        in PostgreSQL (``pg_stat_activity.application_name``), so an operator sees who holds them.
 
         Connecting and each statement are bounded (:data:`CONNECT_TIMEOUT_S`,
         :data:`STATEMENT_TIMEOUT_S`), so that a PostgreSQL that stops answering fails a request
         instead of hanging it; connections lost with a restart are replaced on their next use.
         """
         pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, timeout=CONNECT_TIMEOUT_S,
-                                         command_timeout=STATEMENT_TIMEOUT_S)
+                                         command_timeout=STATEMENT_TIMEOUT_S,
+                                         server_settings={"application_name": application})
         try:
             async with pool.acquire() as connection:
                 await apply_migrations(connection)

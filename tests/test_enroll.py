@@ -46,7 +46,9 @@ MODEL_ID = f"{SFACE.name}@{SFACE.version}"
 
 @pytest.fixture(scope="module")
 def bulk_app(admin):
-    return admin.create_application("bulk-enroll-tests")
+    application = admin.create_application("bulk-enroll-tests")
+    yield application
+    admin.delete_application(application["id"])  # with its jobs: none is left pointing at a stopped S3 server
 
 
 def new_service(admin, app: dict, name: str, kind: str = "recognition", shards: int | None = None) -> dict:

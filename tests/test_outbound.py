@@ -405,7 +405,8 @@ def test_an_admin_file_is_checked_again_when_the_worker_opens_it(server, admin, 
 @pytest.fixture(scope="module")
 def job_service(admin):
     application = admin.create_application("outbound-jobs")
-    return admin.create_service(application["id"], "bulk", "recognition")
+    yield admin.create_service(application["id"], "bulk", "recognition")
+    admin.delete_application(application["id"])  # with its jobs: none is left pointing at a stopped S3 server
 
 
 def test_bulk_jobs_cannot_read_or_write_the_data_dir_or_outside_the_roots(server, admin, job_service, data_dir,
