@@ -35,7 +35,7 @@ class ReportWriter:
         self.uri = location.uri
         location.filesystem.create_dir(posixpath.dirname(location.path), recursive=True)
         self._stream = location.filesystem.open_output_stream(location.path)
-        self._json = location.path.lower().endswith(JSON_EXTENSIONS)
+        self._json = _is_json_path(location.path)
         self._parquet = None if self._json else pq.ParquetWriter(self._stream, REPORT_SCHEMA)
 
     def write(self, rows: pa.Table) -> None:
@@ -54,9 +54,13 @@ class ReportWriter:
         self._stream.close()
 
 
+def _is_json_path(path: str) -> bool:
+    return path.lower().endswith(JSON_EXTENSIONS)
+
+
 def is_json_report(uri: str) -> bool:
     """Whether the report at ``uri`` is JSON lines (else Parquet): by its path, not its query string."""
-    return resolve(uri).path.lower().endswith(JSON_EXTENSIONS)
+    return _is_json_path(resolve(uri).path)
 
 
 def open_report(uri: str) -> pa.NativeFile:
