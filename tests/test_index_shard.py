@@ -585,4 +585,6 @@ def test_versions_and_files_stay_bounded_under_adds_and_deletes(uri):
     assert lance_session().size_bytes <= 1.25 * CACHE_BYTES  # nor LanceDB's caches (metadata, index)
     versions, files = zip(*sizes)
     assert max(versions) < 300 and max(files) < 700, sizes  # about 1200 versions and 3600 files unbounded
-    assert versions[-1] <= versions[1] + 100 and files[-1] <= files[1] + 200, sizes  # flat, not growing
+    # flat, not growing: the erasure timer makes the counts a saw-tooth (a sample may fall just after an
+    # erasure), so the later samples are held to the peak of the earlier ones, not to one sample
+    assert max(versions[3:]) <= max(versions[:3]) + 100 and max(files[3:]) <= max(files[:3]) + 200, sizes
