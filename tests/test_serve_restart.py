@@ -54,6 +54,17 @@ class ServeProcess:
         self.process.wait(timeout=120)
 
 
+FIRST_SCREEN = ("Starting Ray, PostgreSQL and the API", "Admin token (shown once, keep it): ", "Serving on http://")
+
+
+def assert_first_screen_is_the_platforms_own(output: str) -> None:
+    """What a new user sees up to the URL: the platform's own lines, none of Ray's, Serve's or LanceDB's."""
+    lines = [line for line in output.splitlines() if line.strip()]
+    strangers = [line for line in lines if not line.startswith(FIRST_SCREEN)]
+    assert not strangers, "faces serve printed lines of its stack on the first screen:\n" + "\n".join(strangers)
+    assert [line.split(" ")[0] for line in lines] == ["Starting", "Admin", "Serving"], output
+
+
 def test_first_start_prints_the_admin_token_and_faces_survive_a_full_restart(postgres_dir_factory, data_dir,
                                                                             models_dir):
     tmp_path = postgres_dir_factory("restart")
@@ -71,6 +82,7 @@ def test_first_start_prints_the_admin_token_and_faces_survive_a_full_restart(pos
     assert haproxy, "faces serve takes HTTP with HAProxy"
     tokens = re.findall(r"Admin token \(shown once, keep it\): (\S+)", output)
     assert len(tokens) == 1
+    assert_first_screen_is_the_platforms_own(output)
     admin = FaceClient(url, admin_token=tokens[0])
     application = admin.create_application("durable")
     key = admin.create_service(application["id"], "faces", "recognition")["api_key"]
