@@ -7,14 +7,30 @@ Unless ``faces -v``, the commands keep Ray's loggers at ERROR, leave the workers
 cluster's log files (``/tmp/ray/session_latest/logs`` on a local cluster), and drop Ray Data's
 sizing warnings. Errors still reach the console: Ray's error logs, and every failure the command
 sees as an exception.
+
+One line of Ray's C++ core is not an error although it is logged as one, and it cannot be quieted by
+any logger: every Ray Data actor pool (the bulk jobs' embedders) is created with its map function in
+the object store and with restarts on, which the core worker reports on the terminal for each pool
+(ray-project/ray#53727). :func:`quiet_ray` filters that message out of the process's stderr; all other
+output passes unchanged.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import re
+import sys
+import threading
 import warnings
 
 RAY_LOGGERS = ("ray", "ray.serve", "ray.data")
+# "[2026-11-26 16:08:41,543 E 1730 2732] core_worker.cc:2465: Actor with class name: 'MapWorker(...)' and
+# ID: '...' has constructor arguments in the object store and max_restarts > 0. ... for more details.\n"
+ACTOR_ARGUMENTS_NOTICE = re.compile(
+    rb"\[[^\]\n]*\] core_worker\.cc:\d+: Actor with class name: [^\n]* has constructor arguments in the "
+    rb"object store and max_restarts > 0\.[^\n]*\n")
 
 
 def quiet_ray(verbose: bool) -> dict:
@@ -27,4 +43,40 @@ def quiet_ray(verbose: bool) -> dict:
     for name in RAY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data\.")
+    StderrFilter(ACTOR_ARGUMENTS_NOTICE).install()
     return {"log_to_driver": False, "logging_level": logging.ERROR}
+
+
+class StderrFilter:
+    """Everything written to file descriptor 2 (Python's and native code's) passes through a pipe and
+    reaches the terminal without the parts that match ``pattern``; written through as it comes, so that
+    a progress bar's redraws are not held back."""
+
+    def __init__(self, pattern: re.Pattern[bytes]):
+        self.pattern = pattern
+        self._terminal = -1
+        self._reader: threading.Thread | None = None
+
+    def install(self) -> None:
+        sys.stderr.flush()
+        self._terminal = os.dup(2)
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        self._reader = threading.Thread(target=self._pass_through, args=(read_end,), name="stderr-filter",
+                                        daemon=True)
+        self._reader.start()
+        atexit.register(self.uninstall)
+
+    def uninstall(self) -> None:
+        """Put the terminal back on descriptor 2 and let the reader write out what it still holds (it
+        waits no longer than a moment for a process started meanwhile that still holds the pipe)."""
+        sys.stderr.flush()
+        os.dup2(self._terminal, 2)
+        self._reader.join(timeout=1)
+
+    def _pass_through(self, read_end: int) -> None:
+        # A native log line is one write of less than PIPE_BUF bytes, which a pipe never splits between reads.
+        while chunk := os.read(read_end, 65536):
+            os.write(self._terminal, self.pattern.sub(b"", chunk))
+        os.close(read_end)

@@ -47,6 +47,10 @@ HAPROXY_ENV = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
 }
+# Serve's controller kills a proxy actor that has not answered its first ready check within 5 s (Ray's
+# default), and `serve.start` then fails instead of waiting for the next one: on a busy node starting a
+# Python process (and HAProxy) takes longer than that. The first check gets a minute.
+PROXY_START_ENV = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60"}
 # HAProxy's command: it installs the API's error page, then runs HAProxy (serve_app/ingress_error_page.py).
 ERROR_PAGE_COMMAND = os.path.join(sysconfig.get_path("scripts"), "faces-haproxy")
 
@@ -63,9 +67,9 @@ def serve_environment(settings: Settings) -> dict[str, str]:
                    PROXY_LIMIT_ENV: str(largest_body(settings.max_upload_bytes, settings.max_json_bytes))}
     if not settings.haproxy:
         return {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", **SERVE_THROUGHPUT_ENV,
-                **body_limits}
+                **PROXY_START_ENV, **body_limits}
     stats, metrics, fallback_http, fallback_grpc = _free_ports(4)
-    return {**HAPROXY_ENV, **body_limits,
+    return {**HAPROXY_ENV, **PROXY_START_ENV, **body_limits,
             # HAProxy's own error answers (no ingress replica reachable) as the API's JSON 503s
             BINARY_ENV: ERROR_PAGE_COMMAND,
             "RAY_SERVE_HAPROXY_STATS_PORT": str(settings.haproxy_stats_port or stats),

@@ -79,3 +79,29 @@ def test_eval_pairs_other_models(capsys, data_dir, model, least):
                             "--model", model)
     assert code == 0 and report["images_without_face"] == 0
     assert report["accuracy_mean"] >= least
+
+
+NATIVE_WRITER = r"""
+import os, subprocess, sys
+from faces_cli.console import ACTOR_ARGUMENTS_NOTICE, StderrFilter
+StderrFilter(ACTOR_ARGUMENTS_NOTICE).install()
+sys.stderr.write("1/4 [00:01, 2img/s]\r")
+sys.stderr.flush()
+os.write(2, b"[2026-11-26 16:08:41,543 E 1730 2732] core_worker.cc:2465: Actor with class name: "
+            b"'MapWorker(MapBatches(EmbedImages))' and ID: 'f9e3' has constructor arguments in the object store "
+            b"and max_restarts > 0. If the arguments in the object store go out of scope or are lost, the actor "
+            b"restart will fail. See https://github.com/ray-project/ray/issues/53727 for more details.\n")
+os.write(2, b"[2026-11-26 16:08:42,001 E 1730 2732] core_worker.cc:99: a real error\n")
+subprocess.run(["sh", "-c", "echo from a child >&2"], check=True)
+"""
+
+
+def test_the_console_filter_drops_rays_actor_arguments_notice_and_nothing_else():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", NATIVE_WRITER], capture_output=True, timeout=60,
+                          cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.decode() == ("1/4 [00:01, 2img/s]\r[2026-11-26 16:08:42,001 E 1730 2732] core_worker.cc:99: "
+                                    "a real error\nfrom a child\n")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 
 from faces_settings import Settings
-from serve_app.platform import HAPROXY_ENV, LISTENER_PORTS, SERVE_THROUGHPUT_ENV, serve_environment
+from serve_app.platform import HAPROXY_ENV, LISTENER_PORTS, PROXY_START_ENV, SERVE_THROUGHPUT_ENV, serve_environment
 
 
 def test_haproxy_and_throughput_mode_are_the_default_on_linux():
     env = serve_environment(Settings())
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
     assert {k: env[k] for k in HAPROXY_ENV} == HAPROXY_ENV
+    assert {k: env[k] for k in PROXY_START_ENV} == PROXY_START_ENV  # a proxy's first start may be slow
     # two platforms on one machine must not fight over the ports of HAProxy's stats and metrics and of
     # Serve's fallback proxy (Ray's fixed defaults 8404, 9101, 8500, 9500): free ones at each start
     names = ("HAPROXY_STATS", "HAPROXY_METRICS", "FALLBACK_PROXY_HTTP", "FALLBACK_PROXY_GRPC")
@@ -33,3 +34,4 @@ def test_the_switch_turns_haproxy_off_and_keeps_serves_throughput_settings(monke
     env = serve_environment(Settings())
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "0" and env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0"
     assert {k: env[k] for k in SERVE_THROUGHPUT_ENV} == SERVE_THROUGHPUT_ENV
+    assert {k: env[k] for k in PROXY_START_ENV} == PROXY_START_ENV
