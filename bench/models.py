@@ -75,7 +75,9 @@ def main() -> None:
             decoded = pipeline.decode(blobs)
             faces = pipeline.detect_decoded(decoded, THRESHOLD, 0, None)
             aligned = AlignedFaces(decoded, [np.stack([f.landmarks for f in per_image]) if per_image
-                                             else np.zeros((0, 5, 2)) for per_image in faces])
+                                             else np.zeros((0, 5, 2)) for per_image in faces],
+                                   boxes=[np.stack([f.box[:4] for f in per_image]) if per_image
+                                          else np.zeros((0, 4)) for per_image in faces])
             embedder = pipeline.embedder
             members = embedder.members if isinstance(embedder, FusionEmbedder) else [embedder]
             for member in members:

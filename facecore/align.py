@@ -57,12 +57,17 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = CHIP_SIZE) 
 
 
 # dlib's face chip (get_face_chip_details / extract_image_chip, as its face ResNet expects it): 150x150
-# with padding 0.25 around dlib's mean face shape. dlib fits its 5-point landmarks (eye corners, nose
-# base); the platform's detector gives eye centres, nose tip and mouth corners, so their places in
-# dlib's chip are taken from the same mean face shape's 68 points (eye centres as means of the six
-# eye points 36-41 and 42-47, nose tip 30, mouth corners 48 and 54), in units of the face box.
+# with padding 0.25 around dlib's mean face shape, fitted to dlib's 5-point landmarks (the outer and
+# inner corners of the eyes, the base of the nose: :mod:`facecore.dlib_landmarks`), whose places in
+# that mean face, in units of the face box, are DLIB_FIVE_POINT_SHAPE (get_face_chip_details' constants).
+# A face known only by the platform detector's five points (eye centres, nose tip, mouth corners) is
+# fitted with those points' places in the same mean face's 68 points instead (eye centres as means of
+# the six eye points 36-41 and 42-47, nose tip 30, mouth corners 48 and 54): DLIB_MEAN_FACE.
 DLIB_CHIP_SIZE = 150
 DLIB_CHIP_PADDING = 0.25
+DLIB_FIVE_POINT_SHAPE = np.array([[0.8595674595992, 0.2134981538014], [0.6460604764104, 0.2289674387677],
+                                  [0.1205750620789, 0.2137274526848], [0.3340850613712, 0.2290642403242],
+                                  [0.4901123135679, 0.6277975316475]])
 DLIB_MEAN_FACE = np.array([
     [(0.121737 + 0.187122 + 0.265825 + 0.334606 + 0.260918 + 0.182743) / 6,
      (0.216423 + 0.178758 + 0.179852 + 0.231733 + 0.245099 + 0.244077) / 6],
@@ -137,6 +142,3 @@ def dlib_face_chips(image: np.ndarray, landmarks: np.ndarray, template: np.ndarr
         chips[index] = _bilinear(levels[level], mapped[..., 0], mapped[..., 1])
     return chips
 
-
-# The aligners of each chip kind: ``(image, (N, 5, 2) landmarks) -> (N, side, side, 3)`` chips.
-CHIP_ALIGNERS = {"arcface112": align_faces, "dlib150": dlib_face_chips}

@@ -50,7 +50,9 @@ class DlibNetWeights:
     projection: np.ndarray  # (num_inputs, num_outputs): embedding = features @ projection
 
 
-class _Reader:
+class DlibReader:
+    """dlib's serialized integers and tensors, read from ``offset`` on."""
+
     def __init__(self, data: bytes, offset: int):
         self.data = data
         self.offset = offset
@@ -75,7 +77,7 @@ class _Reader:
         return values.astype(np.float32)
 
 
-def _conv(reader: _Reader, in_channels: int) -> ConvWeights:
+def _conv(reader: DlibReader, in_channels: int) -> ConvWeights:
     params = reader.tensor()
     out, rows, cols, stride_y, stride_x, pad_y, pad_x = (reader.packed_int() for _ in range(7))
     if rows != cols or stride_y != stride_x or pad_y != pad_x:
@@ -95,7 +97,7 @@ def read_dlib_net(path: Path | str, in_channels: int = 3) -> DlibNetWeights:
     channels = in_channels
     for match in _LAYER_NAME.finditer(data):
         name = match.group(1)
-        reader = _Reader(data, match.end())
+        reader = DlibReader(data, match.end())
         if name.startswith(b"con_"):
             conv = _conv(reader, channels)
             channels = conv.filters.shape[0]

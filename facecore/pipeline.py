@@ -158,6 +158,8 @@ class FacePipeline:
         chips = np.empty((len(flat), CHIP_SIZE, CHIP_SIZE, 3), dtype=np.uint8)
         landmarks = [np.stack([face.landmarks for face in per_image]) / reduction_of(image)
                      if per_image else np.zeros((0, 5, 2)) for image, per_image in zip(decoded, faces)]
+        boxes = [np.stack([face.box[:4] for face in per_image]) / reduction_of(image)
+                 if per_image else np.zeros((0, 4)) for image, per_image in zip(decoded, faces)]
         offset = 0
         for image, points in zip(decoded, landmarks):
             if len(points):
@@ -175,7 +177,8 @@ class FacePipeline:
                                                   face.box[3] - face.box[1], face.chip, face.pose)
             if timer:
                 started = timer.add("quality", started)
-        for face, vector in zip(flat, self.embedder.embed_aligned(AlignedFaces(decoded, landmarks, chips))):
+        vectors = self.embedder.embed_aligned(AlignedFaces(decoded, landmarks, chips, boxes))
+        for face, vector in zip(flat, vectors):
             face.embedding = vector
         if timer:
             timer.add("embed", started)

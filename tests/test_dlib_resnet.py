@@ -1,6 +1,6 @@
 """dlib's face ResNet ported to PyTorch and run as ONNX by the platform's backends, against dlib itself
-(``dlib-bin``): the same descriptors on the same chips, the same chips from the same landmarks; and
-the fusion of SFace with it."""
+(``dlib-bin``): the same descriptors on the same chips, the same chips from the same landmarks, the
+same 5-point landmarks in the same boxes; and the fusion of SFace with it."""
 
 from __future__ import annotations
 
@@ -12,16 +12,12 @@ import dlib
 import numpy as np
 import pytest
 
-from facecore.align import dlib_chip_template, dlib_face_chips
+from facecore.align import DLIB_FIVE_POINT_SHAPE, dlib_chip_template, dlib_face_chips
 from facecore.backends import BackendOptions
+from facecore.dlib_landmarks import dlib_chips, dlib_rectangle, five_point_predictor, intensity_of
 from facecore.embed import FUSION, ChipEmbedder, l2_normalize
 from facecore.models import DLIB_RESNET
 from facecore.pipeline import FacePipeline, PipelineConfig
-
-# dlib's 5-point landmarks (eye corners, nose base) in its mean face: get_face_chip_details' constants
-DLIB_FIVE_POINT_SHAPE = np.array([[0.8595674595992, 0.2134981538014], [0.6460604764104, 0.2289674387677],
-                                  [0.1205750620789, 0.2137274526848], [0.3340850613712, 0.2290642403242],
-                                  [0.4901123135679, 0.6277975316475]])
 
 
 def _weights(name: str) -> str:
@@ -74,6 +70,30 @@ def test_chip_alignment_matches_dlib(data_dir, dlib_models):
         chip = dlib_face_chips(rgb, points, template)[0].astype(int)
         difference = np.abs(expected - chip)
         assert difference.max() <= 1 and difference.mean() < 0.01
+
+
+def test_landmarks_and_chips_match_dlib_in_detector_boxes(data_dir, pipeline, dlib_models):
+    """In the platform detector's boxes (lfw-dev, its small-face twin lfw-dev-raw150 and a group
+    photo), the numpy port of dlib's 5-point model finds exactly dlib's landmarks, and dlib_chips
+    cuts the chip dlib's get_face_chip cuts from them."""
+    _, shapes, _ = dlib_models
+    paths = [data_dir / folder / "Abel_Pacheco" / "Abel_Pacheco_0001.jpg" for folder in ("lfw-dev", "lfw-dev-raw150")]
+    paths += sorted((data_dir / "lfw-dev-raw150").glob("B*/*_0001.jpg"))[:6] + [data_dir / "group" / "dlib_2007_007763.jpg"]
+    predictor, compared = five_point_predictor(), 0
+    for path, faces in zip(paths, pipeline.detect([path.read_bytes() for path in paths])):
+        image = cv2.imread(str(path))
+        rgb = np.ascontiguousarray(image[:, :, ::-1])
+        boxes = np.stack([face.box[:4] for face in faces])
+        expected = [shapes(rgb, dlib.rectangle(*dlib_rectangle(box))) for box in boxes]
+        for box, shape in zip(boxes, expected):
+            points = np.array([[part.x, part.y] for part in shape.parts()], dtype=np.float64)
+            assert np.array_equal(predictor.predict(intensity_of(image), dlib_rectangle(box)), points), path.name
+            compared += 1
+        landmarks = np.stack([face.landmarks for face in faces])
+        chips = dlib_chips(image, landmarks, boxes).astype(int)
+        reference = np.stack([np.asarray(dlib.get_face_chip(rgb, shape, 150, 0.25))[:, :, ::-1] for shape in expected])
+        assert np.abs(chips - reference).max() <= 1 and np.abs(chips - reference).mean() < 0.01
+    assert compared >= 14
 
 
 def test_fusion_cosine_is_the_weighted_mean_of_its_models(data_dir, models_dir):
