@@ -106,6 +106,11 @@ def pair_cosines(pairs, vectors: dict[Path, np.ndarray]) -> np.ndarray:
                      else np.nan for p in pairs])
 
 
+def cell(result: dict) -> str:
+    missing = result["pairs_without_face"]
+    return f"{result['accuracy']:.4f}" + (f" (no face in {missing} of its pairs)" if missing else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folders", nargs="+", default=["lfw-dev", "lfw-dev-raw150"],
@@ -138,10 +143,7 @@ def main() -> None:
     names = list(results[args.folders[0]])
     print(f"\n10-fold accuracy; the fusion's weight chosen on {args.folders[0]}: {chosen_weight:g}\n")
     print_table(["embedding", *args.folders],
-                [[name, *(f"{results[f][name]['accuracy']:.4f}" + (f" ({results[f][name]['pairs_without_face']} "
-                                                                  "pairs without a face)"
-                                                                  if results[f][name]["pairs_without_face"] else "")
-                          for f in args.folders)] for name in names])
+                [[name, *(cell(results[folder][name]) for folder in args.folders)] for name in names])
     results["chosen_weight"] = chosen_weight
     print(f"\nresults: {save_results('dlib_accuracy', results)}")
 
