@@ -76,8 +76,8 @@ def folder_embeddings(root: Path, paths: list[Path], pipeline: FacePipeline, dli
     boxes = np.stack([faces[i].box[:4] for i in found])
     cuts = {
         "detector points": np.stack([dlib_face_chips(images[i], landmarks[k:k + 1])[0] for k, i in enumerate(found)]),
-        "dlib landmarks in detector box": np.stack([dlib_chips(images[i], landmarks[k:k + 1], boxes[k:k + 1])[0]
-                                                    for k, i in enumerate(found)]),
+        "dlib landmarks in detector box": dlib_chips([images[i] for i in found], list(landmarks[:, None]),
+                                                     list(boxes[:, None])),
     }
     vectors = {"sface": dict(zip([paths[i] for i in found], [faces[i].embedding for i in found]))}
     for name, chips in cuts.items():

@@ -15,13 +15,14 @@ ARCFACE_TEMPLATE = np.array(
 
 def similarity_transforms(sources: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Least-squares similarity (rotation, uniform scale, translation) mapping each of ``(N, K, 2)``
-    point sets to the ``(K, 2)`` target: Umeyama's closed form, all N at once; ``(N, 2, 3)``."""
+    point sets to the ``(K, 2)`` target (or each to its own, ``(N, K, 2)``): Umeyama's closed form,
+    all N at once; ``(N, 2, 3)``."""
     src = np.asarray(sources, dtype=np.float64)
-    dst = np.asarray(target, dtype=np.float64)
+    dst = np.broadcast_to(np.asarray(target, dtype=np.float64), src.shape)
     points = src.shape[1]
-    src_mean, dst_mean = src.mean(axis=1, keepdims=True), dst.mean(axis=0)
-    src_c, dst_c = src - src_mean, dst - dst_mean
-    covariance = np.einsum("ki,nkj->nij", dst_c, src_c) / points
+    src_mean, dst_mean = src.mean(axis=1, keepdims=True), dst.mean(axis=1)
+    src_c, dst_c = src - src_mean, dst - dst_mean[:, None]
+    covariance = np.einsum("nki,nkj->nij", dst_c, src_c) / points
     u, singular, vt = np.linalg.svd(covariance)
     signs = np.ones((len(src), 2))
     signs[np.linalg.det(u) * np.linalg.det(vt) < 0, 1] = -1

@@ -26,12 +26,14 @@ from __future__ import annotations
 import importlib.resources
 import math
 from dataclasses import dataclass
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from facecore.align import DLIB_FIVE_POINT_SHAPE, dlib_chip_template, dlib_face_chips, similarity_transform
+from facecore.align import (DLIB_CHIP_SIZE, DLIB_FIVE_POINT_SHAPE, dlib_chip_template, dlib_face_chips,
+                            similarity_transforms)
 from facecore.dlib_weights import DlibReader
 from facecore.errors import ModelError
 
@@ -61,31 +63,43 @@ class ShapePredictor:
     anchors: np.ndarray  # (C, F) int: the landmark each feature pixel is placed from
     offsets: np.ndarray  # (C, F, 2) float32: its offset from that landmark in the initial shape
 
-    def predict(self, intensity: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-        """The ``(P, 2)`` landmarks (whole pixels) of the face in ``box`` ``(left, top, right,
-        bottom)``, inclusive integer corners as dlib's ``rectangle``, of the ``(H, W)`` ``intensity``."""
-        left, top, right, bottom = box
-        origin = np.array([left, top], np.float64)
-        extent = np.array([right - left, bottom - top], np.float64)
-        height, width = intensity.shape
-        shape = self.initial_shape.copy()
-        trees = np.arange(self.split_thresholds.shape[1])
+    def predict(self, intensities: Sequence[np.ndarray], owners: Sequence[int], boxes: np.ndarray) -> np.ndarray:
+        """The ``(N, P, 2)`` landmarks (whole pixels) of N faces, all at once: face ``i`` in the
+        ``(H, W)`` image ``intensities[owners[i]]``, in ``boxes[i]`` ``(left, top, right, bottom)``
+        (inclusive integer corners, as dlib's ``rectangle``)."""
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        owners = np.asarray(owners, np.int64)
+        origin, extent = boxes[:, None, :2], (boxes[:, 2:] - boxes[:, :2])[:, None, :]
+        sizes = np.array([intensity.shape for intensity in intensities], np.int64).reshape(-1, 2)
+        pixels_before = np.concatenate([[0], np.cumsum(sizes[:, 0] * sizes[:, 1])[:-1]])
+        flat = np.concatenate([intensity.ravel() for intensity in intensities]) if len(intensities) else np.zeros(0)
+        height, width = sizes[owners, :1], sizes[owners, 1:]
+        start = pixels_before[owners][:, None]
+        faces, trees = np.arange(len(boxes))[:, None], np.arange(self.split_thresholds.shape[1])[None]
         splits = self.split_thresholds.shape[2]
+        initial = np.broadcast_to(self.initial_shape, (len(boxes), *self.initial_shape.shape))
+        shape = initial.copy()
         for level in range(len(self.anchors)):
-            linear = similarity_transform(self.initial_shape, shape)[:, :2].astype(np.float32)
-            places = self.offsets[level] @ linear.T + shape[self.anchors[level]]
+            linear = similarity_transforms(initial, shape)[:, :, :2].astype(np.float32)
+            places = np.einsum("fd,nkd->nfk", self.offsets[level], linear) + shape[:, self.anchors[level]]
             pixels = np.floor(origin + places * extent + 0.5).astype(np.int64)
-            x, y = pixels[:, 0], pixels[:, 1]
+            x, y = pixels[..., 0], pixels[..., 1]
             inside = (x >= 0) & (y >= 0) & (x < width) & (y < height)
-            values = np.where(inside, intensity[np.where(inside, y, 0), np.where(inside, x, 0)], 0).astype(np.float32)
-            node = np.zeros(len(trees), np.int64)
-            while node[0] < splits:
-                first, second = self.split_pixels[level, trees, node].T
-                left_branch = values[first] - values[second] > self.split_thresholds[level, trees, node]
+            values = np.where(inside, flat[np.where(inside, start + y * width + x, 0)], 0).astype(np.float32)
+            node = np.zeros((len(boxes), trees.size), np.int64)
+            for _ in range(self.depth):
+                first, second = np.moveaxis(self.split_pixels[level, trees, node], -1, 0)
+                left_branch = values[faces, first] - values[faces, second] > self.split_thresholds[level, trees, node]
                 node = 2 * node + np.where(left_branch, 1, 2)
             # the trees' increments added one by one in float32, as dlib adds them (a sequential sum)
-            shape = np.add.accumulate(np.concatenate([shape[None], self.leaves[level, trees, node - splits]]))[-1]
+            increments = np.moveaxis(self.leaves[level, trees, node - splits], 1, 0)
+            shape = np.add.accumulate(np.concatenate([shape[None], increments]))[-1]
         return np.floor(origin + shape.astype(np.float64) * extent + 0.5)
+
+    @property
+    def depth(self) -> int:
+        """Levels of splits in every (complete) tree."""
+        return int(self.split_thresholds.shape[2] + 1).bit_length() - 1
 
 
 def intensity_of(image: np.ndarray) -> np.ndarray:
@@ -133,6 +147,30 @@ def read_shape_predictor(path: Path | str) -> ShapePredictor:
     return predictor
 
 
+def dlib_rectangles(boxes: np.ndarray) -> np.ndarray:
+    """A detector's ``(N, 4)`` ``(x1, y1, x2, y2)`` boxes as dlib's integer ``rectangle`` corners."""
+    return np.floor(np.asarray(boxes, np.float64).reshape(-1, 4) + 0.5)
+
+
+def dlib_chips(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
+               boxes: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """dlib's 150x150 chips ``(N, 150, 150, 3)`` of the faces of these images, images in order, given
+    their ``(n_i, 5, 2)`` detector landmarks and, when known, ``(n_i, 4)`` detector boxes per image:
+    with boxes, from dlib's own 5-point landmarks found in each box (all faces at once), as dlib cuts
+    them; without, from the detector's landmarks."""
+    counts = [len(points) for points in landmarks]
+    template = None
+    if boxes is not None and sum(counts):
+        owners = np.repeat(np.arange(len(images)), counts)
+        intensities = [intensity_of(image) if count else np.zeros((0, 0), np.uint8)
+                       for image, count in zip(images, counts)]
+        found = five_point_predictor().predict(intensities, owners, dlib_rectangles(np.concatenate(boxes)))
+        landmarks = np.split(found, np.cumsum(counts)[:-1])
+        template = dlib_chip_template(DLIB_FIVE_POINT_SHAPE)
+    made = [dlib_face_chips(image, points, template) for image, points in zip(images, landmarks) if len(points)]
+    return np.concatenate(made) if made else np.zeros((0, DLIB_CHIP_SIZE, DLIB_CHIP_SIZE, 3), np.uint8)
+
+
 @lru_cache(maxsize=1)
 def five_point_predictor() -> ShapePredictor:
     """dlib's 5-point landmark model from the installed weights package (read once per process)."""
@@ -141,23 +179,3 @@ def five_point_predictor() -> ShapePredictor:
     except ModuleNotFoundError:
         raise ModelError(f"dlib's landmark model needs the package {PACKAGE} (pip install 'rayfaces[dlib]')") from None
     return read_shape_predictor(Path(str(path)))
-
-
-def dlib_rectangle(box: np.ndarray) -> tuple[int, int, int, int]:
-    """A detector's ``(x1, y1, x2, y2)`` box as dlib's integer ``rectangle`` corners."""
-    left, top, right, bottom = (int(np.floor(value + 0.5)) for value in np.asarray(box, np.float64)[:4])
-    return left, top, right, bottom
-
-
-def dlib_chips(image: np.ndarray, landmarks: np.ndarray, boxes: np.ndarray | None = None) -> np.ndarray:
-    """dlib's 150x150 chips ``(N, 150, 150, 3)`` of the faces with these ``(N, 5, 2)`` detector
-    landmarks and, when known, ``(N, 4)`` detector boxes: with boxes, from dlib's own 5-point
-    landmarks found in each box, as dlib cuts them; without, from the detector's landmarks."""
-    if boxes is None:
-        return dlib_face_chips(image, landmarks)
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    if not len(boxes):
-        return dlib_face_chips(image, np.zeros((0, 5, 2)))
-    predictor, intensity = five_point_predictor(), intensity_of(image)
-    points = np.stack([predictor.predict(intensity, dlib_rectangle(box)) for box in boxes])
-    return dlib_face_chips(image, points, dlib_chip_template(DLIB_FIVE_POINT_SHAPE))

@@ -43,11 +43,14 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 CHIP_SIDES = {"arcface112": CHIP_SIZE, "dlib150": DLIB_CHIP_SIZE}
 
 
-def _arcface_chips(image: np.ndarray, landmarks: np.ndarray, boxes: np.ndarray | None) -> np.ndarray:
-    return align_faces(image, landmarks)
+def _arcface_chips(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
+                   boxes: Sequence[np.ndarray] | None) -> np.ndarray:
+    made = [align_faces(image, points) for image, points in zip(images, landmarks) if len(points)]
+    return np.concatenate(made) if made else np.zeros((0, CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
 
 
-# The aligners of each chip kind: ``(image, (N, 5, 2) landmarks, (N, 4) boxes or None) -> chips``.
+# The aligners of each chip kind: ``(images, (n_i, 5, 2) landmarks and (n_i, 4) boxes or None per
+# image) -> (N, side, side, 3)`` chips of all faces, images in order.
 CHIP_ALIGNERS = {"arcface112": _arcface_chips, "dlib150": dlib_chips}
 
 
@@ -73,11 +76,7 @@ class AlignedFaces:
     def chips(self, kind: str) -> np.ndarray:
         """``(N, side, side, 3)`` uint8 chips of every face, images in order."""
         if kind not in self._chips:
-            side = CHIP_SIDES[kind]
-            boxes = self.boxes or [None] * len(self.images)
-            made = [CHIP_ALIGNERS[kind](image, points, box)
-                    for image, points, box in zip(self.images, self.landmarks, boxes) if len(points)]
-            self._chips[kind] = np.concatenate(made) if made else np.zeros((0, side, side, 3), np.uint8)
+            self._chips[kind] = CHIP_ALIGNERS[kind](self.images, self.landmarks, self.boxes)
         return self._chips[kind]
 
 

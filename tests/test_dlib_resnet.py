@@ -14,7 +14,7 @@ import pytest
 
 from facecore.align import DLIB_FIVE_POINT_SHAPE, dlib_chip_template, dlib_face_chips
 from facecore.backends import BackendOptions
-from facecore.dlib_landmarks import dlib_chips, dlib_rectangle, five_point_predictor, intensity_of
+from facecore.dlib_landmarks import dlib_chips, dlib_rectangles, five_point_predictor, intensity_of
 from facecore.embed import FUSION, ChipEmbedder, l2_normalize
 from facecore.models import DLIB_RESNET
 from facecore.pipeline import FacePipeline, PipelineConfig
@@ -78,22 +78,25 @@ def test_landmarks_and_chips_match_dlib_in_detector_boxes(data_dir, pipeline, dl
     cuts the chip dlib's get_face_chip cuts from them."""
     _, shapes, _ = dlib_models
     paths = [data_dir / folder / "Abel_Pacheco" / "Abel_Pacheco_0001.jpg" for folder in ("lfw-dev", "lfw-dev-raw150")]
-    paths += sorted((data_dir / "lfw-dev-raw150").glob("B*/*_0001.jpg"))[:6] + [data_dir / "group" / "dlib_2007_007763.jpg"]
-    predictor, compared = five_point_predictor(), 0
-    for path, faces in zip(paths, pipeline.detect([path.read_bytes() for path in paths])):
-        image = cv2.imread(str(path))
-        rgb = np.ascontiguousarray(image[:, :, ::-1])
-        boxes = np.stack([face.box[:4] for face in faces])
-        expected = [shapes(rgb, dlib.rectangle(*dlib_rectangle(box))) for box in boxes]
-        for box, shape in zip(boxes, expected):
-            points = np.array([[part.x, part.y] for part in shape.parts()], dtype=np.float64)
-            assert np.array_equal(predictor.predict(intensity_of(image), dlib_rectangle(box)), points), path.name
-            compared += 1
-        landmarks = np.stack([face.landmarks for face in faces])
-        chips = dlib_chips(image, landmarks, boxes).astype(int)
-        reference = np.stack([np.asarray(dlib.get_face_chip(rgb, shape, 150, 0.25))[:, :, ::-1] for shape in expected])
-        assert np.abs(chips - reference).max() <= 1 and np.abs(chips - reference).mean() < 0.01
-    assert compared >= 14
+    paths += sorted((data_dir / "lfw-dev-raw150").glob("B*/*_0001.jpg"))[:6]
+    paths.append(data_dir / "group" / "dlib_2007_007763.jpg")
+    images = [cv2.imread(str(path)) for path in paths]
+    faces = pipeline.detect(images)
+    boxes = [np.stack([face.box[:4] for face in found]) for found in faces]
+    landmarks = [np.stack([face.landmarks for face in found]) for found in faces]
+    rgbs = [np.ascontiguousarray(image[:, :, ::-1]) for image in images]
+    expected = [shapes(rgb, dlib.rectangle(*(int(v) for v in corners)))
+                for rgb, per_image in zip(rgbs, boxes) for corners in dlib_rectangles(per_image)]
+    owners = np.repeat(np.arange(len(images)), [len(per_image) for per_image in boxes])
+    found = five_point_predictor().predict([intensity_of(image) for image in images], owners,
+                                           dlib_rectangles(np.concatenate(boxes)))
+    reference_points = np.array([[[part.x, part.y] for part in shape.parts()] for shape in expected], np.float64)
+    assert np.array_equal(found, reference_points)
+    chips = dlib_chips(images, landmarks, boxes).astype(int)
+    reference = np.stack([np.asarray(dlib.get_face_chip(rgbs[owner], shape, 150, 0.25))[:, :, ::-1]
+                          for owner, shape in zip(owners, expected)])
+    assert np.abs(chips - reference).max() <= 1 and np.abs(chips - reference).mean() < 0.01
+    assert len(expected) >= 14
 
 
 def test_fusion_cosine_is_the_weighted_mean_of_its_models(data_dir, models_dir):
