@@ -53,7 +53,7 @@ def agglomerate(vectors: np.ndarray, threshold: float) -> np.ndarray:
             _merge(linkage, sizes, parent, active, keep=partner, gone=top)
         else:
             chain.append(partner)
-    return _labels(parent)
+    return labels_by_size(parent)
 
 
 def _retire(linkage: np.ndarray, active: np.ndarray, cluster: int) -> None:
@@ -76,7 +76,7 @@ def _merge(linkage: np.ndarray, sizes: np.ndarray, parent: np.ndarray, active: n
     active[keep] = True
 
 
-def _labels(roots: np.ndarray) -> np.ndarray:
+def labels_by_size(roots: np.ndarray) -> np.ndarray:
     """Dense labels numbered by cluster size, largest first (ties: first member first)."""
     unique, first, inverse, counts = np.unique(roots, return_index=True, return_inverse=True, return_counts=True)
     order = np.lexsort((first, -counts))

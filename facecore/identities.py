@@ -9,8 +9,10 @@ equals ``x`` dotted with their mean embedding, so:
   identity when its quality reaches ``min_quality``; a poorer shot seeds nothing and stays
   unassigned (it may join an identity at the next re-clustering). One matrix product over the
   identities' means per sighting: the cost grows with the number of identities, not of sightings.
-- **re-clustering**: average linkage over all the sightings (merging identities that drifted
-  together, splitting ones that should not have grown together); every new cluster keeps the id held
+- **re-clustering**: average linkage over the nearest-neighbour graph of all the sightings
+  (:mod:`facecore.graph_linkage`; memory grows with the sightings, not their square), merging
+  identities that drifted together and splitting ones that should not have grown together; every
+  new cluster keeps the id held
   by most of its sightings, the largest overlaps choosing first and each old id going to one cluster
   only; other clusters get fresh ids, or stay unassigned when none of their sightings may seed.
 
@@ -24,7 +26,7 @@ from collections import Counter
 
 import numpy as np
 
-from facecore.face_clusters import agglomerate
+from facecore.graph_linkage import cluster_faces
 
 UNASSIGNED = -1
 _INITIAL_CAPACITY = 1024
@@ -128,7 +130,7 @@ class OnlineIdentities:
         """Re-cluster all unknown sightings (embeddings, qualities, current identity or ``UNASSIGNED``),
         keep ids where clusters survive, rebuild, and return every sighting's new identity."""
         vectors = np.asarray(vectors, np.float32)
-        labels = agglomerate(vectors, self.threshold) if len(vectors) else np.zeros(0, np.int64)
+        labels = cluster_faces(vectors, self.threshold) if len(vectors) else np.zeros(0, np.int64)
         return self.adopt(vectors, labels, qualities, previous)
 
     def adopt(self, vectors: np.ndarray, labels: np.ndarray, qualities: np.ndarray, previous: np.ndarray) -> np.ndarray:
