@@ -1,8 +1,9 @@
 """IdentityKeeper: the one place where a service's unknown faces are assigned to identities.
 
-A named, detached actor per recognition service holds :class:`facecore.identities.OnlineIdentities`
-(the identities' mean embeddings) and chooses every identity id, so concurrent requests of every
-ingress replica assign sightings one at a time. The control plane (``store.sightings``) is the
+A named, detached actor per recognition service holds the identities' mean embeddings
+(:class:`actors.indexed_identities.IndexedIdentities`: searched through an index once they are
+many) and chooses every identity id, so concurrent requests of every ingress replica assign
+sightings one at a time. The control plane (``store.sightings``) is the
 durable record: a keeper that (re)starts is empty and refuses work with :class:`KeeperNotLoaded`
 until it is loaded from there (``actors.unknown_faces`` does both). A call cut off by the keeper's
 death is retried on the restarted keeper, which refuses it until loaded: an assignment lost with the
@@ -14,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import ray
 
-from facecore.identities import OnlineIdentities
+from actors.indexed_identities import IndexedIdentities
 from facecore.models import SFACE
 
 NAMESPACE = "faces"
@@ -28,18 +29,18 @@ class IdentityKeeper:
     def __init__(self, threshold: float, min_quality: float):
         self.threshold = threshold
         self.min_quality = min_quality
-        self._online: OnlineIdentities | None = None
+        self._online: IndexedIdentities | None = None
 
     def load(self, vectors: np.ndarray, identities: np.ndarray, next_id: int, ignored: list[int]) -> None:
         """Replace the state by the stored sightings (embeddings and identity ids) of the service."""
-        online = OnlineIdentities(SFACE.embedding_dim, self.threshold, self.min_quality, next_id)
+        online = IndexedIdentities(SFACE.embedding_dim, self.threshold, self.min_quality, next_id)
         online.rebuild(np.asarray(vectors, np.float32).reshape(-1, SFACE.embedding_dim),
                        np.asarray(identities, np.int64))
         online.next_id = max(online.next_id, next_id)
         online.ignored = set(ignored) & set(online.ids())
         self._online = online
 
-    def _state(self) -> OnlineIdentities:
+    def _state(self) -> IndexedIdentities:
         if self._online is None:
             raise KeeperNotLoaded("the identity keeper is not loaded")
         return self._online
