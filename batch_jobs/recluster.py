@@ -47,13 +47,13 @@ def _edges_of_chunks(batch: dict[str, np.ndarray], history: list) -> dict[str, n
     return {name: np.concatenate(column) for name, column in zip(("row", "neighbour", "cosine"), zip(*parts))}
 
 
-def _link(count: int, edges, threshold: float) -> np.ndarray:
+def _link(vectors: np.ndarray, edges, threshold: float) -> np.ndarray:
     from facecore.graph_linkage import graph_average_linkage
 
     blocks = list(edges.iter_batches(batch_size=None, batch_format="numpy"))
     row, neighbour, cosine = (np.concatenate([block[name] for block in blocks]) if blocks else np.zeros(0)
                               for name in ("row", "neighbour", "cosine"))
-    return graph_average_linkage(count, row.astype(np.int64), neighbour.astype(np.int64), cosine, threshold)
+    return graph_average_linkage(vectors, row.astype(np.int64), neighbour.astype(np.int64), cosine, threshold)
 
 
 def cluster_labels(vectors: np.ndarray, threshold: float) -> np.ndarray:
@@ -69,7 +69,7 @@ def cluster_labels(vectors: np.ndarray, threshold: float) -> np.ndarray:
     edges = ray.data.from_numpy(starts).rename_columns({"data": "start"}).map_batches(
         _edges_of_chunks, batch_size=CHUNKS_PER_TASK, batch_format="numpy", fn_kwargs={"history": [history]},
     ).materialize()
-    return ray.get(ray.remote(_link).remote(len(vectors), edges, threshold))
+    return ray.get(ray.remote(_link).remote(history, edges, threshold))
 
 
 async def recluster(settings: Settings, control: ControlPlane, service: Service) -> ReclusterResult:

@@ -8,14 +8,21 @@ with at least ``min_faces`` neighbours within the threshold is a core face, core
 threshold are linked, other faces join their most similar core face), at the same threshold and at
 the threshold where it does best.
 
-Online assignment (``--online-sightings N``): a service's history of N sightings in identities of
-``--per-identity`` sightings each (synthetic embeddings drawn like real ones,
-:mod:`facecore.synthetic`), then the real lfw-dev faces arrive one by one: milliseconds per
-sighting to join or seed an identity (:class:`facecore.identities.OnlineIdentities`; target <= 5 ms
-with 1M sightings). Full re-clustering (``--recluster-sightings N``): time and peak memory of
-``OnlineIdentities.recluster`` over N sightings (exact average linkage, O(N^2) memory).
+Synthetic histories (for the two sizes below): identities of ``--per-identity`` sightings; each
+identity's centre is drawn from a Gaussian fitted to the real lfw-dev embeddings
+(:mod:`facecore.synthetic`) and each sighting is that centre plus isotropic noise scaled so that two
+sightings of one identity average the cosine that two lfw-dev photos of one person do (~0.66).
 
-    python bench/clustering.py [--threshold 0.95] [--online-sightings 1000000] [--recluster-sightings 10000]
+Online assignment (``--online-sightings N``): a service's history of N such sightings, then the real
+lfw-dev faces arrive one by one: milliseconds per sighting to join or seed an identity, p50 and p99,
+both in this process (:class:`actors.indexed_identities.IndexedIdentities`) and through the
+service's identity keeper actor on a local Ray cluster (target <= 5 ms with 1M sightings).
+
+Full re-clustering (``--recluster-sightings N``): time of the nearest-neighbour graph, of the
+linkage and of the adoption as identities, the peak of extra resident memory (``VmHWM``), and the
+clusters' pairwise and BCubed F1 against the synthetic identities.
+
+    python bench/clustering.py [--threshold 0.95] [--online-sightings 1000000] [--recluster-sightings 1000000]
 """
 
 from __future__ import annotations
@@ -96,54 +103,121 @@ def embeddings_of(result: dict) -> np.ndarray:
     return np.concatenate([pipeline.embed([Path(image).read_bytes()], limit=1)[0] for image in images])
 
 
-def synthetic_history(real: np.ndarray, sightings: int, per_identity: int) -> tuple[np.ndarray, np.ndarray]:
-    """``sightings`` embeddings drawn like ``real`` ones, in identities of ``per_identity`` sightings."""
+def same_person_cosine(real: np.ndarray, people: list[str]) -> float:
+    """The mean cosine between two photos of one person among the ``real`` faces."""
+    people = np.asarray(people)
+    pairs = [np.triu(real[people == person] @ real[people == person].T, 1).sum() for person in set(people.tolist())]
+    counts = np.unique(people, return_counts=True)[1]
+    return float(sum(pairs) / sum(n * (n - 1) / 2 for n in counts))
+
+
+def synthetic_history(real: np.ndarray, same_cosine: float, sightings: int,
+                      per_identity: int) -> tuple[np.ndarray, np.ndarray]:
+    """``sightings`` embeddings in identities of ``per_identity`` sightings (ids from 1): each
+    identity's centre is drawn from a Gaussian fitted to the ``real`` faces (:mod:`facecore.synthetic`),
+    and each sighting is its centre plus isotropic noise scaled so that two sightings of one identity
+    average ``same_cosine``, as two real photos of one person do."""
     from facecore.synthetic import EmbeddingDistribution
 
     rng = np.random.default_rng(0)
     identities = max(1, sightings // per_identity)
     centres = EmbeddingDistribution.fit(real).sample(identities, rng)
     labels = np.arange(sightings) % identities
-    vectors = centres[labels] + 0.05 * rng.standard_normal((sightings, real.shape[1])).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    spread = np.sqrt((1 / same_cosine - 1) / real.shape[1])  # E[cos] of two noisy copies = 1 / (1 + d spread^2)
+    vectors = np.empty((sightings, real.shape[1]), np.float32)
+    for start in range(0, sightings, 100_000):
+        part = slice(start, start + 100_000)
+        noisy = centres[labels[part]] + spread * rng.standard_normal((len(labels[part]), real.shape[1]))
+        vectors[part] = noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
     return vectors, labels + 1
 
 
-def online_assignment(real: np.ndarray, qualities: np.ndarray, threshold: float, sightings: int,
-                      per_identity: int) -> dict:
-    from facecore.identities import OnlineIdentities
+def percentiles(milliseconds: list[float]) -> dict:
+    times = np.array(milliseconds)
+    return {"ms_p50": float(np.percentile(times, 50)), "ms_p99": float(np.percentile(times, 99)),
+            "ms_mean": float(times.mean()), "arrivals": len(times)}
 
-    online = OnlineIdentities(real.shape[1], cosine_from_similarity(threshold), min_quality=0.5)
+
+def online_assignment(real: np.ndarray, qualities: np.ndarray, history: tuple[np.ndarray, np.ndarray],
+                      threshold: float) -> dict:
+    """Milliseconds per arriving sighting, in this process (the keeper's own identities class)."""
+    from actors.indexed_identities import IndexedIdentities
+
+    online = IndexedIdentities(real.shape[1], cosine_from_similarity(threshold), min_quality=0.5)
     with Stopwatch() as build:
-        online.rebuild(*synthetic_history(real, sightings, per_identity))
-    identities = len(online)
-    times = []
+        online.rebuild(*history)
+    identities, times = len(online), []
     for vector, quality in zip(real, qualities):
         started = time.perf_counter()
         online.assign(vector, quality)
         times.append((time.perf_counter() - started) * 1000)
-    times = np.array(times)
-    return {"sightings": sightings, "identities": identities, "arrivals": len(times), "build_seconds": build.seconds,
-            "ms_p50": float(np.percentile(times, 50)), "ms_p99": float(np.percentile(times, 99)),
-            "ms_mean": float(times.mean())}
+    return {"where": "library", "sightings": len(history[0]), "identities": identities, "indexed": online.indexed,
+            "load_seconds": build.seconds, **percentiles(times)}
 
 
-def full_recluster(real: np.ndarray, threshold: float, sightings: int, per_identity: int) -> dict:
-    import tracemalloc
+def keeper_assignment(real: np.ndarray, qualities: np.ndarray, history: tuple[np.ndarray, np.ndarray],
+                      threshold: float) -> dict:
+    """Milliseconds per arriving sighting through a service's identity keeper actor on a local Ray
+    cluster (the call ``actors.unknown_faces`` makes: one sighting per call), after 20 warm-up calls."""
+    import ray
 
+    from actors.identity_keeper import identity_keeper
+
+    vectors, labels = history
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        keeper = identity_keeper(10**9 + os.getpid(), cosine_from_similarity(threshold), 0.5)
+        with Stopwatch() as load:
+            ray.get(keeper.load.remote(vectors, labels, int(labels.max()) + 1, []))
+        for vector in vectors[:20]:
+            ray.get(keeper.assign.remote(vector[None], [1.0]))
+        times = []
+        for vector, quality in zip(real, qualities):
+            started = time.perf_counter()
+            ray.get(keeper.assign.remote(vector[None], [float(quality)]))
+            times.append((time.perf_counter() - started) * 1000)
+        ray.kill(keeper, no_restart=True)
+    finally:
+        ray.shutdown()
+    return {"where": "identity keeper", "sightings": len(vectors), "identities": len(set(labels.tolist())),
+            "load_seconds": load.seconds, **percentiles(times)}
+
+
+def resident_mib(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process, in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def full_recluster(history: tuple[np.ndarray, np.ndarray], threshold: float) -> dict:
+    """Time, peak memory and quality of a full re-clustering of the history, in this process (graph
+    search on every core): the nearest-neighbour graph, the linkage, and the adoption of its clusters
+    as identities (one sighting in 7 not yet assigned)."""
+    from facecore.graph_linkage import graph_average_linkage
     from facecore.identities import UNASSIGNED, OnlineIdentities
+    from facecore.neighbour_graph import neighbour_edges
 
-    vectors, labels = synthetic_history(real, sightings, per_identity)
-    online = OnlineIdentities(real.shape[1], cosine_from_similarity(threshold), min_quality=0.5)
+    vectors, labels = history
+    cosine = cosine_from_similarity(threshold)
+    online = OnlineIdentities(vectors.shape[1], cosine, min_quality=0.5)
     online.rebuild(vectors, labels)
-    previous = np.where(np.arange(sightings) % 7 == 0, UNASSIGNED, labels)  # some not yet assigned
-    tracemalloc.start()
-    with Stopwatch() as watch:
-        result = online.recluster(vectors, np.ones(sightings), previous)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return {"sightings": sightings, "seconds": watch.seconds, "peak_mib": peak / 2**20,
-            "identities": len(online), "ids_kept": len(set(result.tolist()) & set(labels.tolist()))}
+    previous = np.where(np.arange(len(vectors)) % 7 == 0, UNASSIGNED, labels)
+    Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) starts again from now
+    before = resident_mib("VmRSS")
+    with Stopwatch() as graph:
+        edges = neighbour_edges(vectors)
+    with Stopwatch() as linkage:
+        clusters = graph_average_linkage(vectors, *edges, cosine)
+    with Stopwatch() as adoption:
+        result = online.adopt(vectors, clusters, np.ones(len(vectors)), previous)
+    scores = cluster_scores(clusters.tolist(), labels.tolist())
+    return {"sightings": len(vectors), "edges": len(edges[0]), "graph_seconds": graph.seconds,
+            "linkage_seconds": linkage.seconds, "adopt_seconds": adoption.seconds,
+            "peak_extra_mib": resident_mib("VmHWM") - before, "history_mib": vectors.nbytes / 2**20,
+            "identities": len(online), "ids_kept": len(set(result.tolist()) & set(labels.tolist())),
+            "pairwise_f1": scores.pairwise_f1, "bcubed_f1": scores.bcubed_f1}
 
 
 def main() -> None:
@@ -173,22 +247,29 @@ def main() -> None:
                                     "identities": len(set(identities)), **vars(scores),
                                     **({"seconds": seconds} if method.startswith("faces") else {})})
         if folder == "lfw-dev":
-            real, qualities = vectors, np.array([face["quality"] for members in result["clusters"]
-                                                 for face in members])
+            real, people = vectors, identities
+            qualities = np.array([face["quality"] for members in result["clusters"] for face in members])
     print_table(["photos", "method", "similarity", "cosine", "clusters", "pairwise P", "pairwise R",
                  "pairwise F1", "BCubed F1"], rows)
+    same_cosine = same_person_cosine(real, people)
+    results["same_person_cosine"] = same_cosine
     if args.online_sightings:
-        online = online_assignment(real, qualities, args.threshold, args.online_sightings, args.per_identity)
-        results["online"] = online
-        print_table(["history sightings", "identities", "arrivals", "ms p50", "ms p99", "ms mean"],
-                    [[online["sightings"], online["identities"], online["arrivals"], online["ms_p50"],
-                      online["ms_p99"], online["ms_mean"]]])
+        history = synthetic_history(real, same_cosine, args.online_sightings, args.per_identity)
+        results["online"] = [online_assignment(real, qualities, history, args.threshold),
+                             keeper_assignment(real, qualities, history, args.threshold)]
+        print_table(["assigned in", "history sightings", "identities", "arrivals", "ms p50", "ms p99", "ms mean",
+                     "load s"],
+                    [[run["where"], run["sightings"], run["identities"], run["arrivals"], run["ms_p50"], run["ms_p99"],
+                      run["ms_mean"], run["load_seconds"]] for run in results["online"]])
     if args.recluster_sightings:
-        again = full_recluster(real, args.threshold, args.recluster_sightings, args.per_identity)
+        again = full_recluster(synthetic_history(real, same_cosine, args.recluster_sightings, args.per_identity),
+                               args.threshold)
         results["recluster"] = again
-        print_table(["sightings re-clustered", "seconds", "peak MiB", "identities", "ids kept"],
-                    [[again["sightings"], again["seconds"], again["peak_mib"], again["identities"],
-                      again["ids_kept"]]])
+        print_table(["sightings re-clustered", "edges", "graph s", "linkage s", "adopt s", "peak extra MiB",
+                     "history MiB", "identities", "ids kept", "pairwise F1", "BCubed F1"],
+                    [[again[key] for key in ("sightings", "edges", "graph_seconds", "linkage_seconds",
+                                             "adopt_seconds", "peak_extra_mib", "history_mib", "identities",
+                                             "ids_kept", "pairwise_f1", "bcubed_f1")]])
     print(f"results: {save_results('clustering', results)}")
 
 

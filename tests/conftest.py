@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from facecore.pipeline import FacePipeline, PipelineConfig
@@ -63,6 +64,20 @@ def models_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def pipeline(models_dir) -> FacePipeline:
     return FacePipeline(PipelineConfig(threads=2, cache_dir=str(models_dir)))
+
+
+@pytest.fixture(scope="session")
+def lfw_faces(pipeline, data_dir):
+    """(embeddings, people, qualities) of the largest face of every lfw-dev photo."""
+    paths = sorted((data_dir / "lfw-dev").glob("*/*.jpg"))
+    vectors, people, qualities = [], [], []
+    for start in range(0, len(paths), 16):
+        chunk = paths[start:start + 16]
+        for path, faces in zip(chunk, pipeline.analyze([p.read_bytes() for p in chunk], limit=1)):
+            vectors.append(faces[0].embedding)
+            people.append(path.parent.name)
+            qualities.append(faces[0].quality.score)
+    return np.stack(vectors), np.array(people), np.array(qualities)
 
 
 @pytest.fixture(scope="session")

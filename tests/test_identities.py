@@ -16,20 +16,6 @@ SEED_QUALITY = 0.5
 ENROLLED = 20  # people known to the service: their first photo enrolled
 
 
-@pytest.fixture(scope="module")
-def lfw_faces(pipeline, data_dir):
-    """(embeddings, people, qualities) of the largest face of every lfw-dev photo."""
-    paths = sorted((data_dir / "lfw-dev").glob("*/*.jpg"))
-    vectors, people, qualities = [], [], []
-    for start in range(0, len(paths), 16):
-        chunk = paths[start:start + 16]
-        for path, faces in zip(chunk, pipeline.analyze([p.read_bytes() for p in chunk], limit=1)):
-            vectors.append(faces[0].embedding)
-            people.append(path.parent.name)
-            qualities.append(faces[0].quality.score)
-    return np.stack(vectors), np.array(people), np.array(qualities)
-
-
 def labels_for_scoring(identities: np.ndarray) -> list[int]:
     """Unassigned sightings count as clusters of their own."""
     return [int(i) if i != UNASSIGNED else -1 - n for n, i in enumerate(identities)]
