@@ -185,6 +185,13 @@ class UnknownFaces:
         await self._keeper("load", *await self.store.assigned(self.service.id))
         return changed, len({i for i in identities if i is not None})
 
+    async def erase(self, sighting_ids: list[str]) -> None:
+        """Erase sightings (expired): their rows leave the sighting tables (their files within
+        ``erase_after_s``), then their records; the keeper reloads what is left."""
+        await self.shards.delete_ids(sighting_ids)
+        await self.store.delete(self.service.id, sighting_ids)
+        await self._keeper("load", *await self.store.assigned(self.service.id))
+
     async def drop(self) -> None:
         """Drop the service's sighting tables and its keeper (the service is deleted)."""
         await self.shards.drop()

@@ -263,8 +263,9 @@ class VideoWorker:
                 self._queue.task_done()
 
     async def _remember(self, event: VideoEvent, seen_at: datetime) -> str | None:
-        """The event's best shot as a sighting of the watchlist service; its id (None: no watchlist, or
-        the sighting could not be stored: the event is kept without it)."""
+        """The event's best shot as a sighting of the watchlist service; its id (None: no watchlist, the
+        service's quota of sightings is full, or the sighting could not be stored: the event is kept
+        without it)."""
         watchlist = self._active_watchlist
         if watchlist is None:
             return None
@@ -274,8 +275,9 @@ class VideoWorker:
             if self._model is None:  # the embedding model's version, recorded with the sighting rows
                 embedder = serve.get_deployment_handle("Embedder", app_name=self.app_name)
                 self._model = (await embedder.model_versions.remote())["calculator"]
-            await self._recorder.remember_sighting.remote(watchlist.service, watchlist.threshold, sighting,
-                                                          event.crop, self._model)
+            if not await self._recorder.remember_sighting.remote(watchlist.service, watchlist.threshold, sighting,
+                                                                 event.crop, self._model):
+                return None  # the watchlist service holds its quota of sightings
         except Exception:  # the embedder, sighting shards or identity keeper are out: the event still counts
             log.exception("stream %d: could not remember the best shot of track %s", self.stream.id,
                           event.track_id)

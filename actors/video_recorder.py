@@ -22,7 +22,7 @@ from actors.unknown_faces import UnknownFaces
 from faces_settings import Settings
 from store.control import ControlPlane, Service
 from store.errors import NotFound
-from store.quotas import QuotaStore
+from store.quotas import CachedUsage, QuotaStore
 from store.sightings import NewSighting, SightingStore
 from store.video_store import StoredEvent, VideoStore
 
@@ -40,6 +40,7 @@ class VideoRecorder:
         self._control: ControlPlane | None = None
         self._lock = asyncio.Lock()
         self._media: dict[int, tuple[float, int, int]] = {}  # service -> (read at, quota, bytes used)
+        self._sightings = CachedUsage(MEDIA_USAGE_REFRESH_S)
         self._unknown_faces: dict[tuple[int, int], UnknownFaces] = {}  # (service, shards) -> its sightings
 
     async def _connected(self) -> ControlPlane:
@@ -80,14 +81,24 @@ class VideoRecorder:
         return used < quota
 
     async def remember_sighting(self, service: Service, threshold: float, sighting: NewSighting, crop: bytes,
-                                model: str) -> None:
+                                model: str) -> bool:
         """Store an event's best shot as a sighting of the watchlist ``service`` (``threshold``: its
-        recognition threshold); an unknown face gets an identity there, as recognize's do."""
+        recognition threshold); an unknown face gets an identity there, as recognize's do. False when
+        the service holds its quota of sightings: nothing is stored."""
+        quotas = QuotaStore((await self._connected()).pool)
+        try:
+            limit = (await quotas.overrides(service.id)).get("sightings", self.settings.quota_sightings)
+        except NotFound:  # the service is being deleted
+            return False
+        if await self._sightings.get(service.id, lambda: quotas.sightings(service.id)) >= limit:
+            return False
         key = (service.id, service.shards)
         if key not in self._unknown_faces:
             store = SightingStore((await self._connected()).pool)
             self._unknown_faces[key] = UnknownFaces.open(service, store, self.settings, threshold)
         await self._unknown_faces[key].store_sightings([sighting], [crop], model)
+        self._sightings.add(service.id, 1)
+        return True
 
     async def add_event(self, owner_service_id: int | None, stream_id: int, track_id: str, reason: str,
                         first_seen: datetime, last_seen: datetime, box: tuple[float, float, float, float],

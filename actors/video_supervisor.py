@@ -9,8 +9,10 @@ every ``video_reconcile_s`` seconds and at once when the API calls :meth:`VideoS
 after a change, so streams take effect without restarting anything. It keeps no state of its own:
 after a restart it finds the running workers by name.
 
-It also enforces the retention of events: every ``EXPIRY_EVERY_S`` seconds it deletes the events older
-than ``event_retention_days`` with their images, and the images of streams that no longer exist.
+It also enforces the retention of events and sightings: every ``EXPIRY_EVERY_S`` seconds it deletes
+the events older than ``event_retention_days`` with their images, the images of streams that no
+longer exist, and the sightings older than ``sighting_retention_days`` (their rows and crops in the
+sighting tables, then their records; the service's identity keeper reloads what is left).
 
 Workers are detached actors, restarted by Ray when their process dies, placed wherever the
 cluster has ``video_worker_num_cpus`` free.
@@ -25,11 +27,14 @@ from datetime import datetime, timedelta, timezone
 
 import ray
 
+from actors.unknown_faces import UnknownFaces
 from actors.video import VideoWorker
 from actors.video_recorder import NAMESPACE, RECORDER_NAME
 from faces_settings import Settings
 from store.control import ControlPlane
+from store.errors import NotFound
 from store.event_media import EventMedia
+from store.sightings import SightingStore, expired_sightings
 from store.video_store import Stream, VideoStore
 
 log = logging.getLogger(__name__)
@@ -37,6 +42,7 @@ log = logging.getLogger(__name__)
 SUPERVISOR_NAME = "video-supervisor"
 WORKER_PREFIX = "video-worker-"
 EXPIRY_EVERY_S = 60.0
+EXPIRED_SIGHTINGS_PER_ROUND = 10_000  # erased per expiry round; the rest in the next rounds
 
 
 def worker_name(stream: Stream) -> str:
@@ -64,14 +70,15 @@ class VideoSupervisor:
         self.settings = settings
         self.app_name = app_name
         self._lock = asyncio.Lock()
+        self._control: ControlPlane | None = None
         self._store: VideoStore | None = None
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def _video_store(self) -> VideoStore:
         if self._store is None:
-            control = await ControlPlane.connect(self.settings.postgres_dsn, min_size=1, max_size=2,
-                                                     application="faces-video")
-            self._store = VideoStore(control.pool)
+            self._control = await ControlPlane.connect(self.settings.postgres_dsn, min_size=1, max_size=2,
+                                                       application="faces-video")
+            self._store = VideoStore(self._control.pool)
         return self._store
 
     async def reconcile(self) -> dict[int, str]:
@@ -116,6 +123,24 @@ class VideoSupervisor:
                 await asyncio.to_thread(media.delete_stream, stream_id)
         return len(expired)
 
+    async def expire_sightings(self) -> int:
+        """Erase up to ``EXPIRED_SIGHTINGS_PER_ROUND`` sightings past the retention; returns how many."""
+        if self.settings.sighting_retention_days <= 0:
+            return 0
+        await self._video_store()
+        control = self._control
+        cutoff = datetime.now(timezone.utc) - timedelta(days=self.settings.sighting_retention_days)
+        expired = await expired_sightings(control.pool, cutoff, EXPIRED_SIGHTINGS_PER_ROUND)
+        for service_id, ids in expired.items():
+            try:
+                service = await control.get_service(service_id)
+            except NotFound:  # deleted meanwhile, with its sightings
+                continue
+            unknown = UnknownFaces.open(service, SightingStore(control.pool), self.settings,
+                                        self.settings.recognition_threshold_of(service))
+            await unknown.erase(ids)
+        return sum(len(ids) for ids in expired.values())
+
     async def _loop(self) -> None:
         last_expiry = 0.0
         while True:
@@ -124,6 +149,7 @@ class VideoSupervisor:
                 if time.monotonic() - last_expiry >= EXPIRY_EVERY_S:
                     last_expiry = time.monotonic()
                     await self.expire_events()
+                    await self.expire_sightings()
             except Exception:  # keep supervising; the next round retries
                 log.exception("video reconcile failed")
             await asyncio.sleep(self.settings.video_reconcile_s)

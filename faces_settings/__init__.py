@@ -97,6 +97,8 @@ class Settings(BaseSettings):
                                                        "files within this many seconds")
     event_retention_days: float = Field(30.0, ge=0, description="video events and their images are deleted "
                                                               "after this many days (0: kept forever)")
+    sighting_retention_days: float = Field(90.0, ge=0, description="sightings (record, embedding, crop) are "
+                                           "erased after this many days (0: kept forever)")
     video_worker_num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per video stream worker")
     video_reconcile_s: float = Field(5.0, gt=0, description="how often the video supervisor checks the streams table")
     video_reconnect_max_s: float = Field(30.0, gt=0, description="longest wait between reconnects to a dropped video source")
@@ -108,6 +110,8 @@ class Settings(BaseSettings):
                                        "of a video service")
     quota_event_media_bytes: int = Field(1 << 30, ge=0, description="default bytes of event crops and frames "
                                          "a video service's streams may store (beyond: events without images)")
+    quota_sightings: int = Field(1_000_000, ge=0, description="default sightings a recognition service may hold "
+                                 "(beyond: recognize refuses remember_unknowns, events keep no sighting)")
     sse_connections_per_replica: int = Field(64, ge=1, description="live-event (SSE) connections one ingress "
                                              "replica holds at most, so that they leave it room for requests")
     enroll_embedders: int = Field(0, ge=0, description="embedder actors of a bulk job (0: sized to the cluster, "
@@ -174,7 +178,7 @@ class Settings(BaseSettings):
         """Quotas of a service the admin set none for (names of ``store.quotas.QUOTA_NAMES``)."""
         return {"requests_per_s": self.quota_requests_per_s, "faces": self.quota_faces,
                 "streams": self.quota_streams, "sse_connections": self.quota_sse_connections,
-                "event_media_bytes": self.quota_event_media_bytes}
+                "event_media_bytes": self.quota_event_media_bytes, "sightings": self.quota_sightings}
 
     def resolved(self) -> "Settings":
         """A copy with the data dir made absolute, safe to ship to processes with another cwd."""

@@ -10,9 +10,9 @@ from actors.index_shard import RequestShardGroups, ShardGroup
 from actors.unknown_faces import UnknownFaces
 from faces_settings import Settings
 from gallery.service_gallery import Gallery
-from serve_app.quotas import ConnectionSlots, QuotaCache, Quotas, RateLimiter, share
+from serve_app.quotas import QUOTA_CACHE_S, ConnectionSlots, QuotaCache, Quotas, RateLimiter, share
 from store.control import ControlPlane, Service
-from store.quotas import QuotaStore
+from store.quotas import CachedUsage, QuotaStore
 from store.sightings import SightingStore
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class AppContext:
         self._model_versions: dict[str, str] | None = None
         self._background: set[asyncio.Task] = set()
         self.quotas = QuotaCache(settings.default_quotas())
+        self.sighting_usage = CachedUsage(QUOTA_CACHE_S)
         self.rate_limiter = RateLimiter()
         self.sse_slots = ConnectionSlots(settings.sse_connections_per_replica)
 

@@ -30,6 +30,7 @@ class Quotas:
     streams: int
     sse_connections: int
     event_media_bytes: int
+    sightings: int
 
 
 class QuotaCache:

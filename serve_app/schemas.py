@@ -147,6 +147,7 @@ class QuotasUpdate(BaseModel):
                                         description="concurrent live-event (SSE) connections of a video service")
     event_media_bytes: int | None = Field(None, ge=0, le=INT64_MAX,
                                           description="bytes of event crops and frames of a video service's streams")
+    sightings: int | None = Field(None, ge=0, le=INT64_MAX, description="sightings of a recognition service")
 
 
 class QuotasOut(BaseModel):
@@ -156,4 +157,5 @@ class QuotasOut(BaseModel):
     streams: int
     sse_connections: int
     event_media_bytes: int
+    sightings: int
     custom: list[str] = Field(description="quotas set for this service; the others are the platform's defaults")

@@ -8,11 +8,35 @@ Errors: :class:`~store.errors.NotFound` for an unknown service.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
+
 import asyncpg
 
 from store.errors import InvalidValue, NotFound
 
-QUOTA_NAMES = ("requests_per_s", "faces", "streams", "sse_connections", "event_media_bytes")
+QUOTA_NAMES = ("requests_per_s", "faces", "streams", "sse_connections", "event_media_bytes", "sightings")
+
+
+class CachedUsage:
+    """Per service, a usage read from PostgreSQL at most every ``refresh_s`` seconds, plus what this
+    process added since (what other processes add shows at the next read)."""
+
+    def __init__(self, refresh_s: float):
+        self.refresh_s = refresh_s
+        self._usage: dict[int, tuple[float, int]] = {}  # service -> (read at, usage)
+
+    async def get(self, service_id: int, read: Callable[[], Awaitable[int]]) -> int:
+        cached = self._usage.get(service_id)
+        if cached is None or time.monotonic() - cached[0] > self.refresh_s:
+            cached = (time.monotonic(), await read())
+            self._usage[service_id] = cached
+        return cached[1]
+
+    def add(self, service_id: int, amount: int) -> None:
+        if service_id in self._usage:
+            read_at, usage = self._usage[service_id]
+            self._usage[service_id] = (read_at, usage + amount)
 
 
 class QuotaStore:
@@ -46,6 +70,10 @@ class QuotaStore:
     async def streams_owned(self, service_id: int) -> int:
         return await self.pool.fetchval("SELECT count(*) FROM video_streams WHERE owner_service_id = $1",
                                         service_id)
+
+    async def sightings(self, service_id: int) -> int:
+        """Sightings a recognition service holds."""
+        return await self.pool.fetchval("SELECT count(*) FROM sightings WHERE service_id = $1", service_id)
 
     async def event_media_bytes(self, service_id: int) -> int:
         """Bytes of event crops and frames stored for the streams the service owns."""

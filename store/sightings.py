@@ -187,6 +187,12 @@ class SightingStore:
         await self.pool.execute("UPDATE unknown_identities SET ignored = true WHERE service_id = $1 AND id = $2",
                                 service_id, identity)
 
+    async def delete(self, service_id: int, ids: list[str]) -> None:
+        """Delete the service's sightings ``ids``; an identity left without sightings keeps its row
+        (its id is not given again) and is no longer listed."""
+        await self.pool.execute("DELETE FROM sightings WHERE service_id = $1 AND id = ANY($2::uuid[])", service_id,
+                                _uuids(ids))
+
     async def promote(self, service_id: int, identity: int, subject: str) -> None:
         """The identity became ``subject``: its sightings are now sightings of that subject."""
         async with self.pool.acquire() as connection, connection.transaction():
@@ -194,6 +200,16 @@ class SightingStore:
                                      service_id, identity, subject)
             await connection.execute("UPDATE sightings SET subject = $3 WHERE service_id = $1 AND identity_id = $2",
                                      service_id, identity, subject)
+
+
+async def expired_sightings(pool: asyncpg.Pool, cutoff: datetime, limit: int) -> dict[int, list[str]]:
+    """Up to ``limit`` sightings seen before ``cutoff``, of every service: their ids per service."""
+    rows = await pool.fetch("SELECT service_id, id::text AS id FROM sightings WHERE seen_at < $1 LIMIT $2",
+                            cutoff, limit)
+    expired: dict[int, list[str]] = {}
+    for row in rows:
+        expired.setdefault(row["service_id"], []).append(row["id"])
+    return expired
 
 
 def _uuids(ids: list[str]) -> list[str]:

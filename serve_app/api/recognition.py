@@ -60,6 +60,16 @@ async def check_faces_quota(context: AppContext, service: Service) -> None:
                             "administrator for a larger quota", QUOTA_EXCEEDED)
 
 
+async def check_sightings_quota(context: AppContext, service: Service) -> None:
+    """403 once the service holds its quota of sightings (counted every few seconds per replica, so
+    concurrent requests may pass it by a few)."""
+    limit = (await context.service_quotas(service.id)).sightings
+    store = await context.quota_store()
+    if await context.sighting_usage.get(service.id, lambda: store.sightings(service.id)) >= limit:
+        raise ApiError(403, f"this service holds its quota of {limit} sightings; recognize without "
+                            "remember_unknowns, or ask the administrator for a larger quota", QUOTA_EXCEEDED)
+
+
 @router.get("/faces", response_model=FacesPage)
 async def list_faces(service: RecognitionService, context: Ctx,
                      page: int = Query(0, ge=0), size: int = Query(20, ge=1, le=1000),
@@ -123,6 +133,8 @@ async def recognize(request: Request, service: RecognitionService, context: Ctx,
     face is reported ``unknown`` instead. With ``remember_unknowns`` each face is also remembered as
     a sighting (``sighting``: its id and identity of unknown faces, if any)."""
     plugins = parse_plugins(face_plugins)
+    if remember_unknowns:
+        await check_sightings_quota(context, service)
     image = (await read_images(request, ("file",), context.settings.max_upload_bytes))["file"]
     response = await analyze_image(context, image, _threshold(context, det_prob_threshold), limit=limit,
                                    quality=remember_unknowns or "quality" in plugins, crops=remember_unknowns,
@@ -139,6 +151,7 @@ async def recognize(request: Request, service: RecognitionService, context: Ctx,
         sightings = await (await context.unknown_faces(service)).remember(
             response.faces, response.crops, subjects, source or f"request:{uuid.uuid4()}",
             (await context.model_versions())["calculator"])
+        context.sighting_usage.add(service.id, len(sightings))
         for item, sighting in zip(result, sightings):
             item["sighting"] = {"id": sighting.id, "identity": sighting.identity}
     body = {"result": result}
