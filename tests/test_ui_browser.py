@@ -2,7 +2,8 @@
 
 The tests run in order on one page, as a new operator would: create the owner on the first start,
 an application and a service, enroll by upload, recognize on the test page, rename a subject, see a
-hostile subject name as text, see a user without rights refused, watch a live video event, log out.
+hostile subject name as text, promote an identity of unknown faces to a subject, see a user without
+rights refused, watch a live video event, log out.
 A screenshot of every page is written to the folder printed at the start (under pytest's tmp dir).
 """
 
@@ -23,6 +24,7 @@ XSS_NAME = "<img src=x onerror=alert(1)>"
 WAIT_MS = 30_000
 PERSON = "Abel_Pacheco"
 STRANGER = "John_Elway"
+REGULAR = "Ari_Fleischer"  # seen three times, unknown: an identity of unknown faces
 # Where an SVG shape is on the screen, in CSS pixels, without its stroke.
 ON_SCREEN = """el => { const b = el.getBBox(), m = el.getScreenCTM();
                       return {x: m.a * b.x + m.e, y: m.d * b.y + m.f, width: m.a * b.width, height: m.d * b.height}; }"""
@@ -205,6 +207,40 @@ def test_a_hostile_subject_name_is_shown_as_text(page, server, shots, state, dat
     shot(page, shots, "07-hostile-name")
 
 
+def test_unknown_faces_are_listed_with_their_sightings_and_promoted_to_a_subject(page, server, shots, state,
+                                                                               data_dir):
+    remembered = []
+    for photo in photos(data_dir, REGULAR)[:3]:
+        answer = httpx.post(f"{server.url}/api/v1/recognition/recognize", params={"remember_unknowns": "true",
+                            "limit": 1, "source": "front-door"}, headers={"x-api-key": state["api_key"]},
+                            files={"file": photo.read_bytes()}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        remembered.append(answer.json()["result"][0]["sighting"])
+    identity = remembered[0]["identity"]
+    assert [s["identity"] for s in remembered] == [identity] * 3
+    go(page, server, f"/apps/{state['app_id']}")
+    page.locator("tr[data-service='staff']").get_by_role("link", name="Unknown faces").click()
+    card = page.locator(f"#identities figure[data-identity='{identity}']")
+    card.filter(has_text="3 sightings").wait_for()
+    page.wait_for_function(f"() => {{ const i = document.querySelector(\"figure[data-identity='{identity}'] img\");"
+                           " return i && i.complete && i.naturalWidth > 0; }")
+    page.get_by_role("button", name=f"Sightings of identity {identity}").click()
+    page.locator("#identity-title", has_text=f"Identity #{identity}: 3 sightings").wait_for()
+    page.wait_for_function("() => [...document.querySelectorAll('#sightings .thumbs img')]"
+                           ".filter(i => i.complete && i.naturalWidth > 0).length === 3")
+    assert {page.locator("#sightings figure[data-sighting]").nth(i).get_attribute("data-sighting")
+            for i in range(3)} == {s["id"] for s in remembered}
+    assert "front-door" in page.locator("#sightings").inner_text()
+    shot(page, shots, "07b-identities")
+    promote = page.get_by_label("Promote to subject")
+    promote.fill("Ari Fleischer")
+    promote.press("Enter")
+    card.wait_for(state="detached")
+    faces = httpx.get(f"{server.url}/api/v1/recognition/faces", params={"subject": "Ari Fleischer"},
+                      headers={"x-api-key": state["api_key"]}).json()
+    assert faces["total_elements"] == 3
+
+
 def test_a_user_without_rights_is_refused(page, server, shots, state):
     go(page, server, "/users")
     page.get_by_label("E-mail", exact=True).fill("viewer@example.org")
@@ -297,7 +333,7 @@ def test_a_live_video_event_appears_and_the_stream_stops(page, server, shots, st
 
 def test_every_png_written(shots):
     names = sorted(p.name for p in shots.glob("*.png"))
-    assert len(names) == 13, names
+    assert len(names) == 14, names
     for name in names:
         with Image.open(shots / name) as image:
             assert image.width >= 1280 and image.height >= 600

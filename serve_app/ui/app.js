@@ -3,6 +3,7 @@ import { api, ApiError, setCsrfToken } from './api.js';
 import { h } from './dom.js';
 import * as applications from './pages/applications.js';
 import * as collection from './pages/collection.js';
+import * as identities from './pages/identities.js';
 import * as login from './pages/login.js';
 import * as recognize from './pages/recognize.js';
 import * as service from './pages/service.js';
@@ -19,6 +20,7 @@ const routes = [
   [/^#\/apps\/(\d+)$/, applications.renderOne],
   [/^#\/services\/(\d+)\/collection$/, collection.render],
   [/^#\/services\/(\d+)\/test$/, recognize.render],
+  [/^#\/services\/(\d+)\/identities$/, identities.render],
   [/^#\/services\/(\d+)\/stats$/, service.render],
   [/^#\/users$/, users.render],
   [/^#\/video$/, video.render],

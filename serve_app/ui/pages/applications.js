@@ -62,6 +62,7 @@ function serviceRow(appId, service, showKey) {
       service.type === 'recognition' ? [
         h('a', { href: `#/services/${service.id}/collection` }, 'Collection'),
         h('a', { href: `#/services/${service.id}/test` }, 'Test'),
+        h('a', { href: `#/services/${service.id}/identities` }, 'Unknown faces'),
       ] : null,
       h('a', { href: `#/services/${service.id}/stats` }, 'Statistics'),
       admin ? [
