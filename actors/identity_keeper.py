@@ -55,6 +55,10 @@ class IdentityKeeper:
         ids chosen here, as every id); every sighting's new identity (``UNASSIGNED``: none)."""
         return self._state().adopt(vectors, labels, qualities, previous).tolist()
 
+    def settle(self) -> bool:
+        """Wait for the identities' index being built, if any; whether one is in use (benchmarks)."""
+        return self._state().settle()
+
     def merge(self, keep: int, gone: int) -> None:
         self._state().merge(keep, gone)
 

@@ -6,15 +6,16 @@ per sighting. Here, from ``MIN_INDEXED`` identities on, candidates come from the
 fast-scan index (:class:`faceindex.ann_index.AnnIndex`, built over a snapshot of the means) and are
 re-scored exactly against the current means, together with every identity that changed since the
 snapshot (joined by a sighting, merged, split, new): those are always scored exactly, so an index that
-is behind never hides them. When ``MAX_CHANGED`` identities have changed, a new index is built in a
-background thread from a fresh snapshot while assignments go on; it is installed by the next call.
-A full replacement (loading, re-clustering) builds the index at once.
+is behind never hides them. Every index is built in a background thread from a snapshot of the
+means while assignments go on (scanning exactly until the first is ready), and installed by the next
+call: when the identities first reach ``MIN_INDEXED``, after a full replacement (loading,
+re-clustering), and when ``MAX_CHANGED`` identities have changed since the last snapshot.
 """
 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -62,14 +63,23 @@ class IndexedIdentities(OnlineIdentities):
         self._index, self._indexed_ids = None, np.zeros(0, np.int64)
         self._changed.clear()
         self._changed_since_build.clear()
-        if len(self) >= MIN_INDEXED:
-            self._index, self._indexed_ids = self._built(*self._snapshot())
+        self._build_if_due()
+
+    def settle(self) -> bool:
+        """Wait for the index being built, if any, and install it; whether an index is in use."""
+        if self._build is not None:
+            wait([self._build])
+            self._install_build()
+        return self.indexed
 
     def _refresh(self, row: int) -> None:
         super()._refresh(row)
         identity = int(self._ids[row])
         self._changed.add(identity)
         self._changed_since_build.add(identity)
+        self._build_if_due()
+
+    def _build_if_due(self) -> None:
         if self._build is None and (len(self._changed) >= MAX_CHANGED
                                     or (self._index is None and len(self) >= MIN_INDEXED)):
             self._changed_since_build.clear()
