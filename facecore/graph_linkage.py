@@ -45,7 +45,7 @@ def graph_average_linkage(vectors: np.ndarray, rows: np.ndarray, neighbours: np.
     graph.sum_duplicates()
     sums = np.array(vectors, np.float32)
     sizes = np.ones(count, np.float64)
-    cluster_of = np.arange(count)
+    cluster_of = np.arange(count, dtype=np.int32)
     rounds = 0
     while graph.nnz:
         partner, best = _best_partners(graph)
@@ -58,6 +58,7 @@ def graph_average_linkage(vectors: np.ndarray, rows: np.ndarray, neighbours: np.
         target = clusters.copy()
         target[gone] = keep
         kept, renumbered = np.unique(target, return_inverse=True)
+        renumbered = renumbered.astype(np.int32)  # halves the relabelled edges' memory
         sums[keep] += sums[gone]
         sizes[keep] += sizes[gone]
         sums, sizes = sums[kept], sizes[kept]
@@ -76,7 +77,7 @@ def _best_partners(graph: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     count = graph.shape[0]
     best = np.full(count, -np.inf)
     partner = np.arange(count)
-    row_of = np.repeat(np.arange(count), np.diff(graph.indptr))
+    row_of = np.repeat(np.arange(count, dtype=np.int32), np.diff(graph.indptr))
     nonempty = np.flatnonzero(np.diff(graph.indptr))
     best[nonempty] = np.maximum.reduceat(graph.data, graph.indptr[nonempty])
     at_best = np.flatnonzero(graph.data == best[row_of])
@@ -99,7 +100,7 @@ def _contract(graph: sparse.csr_matrix, renumbered: np.ndarray) -> sparse.csr_ma
 
 def _relink(graph: sparse.csr_matrix, merged: np.ndarray, sums: np.ndarray, sizes: np.ndarray) -> None:
     """Compute the exact linkage of every edge of a cluster that just merged."""
-    row_of = np.repeat(np.arange(graph.shape[0]), np.diff(graph.indptr))
+    row_of = np.repeat(np.arange(graph.shape[0], dtype=np.int32), np.diff(graph.indptr))
     stale = np.flatnonzero(merged[row_of] | merged[graph.indices])
     for start in range(0, len(stale), LINKAGE_CHUNK):
         edges = stale[start:start + LINKAGE_CHUNK]

@@ -64,21 +64,18 @@ def test_the_sightings_quota_stops_remembering_not_recognizing(server, admin, da
         stored = sum(identity["sightings"] for identity in client.list_identities(size=100)["identities"])
         assert 2 <= stored <= 4
 
-    # a video event's best shot is not remembered beyond the watchlist service's quota
-    admin.set_quotas(service["id"], sightings=None)
-    watchlist = admin.create_service(application["id"], "watchlist", "recognition")
-    admin.set_quotas(watchlist["id"], sightings=1)
-    stored_service = _control(server, lambda control: control.get_service(watchlist["id"]))
+    # a video event's best shot is not remembered beyond its watchlist service's quota
+    admin.set_quotas(service["id"], sightings=stored + 1)
+    stored_service = _control(server, lambda control: control.get_service(service["id"]))
     recorder = ensure_recorder(server.settings)
-    shot = new_sighting(datetime.now(timezone.utc), "stream:1", {"x_min": 0, "y_min": 0, "x_max": 1, "y_max": 1,
-                                                                "probability": 0.9}, 0.9, None,
-                        np.eye(1, 128, dtype=np.float32)[0])
-    assert ray.get(recorder.remember_sighting.remote(stored_service, 0.95, shot, b"crop", "sface"), timeout=60)
-    again = new_sighting(shot.seen_at, shot.source, shot.box, 0.9, None, shot.embedding)
-    assert not ray.get(recorder.remember_sighting.remote(stored_service, 0.95, again, b"crop", "sface"), timeout=60)
-    with FaceClient(server.url, api_key=watchlist["api_key"]) as client:
-        assert [i["sightings"] for i in client.list_identities()["identities"]] == [1]
-        assert _status(lambda: client.sighting_image(again.id)) == 404
+    shots = [new_sighting(datetime.now(timezone.utc), "stream:1", {"x_min": 0, "y_min": 0, "x_max": 1, "y_max": 1,
+                                                                  "probability": 0.9}, 0.9, None,
+                          np.eye(1, 128, n, dtype=np.float32)[0]) for n in range(2)]
+    assert [ray.get(recorder.remember_sighting.remote(stored_service, 0.95, shot, b"crop", "sface"), timeout=60)
+            for shot in shots] == [True, False]
+    with FaceClient(server.url, api_key=service["api_key"]) as client:
+        assert client.sighting_image(shots[0].id) == b"crop"
+        assert _status(lambda: client.sighting_image(shots[1].id)) == 404
     admin.delete_application(application["id"])
 
 
