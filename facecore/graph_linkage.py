@@ -29,7 +29,7 @@ from facecore.neighbour_graph import NEIGHBOURS, neighbour_edges
 
 log = logging.getLogger(__name__)
 
-LINKAGE_CHUNK = 1_000_000  # edges whose linkage is computed at once
+LINKAGE_CHUNK = 65_536  # edges whose linkage is computed at once (two gathers of 32 MB at 128-d)
 
 
 def graph_average_linkage(vectors: np.ndarray, rows: np.ndarray, neighbours: np.ndarray, cosines: np.ndarray,
