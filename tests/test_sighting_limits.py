@@ -96,7 +96,8 @@ def test_sightings_past_the_retention_are_erased_with_their_crops_and_identities
 
         _control(server, backdate)
         supervisor = ray.get_actor(SUPERVISOR_NAME, namespace=NAMESPACE)
-        assert ray.get(supervisor.expire_sightings.remote(), timeout=120) == len(old_ids)
+        # (the supervisor's own round, every minute, may have erased them just before)
+        assert ray.get(supervisor.expire_sightings.remote(), timeout=120) in (len(old_ids), 0)
 
         assert _status(lambda: client.get_identity(old_identity)) == 404
         assert all(_status(lambda: client.sighting_image(sighting)) == 404 for sighting in old_ids)
