@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 import threading
 from collections.abc import Callable
@@ -80,8 +81,10 @@ class Relay:
                 self._start(address, port, parts.hostname if scheme in _TLS else None, scheme in RTSP_SCHEMES),
                 self._loop
             ).result(timeout=self.timeout + 5)
-        except BaseException:
+        except BaseException as exc:
             self.close()
+            if isinstance(exc, OSError) and exc.errno:  # asyncio's text names no reason
+                raise OSError(exc.errno, os.strerror(exc.errno)) from None
             raise
         userinfo = parts.netloc.rpartition("@")[0]
         netloc = (f"{userinfo}@" if userinfo else "") + f"127.0.0.1:{local_port}"

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from conftest import free_port
 from facevideo.source import SourceError, VideoSource
 from facevideo.synthetic import Appearance
 from outbound import OutboundPolicy
@@ -122,6 +123,12 @@ def test_an_rtsp_redirect_between_allowed_hosts_is_checked_and_followed(rtsp_hos
         assert error.value.permanent
     finally:
         other.close()
+
+
+def test_an_rtsp_source_that_refuses_connections_is_tried_again_later():
+    with pytest.raises(SourceError, match="Connection refused") as error:
+        VideoSource(f"rtsp://127.0.0.1:{free_port()}/cam", policy=ONLY_127_0_0_1, admin=False, open_timeout=5)
+    assert not error.value.permanent
 
 
 def test_the_relay_passes_answers_and_interleaved_packets_unchanged():
