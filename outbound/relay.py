@@ -2,8 +2,9 @@
 
 Programs that connect on their own (FFmpeg) resolve names again and follow what servers tell them.
 :class:`Relay` resolves and checks the source's host, connects to the checked address itself, and
-hands FFmpeg a URL on a loopback port of its own that serves exactly one connection (FFmpeg's),
-passing bytes both ways. It serves two cases:
+hands FFmpeg a URL on a loopback port of its own (RTSP: exactly one connection, FFmpeg's; HTTP: one
+connection to the same address for each of FFmpeg's, which opens one per seek), passing bytes both
+ways. It serves two cases:
 
 - **RTSP redirects.** FFmpeg's RTSP client follows a ``3xx`` answer (to OPTIONS, DESCRIBE or SETUP)
   to its ``Location`` on its own, and no option turns that off: a camera on an allowed host could
@@ -117,16 +118,24 @@ class Relay:
             tls = ssl.create_default_context()
             tls.check_hostname = False
             tls.verify_mode = ssl.CERT_NONE
-        upstream = await asyncio.wait_for(asyncio.open_connection(
-            address, port, ssl=tls, server_hostname=server_name, limit=MAX_HEAD_BYTES), self.timeout)
-        self._writers.append(upstream[1])
+
+        async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            upstream = await asyncio.wait_for(asyncio.open_connection(
+                address, port, ssl=tls, server_hostname=server_name, limit=MAX_HEAD_BYTES), self.timeout)
+            self._writers.append(upstream[1])
+            return upstream
+
+        ready = [await connect()]  # the first connection is made now, so that a failure is FFmpeg's to see
 
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             self._writers.append(writer)
-            if len(self._writers) > 2:  # one connection: FFmpeg's
+            if rtsp:  # RTSP over TCP: one connection, FFmpeg's
+                self._server.close()
+            try:  # http(s): FFmpeg opens a connection per request (a seek in a file): each to the same address
+                upstream = ready.pop() if ready else await connect()
+            except OSError:
                 writer.close()
                 return
-            self._server.close()
             await self._relay((reader, writer), upstream, rtsp)
 
         self._server = await asyncio.start_server(serve, "127.0.0.1", 0)

@@ -245,3 +245,34 @@ def test_an_https_source_by_name_plays_with_the_name_as_sni_at_the_checked_addre
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_https_relay_serves_each_of_ffmpegs_connections_at_the_same_address(tmp_path):
+    """FFmpeg opens a new HTTP connection for each seek in a file: each goes to the checked address."""
+    context = self_signed(tmp_path, "localhost")
+    listener = context.wrap_socket(socket.create_server(("127.0.0.1", 0)), server_side=True)
+    answered: list[bytes] = []
+
+    def serve() -> None:
+        for _ in range(2):
+            connection, _ = listener.accept()
+            with connection:
+                answered.append(connection.recv(1024))
+                connection.sendall(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    relay = Relay(f"https://127.0.0.1:{listener.getsockname()[1]}/clip.mp4", ONLY_127_0_0_1, timeout=5)
+    local = relay.open()
+    try:
+        assert local.startswith("http://127.0.0.1:")
+        host, port = local.split("//", 1)[1].split("/", 1)[0].split(":")
+        for request in (b"GET /clip.mp4 HTTP/1.1\r\n\r\n", b"GET /clip.mp4 HTTP/1.1\r\nRange: bytes=9-\r\n\r\n"):
+            with socket.create_connection((host, int(port)), timeout=5) as client:
+                client.sendall(request)
+                assert client.recv(1024).startswith(b"HTTP/1.1 204")
+        thread.join(timeout=5)
+        assert answered == [b"GET /clip.mp4 HTTP/1.1\r\n\r\n", b"GET /clip.mp4 HTTP/1.1\r\nRange: bytes=9-\r\n\r\n"]
+    finally:
+        relay.close()
+        listener.close()
