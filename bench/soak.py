@@ -7,7 +7,9 @@ enrolls one photo of each lfw-dev person, then:
 2. runs the mix at ``--fraction`` of that rate (paced) for ``--minutes``, and every
    ``--sample-seconds`` records the RSS and the private memory (USS) of every platform process
    (ingress replicas, embedder, index shards, Serve's proxy and controller, the other Ray processes,
-   PostgreSQL) and PostgreSQL's connections (pg_stat_activity: how many, how many opened since);
+   PostgreSQL's backends and its server processes apart, and PostgreSQL in all as PSS: its shared
+   buffers counted once) and PostgreSQL's connections (pg_stat_activity: how many, held by which application,
+   how many opened since; and the server's max_connections);
 3. reports the answers by status (zero 5xx expected), memory per process role with its growth from
    the first sample after the warm-up (``--warmup-minutes``; < 5% expected) to the end, and the
    connections over time.
@@ -113,9 +115,25 @@ def platform_processes(pgdata: Path) -> list[psutil.Process]:
     return [*processes, postmaster, *postmaster.children(recursive=True)]
 
 
+def postgres_role(process: psutil.Process) -> str:
+    """``PostgreSQL backends`` (one process per client connection) or ``PostgreSQL server`` (the
+    postmaster and its own processes: checkpointer, background writer, WAL writer, autovacuum...).
+    The checkpointer's RSS climbs as it writes shared buffers out, without a byte more in use."""
+    title = " ".join(process.cmdline())
+    if not title.startswith("postgres: "):
+        return "PostgreSQL server"  # the postmaster
+    kind = title[len("postgres: "):]
+    return "PostgreSQL server" if kind.startswith(_POSTGRES_SERVER_PROCESSES) else "PostgreSQL backends"
+
+
+_POSTGRES_SERVER_PROCESSES = ("checkpointer", "background writer", "walwriter", "autovacuum", "logical replication",
+                              "archiver", "stats collector", "startup", "io worker", "walsummarizer")
+
+
 def memory_by_role(pgdata: Path, load_pid: int | None) -> dict[str, dict[str, float]]:
     """MB of memory per process role (the load generator left out): ``rss`` (resident, shared pages
-    included) and ``private`` (USS: pages no other process maps). PostgreSQL's backends count in their
+    included), ``private`` (USS: pages no other process maps) and ``pss`` (shared pages divided among the
+    processes that map them: summed over processes, each page counts once). PostgreSQL's backends count in their
     RSS every page of the shared buffers they have touched, so its RSS sum climbs towards
     ``shared_buffers`` times the backends without a byte more in use: its private memory tells a leak."""
     totals: dict[str, dict[str, float]] = {}
@@ -123,25 +141,28 @@ def memory_by_role(pgdata: Path, load_pid: int | None) -> dict[str, dict[str, fl
         if process.pid == load_pid:
             continue
         try:
-            role = "PostgreSQL" if process.name() == "postgres" else process_role(process)
+            role = postgres_role(process) if process.name() == "postgres" else process_role(process)
             memory = process.memory_full_info()
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-        role_totals = totals.setdefault(role, {"rss": 0.0, "private": 0.0})
+        role_totals = totals.setdefault(role, {"rss": 0.0, "private": 0.0, "pss": 0.0})
         role_totals["rss"] += memory.rss / 2**20
         role_totals["private"] += memory.uss / 2**20
+        role_totals["pss"] += memory.pss / 2**20
     return dict(sorted(totals.items()))
 
 
-async def postgres_backends(dsn: str) -> list[int]:
-    """The process ids of PostgreSQL's client backends (this query's own left out)."""
+async def postgres_backends(dsn: str) -> tuple[dict[int, str], int]:
+    """PostgreSQL's client backends (this query's own left out): process id -> the application that
+    holds the connection (``application_name``); and the server's ``max_connections``."""
     import asyncpg
 
     connection = await asyncpg.connect(dsn)
     try:
-        rows = await connection.fetch("SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
-                                      "AND backend_type = 'client backend'")
-        return [row["pid"] for row in rows]
+        rows = await connection.fetch("SELECT pid, application_name FROM pg_stat_activity "
+                                      "WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'")
+        limit = int(await connection.fetchval("SHOW max_connections"))
+        return {row["pid"]: row["application_name"] or "?" for row in rows}, limit
     finally:
         await connection.close()
 
@@ -191,11 +212,16 @@ def main() -> None:
         while True:
             elapsed = time.monotonic() - started
             memory = memory_by_role(pgdata, soak_process.pid)
-            backends = asyncio.run(postgres_backends(platform.settings.postgres_dsn))
+            backends, max_connections = asyncio.run(postgres_backends(platform.settings.postgres_dsn))
             sample = {"minute": round(elapsed / 60, 2),
                       "rss_mb": {role: round(mb["rss"], 1) for role, mb in memory.items()},
                       "private_mb": {role: round(mb["private"], 1) for role, mb in memory.items()},
+                      # PostgreSQL in all, each shared page counted once (PSS summed over its processes)
+                      "postgres_pss_mb": round(sum(mb["pss"] for role, mb in memory.items()
+                                                   if role.startswith("PostgreSQL")), 1),
                       "postgres_connections": len(backends),
+                      "postgres_by_application": dict(Counter(backends.values())),
+                      "postgres_max_connections": max_connections,
                       # connections opened since the previous sample (churn: each costs PostgreSQL a process)
                       "postgres_new_connections": len(set(backends) - seen_backends) if samples else 0}
             seen_backends = set(backends)
@@ -244,15 +270,21 @@ def report(args, peak_rate: float, target: float, soak: dict, samples: list[dict
                   last["private_mb"].get(role, 0.0), f"{growth['private_mb'].get(role, 0):+.1%}",
                   "yes" if max(growth["rss_mb"].get(role, 0), growth["private_mb"].get(role, 0)) < GROWTH_TARGET
                   else "NO"] for role in roles])
+    postgres = (first["postgres_pss_mb"], last["postgres_pss_mb"])
+    postgres_growth = (postgres[1] - postgres[0]) / postgres[0]
+    print(f"\nPostgreSQL in all (PSS summed over its processes: the shared buffers counted once, not once per "
+          f"process that touched them; they fill up to shared_buffers): {postgres[0]:g} -> {postgres[1]:g} MB "
+          f"({postgres_growth:+.1%}, < {GROWTH_TARGET:.0%}: {'yes' if postgres_growth < GROWTH_TARGET else 'NO'})")
     connections = [s["postgres_connections"] for s in samples]
     opened = sum(s["postgres_new_connections"] for s in samples)
-    print(f"\nPostgreSQL connections: min {min(connections)}, max {max(connections)}, last {connections[-1]}; "
-          f"{opened} opened during the soak")
+    holders = ", ".join(f"{name} {n}" for name, n in sorted(samples[-1]["postgres_by_application"].items()))
+    print(f"\nPostgreSQL connections: min {min(connections)}, max {max(connections)}, last {connections[-1]} "
+          f"({holders}; the server allows {samples[-1]['postgres_max_connections']}); {opened} opened during the soak")
     results = {"minutes": args.minutes, "clients": args.clients, "fraction": args.fraction, "peak_rps": peak_rate,
                "target_rps": target, "achieved_rps": sum(counts.values()) / soak["seconds"],
                "counts": dict(counts), "by_status": dict(by_status), "errors_5xx": errors,
                "warmup_minutes": warmup, "rss_growth": growth["rss_mb"], "private_growth": growth["private_mb"],
-               "postgres_connections_opened": opened, "samples": samples}
+               "postgres_pss_growth": postgres_growth, "postgres_connections_opened": opened, "samples": samples}
     print(f"results: {save_results('soak', results)}")
 
 

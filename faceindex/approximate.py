@@ -47,7 +47,11 @@ class ApproximateSearch:
         self.tail: dict[str, None] = {}  # ids added since the index's snapshot
         self.tail_rows: np.ndarray | None = None  # their rows, cached between writes
 
-    def rows_moved(self) -> None:
+    def removed(self, face_ids) -> None:
+        """Faces deleted (the remaining rows moved): they leave the tail, which holds live faces only
+        (a shard with no index yet, or add and delete churn between builds, kept every id ever added)."""
+        for face_id in face_ids:
+            self.tail.pop(face_id, None)
         self.tail_rows = None
 
     def added(self, face_ids) -> None:

@@ -95,7 +95,7 @@ class IndexShard:
 
     def _remove_rows(self, rows: list[int]) -> list[tuple[str, str]]:
         removed = self._rows.remove(rows)
-        self._ann.rows_moved()
+        self._ann.removed(face_id for face_id, _ in removed)
         return removed
 
     def _queries(self, queries: np.ndarray) -> np.ndarray:

@@ -19,6 +19,11 @@ redirect following off (``max_redirects=0``); a tenant's source may only be a si
 container (:data:`TENANT_HTTP_FORMATS`): playlists (HLS, DASH, concat) name further URLs on any host
 and are refused. FFmpeg connects to the address the policy checked last, not to the name, which it
 would resolve again (:func:`outbound.pinning.pin`; http(s) keeps the name in its ``Host`` header).
+FFmpeg's RTSP client follows ``3xx`` answers with no option to stop it, so an ``rtsp(s)`` source goes
+through the platform's own connection to the checked address (:mod:`outbound.relay`), which stops a
+redirect before FFmpeg sees it and has its location checked and opened like the source's; ``https``
+and ``rtsps`` go through such a relay too, which makes the TLS connection with the host's name as
+SNI (FFmpeg connecting to an address would send none).
 
 :class:`FrameReader` runs the blocking decode loop on a thread and hands frames to asyncio code.
 In ``realtime`` mode it plays files at their own pace and keeps only the newest frame when the
@@ -42,8 +47,9 @@ import numpy as np
 
 from facevideo.config import SOURCE_SCHEMES, file_path, is_file_source
 from outbound import OutboundPolicy, OutboundRefused, redact
-from outbound.pinning import pin
+from outbound.pinning import authority, pin
 from outbound.redirects import HTTP_SCHEMES, final_location
+from outbound.relay import RTSP_SCHEMES, Relay, open_relayed
 
 log = logging.getLogger(__name__)
 
@@ -113,28 +119,46 @@ class FrameSampler:
         return True
 
 
-def _target(url: str, policy: OutboundPolicy | None, admin: bool, timeout: float) -> tuple[str, dict[str, str]]:
-    """What FFmpeg opens and the options that go with it: with a policy, the checked location (for
-    http(s), after its checked redirects) with its host pinned to the checked address; otherwise the
-    file path or URL as given."""
+def _open(url: str, policy: OutboundPolicy | None, admin: bool, open_timeout: float,
+          read_timeout: float) -> tuple[av.container.InputContainer, Relay | None]:
+    """Open the source in FFmpeg; with a relay to close after it where one stands between them.
+
+    With a policy, the location is checked first; ``rtsp(s)`` opens through relays that check its
+    redirects (:func:`outbound.relay.open_relayed`); ``http(s)`` follows its redirects here, each
+    checked, and opens the final URL at its checked address (``https``: through a relay that speaks
+    TLS with the host's name; ``http``: the address in the URL), the name as given in ``Host``.
+    Without a policy, the file path or URL as given. Failures: :class:`SourceError`."""
     scheme = _scheme(url)
     options = _ffmpeg_options(scheme, policy, admin)
-    if policy is None:
-        return (file_path(url) if is_file_source(url) else url), options
+
+    def open_container(location: str) -> av.container.InputContainer:
+        return av.open(location, options=options, timeout=(open_timeout, read_timeout))
+
     try:
+        if policy is None:
+            return open_container(file_path(url) if is_file_source(url) else url), None
         target = policy.check(url, SOURCE_SCHEMES, admin=admin)
+        if scheme in RTSP_SCHEMES:
+            return open_relayed(target, policy, admin=admin, timeout=open_timeout, opener=open_container)
+        if scheme in HTTP_SCHEMES:
+            target = final_location(target, policy, admin=admin, timeout=open_timeout)
+            options["headers"] = f"Host: {authority(target)}\r\n"
+        if _scheme(target) == "https":
+            relay = Relay(target, policy, open_timeout)
+            try:
+                return open_container(relay.open()), relay
+            except BaseException:
+                relay.close()
+                raise
         if scheme == "file":
-            return target, options
-        if scheme in HTTP_SCHEMES:
-            target = final_location(target, policy, admin=admin, timeout=timeout)
-        pinned = pin(target, policy)  # resolved once more, checked, and FFmpeg connects to that address
-        if scheme in HTTP_SCHEMES:
-            options["headers"] = f"Host: {pinned.authority}\r\n"
-        return pinned.url, options
+            return open_container(target), None
+        return open_container(pin(target, policy)), None  # FFmpeg connects to the checked address
     except OutboundRefused as exc:
         raise SourceError(f"{redact(url)}: {redact(str(exc))}", permanent=not exc.retry) from None
     except httpx.HTTPError as exc:
         raise SourceError(f"{redact(url)}: {redact(str(exc)) or type(exc).__name__}", permanent=False) from None
+    except Exception as exc:
+        raise classify(exc, redact(url)) from None
 
 
 def _scheme(url: str) -> str:
@@ -169,13 +193,9 @@ class VideoSource:
         self.is_file = is_file_source(url)
         self.sampler = FrameSampler(max_fps)
         self.decoded = 0
-        target, options = _target(url, policy, admin, open_timeout)
-        try:
-            self.container = av.open(target, options=options, timeout=(open_timeout, read_timeout))
-        except Exception as exc:
-            raise classify(exc, self.url) from None
+        self.container, self._relay = _open(url, policy, admin, open_timeout, read_timeout)
         if not self.container.streams.video:
-            self.container.close()
+            self.close()
             raise SourceError(f"{self.url}: has no video stream", permanent=True)
         self.stream = self.container.streams.video[0]
         self.stream.thread_type = "AUTO"
@@ -226,6 +246,8 @@ class VideoSource:
             self.container.close()
         except Exception:  # closing a broken container must not mask the original error
             log.debug("closing %s failed", self.url, exc_info=True)
+        if self._relay is not None:
+            self._relay.close()
 
 
 _END = object()

@@ -4,35 +4,31 @@ A program handed a URL with a host name (FFmpeg) resolves the name itself, after
 and checked it: a name with a short TTL can answer a public address to the check and a loopback or
 metadata address to the program. :func:`pin` resolves and checks the host once and returns the URL
 naming the checked address instead, with the host as given for what must keep naming it: HTTP's
-``Host`` header (the caller sends it). RTSP and RTMP carry no such header: their servers see the
-address in the URL, as they do from any camera client configured by address. A TLS connection to an
-address sends no server name (SNI).
+``Host`` header (the caller sends it; :func:`authority`). RTMP carries no such header: its servers
+see the address in the URL, as they do from any camera client configured by address. A TLS
+connection to an address sends no server name (SNI): video sources over TLS and RTSP go through
+:mod:`outbound.relay` instead.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from outbound.policy import OutboundPolicy, hosts
 
 
-@dataclass(frozen=True)
-class Pinned:
-    """``url``: the URL with the checked address for its host; ``authority``: ``host[:port]`` as the
-    URL gave them (what HTTP's ``Host`` header carries)."""
-
-    url: str
-    authority: str
-
-
-def pin(url: str, policy: OutboundPolicy) -> Pinned:
+def pin(url: str, policy: OutboundPolicy) -> str:
     """Resolve and check the URL's host (:class:`outbound.OutboundRefused`), and name its first
     checked address in the URL instead."""
     ((host, port),) = hosts(url)
     address = policy.check_host(host, port)[0]
     literal = f"[{address}]" if ":" in address else address
     parts = urlsplit(url)
-    userinfo, _, authority = parts.netloc.rpartition("@")
+    userinfo = parts.netloc.rpartition("@")[0]
     netloc = (f"{userinfo}@" if userinfo else "") + literal + (f":{port}" if port is not None else "")
-    return Pinned(urlunsplit(parts._replace(netloc=netloc)), authority)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def authority(url: str) -> str:
+    """``host[:port]`` as the URL gives them, credentials left out (what HTTP's ``Host`` header carries)."""
+    return urlsplit(url).netloc.rpartition("@")[2]

@@ -109,3 +109,24 @@ def test_static_and_dynamic_batches_agree(lfw_chips, models_dir):
     whole = embedder.embed(lfw_chips[:8])
     parts = np.concatenate([embedder.embed(lfw_chips[:5]), embedder.embed(lfw_chips[5:8])])
     assert ((whole * parts).sum(axis=1)).min() >= 0.999
+
+
+def test_openvino_memory_stays_bounded_as_image_sizes_vary(models_dir):
+    """Every new padded image size made OpenVINO's CPU plugin cache more kernels (about 2.6 MB a
+    size with its default capacity): a detector serving images of many sizes grew without end."""
+    import psutil
+
+    pipeline = FacePipeline(PipelineConfig(backend="openvino", precision="f32", threads=1, cache_dir=str(models_dir)))
+    rng = np.random.default_rng(0)
+    process = psutil.Process()
+
+    def new_sizes(widths: tuple[int, ...]) -> None:
+        for height in range(64, 640, 64):
+            for width in widths:
+                pipeline.detect_decoded([rng.integers(0, 255, (height, width, 3), dtype=np.uint8)], 0.8, 0, None)
+
+    new_sizes((96, 608))  # the largest buffers, and the cache filled once
+    before = process.memory_info().rss
+    new_sizes((192, 352, 480))  # 27 sizes not seen yet
+    grown_mb = (process.memory_info().rss - before) / 2**20
+    assert grown_mb < 25, f"the detector grew by {grown_mb:.0f} MB over 27 new image sizes"

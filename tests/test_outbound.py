@@ -30,6 +30,7 @@ from facevideo.webhooks import sign, verify_signature
 from outbound import OutboundPolicy, OutboundRefused, redact
 from outbound.http import CheckedTransport
 from serve_app.client import FaceApiError, FaceClient
+from test_rtsp_redirects import RtspServer
 from test_video_streams import wait_for_state
 from video_samples import MjpegServer, still
 
@@ -329,15 +330,24 @@ def test_a_tenant_sees_generic_reasons_and_masked_credentials(server, admin, ten
         tenant.delete_stream(stream["id"])
 
 
-def test_a_tenant_stream_redirected_to_a_metadata_address_fails_with_the_generic_reason(server, admin, tenant):
-    redirector = Site("127.0.0.1", {"/cam.mjpg": (302, {"Location": "http://169.254.169.254/latest/meta-data/"}, b"")})
-    stream = tenant.add_stream(f"{redirector.base}/cam.mjpg", max_fps=2)
+@pytest.mark.parametrize("protocol", ["http", "rtsp"])
+def test_a_tenant_stream_redirected_to_a_metadata_address_fails_with_the_generic_reason(server, admin, tenant,
+                                                                                        protocol):
+    if protocol == "http":
+        redirector = Site("127.0.0.1",
+                          {"/cam.mjpg": (302, {"Location": "http://169.254.169.254/latest/meta-data/"}, b"")})
+        source, asked, made = f"{redirector.base}/cam.mjpg", ["/cam.mjpg"], lambda: redirector.requests
+    else:  # FFmpeg follows RTSP redirects by itself: the platform's relay must stop this one
+        redirector = RtspServer("127.0.0.1", "RTSP/1.0 302 Found\r\nLocation: rtsp://169.254.169.254/latest")
+        source, asked = f"{redirector.url}/cam", ["OPTIONS", "DESCRIBE"]
+        made = lambda: [method for method, _ in redirector.requests]  # noqa: E731
+    stream = tenant.add_stream(source, max_fps=2)
     try:
         own = wait_for_state(tenant, stream["id"], {"failed", "running"}, timeout=30)
         assert own["status"] == {**own["status"], "state": "failed", "reason": "the source cannot be played"}
         detail = admin.get_stream(stream["id"])["status"]["reason"]
         assert "169.254.169.254 is a cloud metadata address" in detail
-        assert redirector.requests == ["/cam.mjpg"]
+        assert made() == asked
     finally:
         tenant.delete_stream(stream["id"])
         redirector.close()
