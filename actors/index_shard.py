@@ -126,14 +126,17 @@ class ShardGroup:
                 continue
 
     @classmethod
-    def for_service(cls, service_id: int, shards: int, settings: Settings,
+    def for_service(cls, service_id: int, shards: int, settings: Settings, *, replicas: int | None,
                     call_timeout_s: float | None = None, kind: str = "faces") -> "ShardGroup":
         """The shards of a service as every part of the platform must open them (same search setup);
-        ``call_timeout_s``: how long a call may wait (requests), None for no limit (jobs); ``kind``:
-        its faces, or its sightings of faces (:mod:`faceindex.layout`)."""
+        ``replicas``: the service's own actors per shard (``Service.shard_replicas``), None for the
+        platform's default (``FACES_SHARD_REPLICAS``); every opener must pass the service's value, as
+        a group opened with fewer stops the extra replicas. ``call_timeout_s``: how long a call may
+        wait (requests), None for no limit (jobs); ``kind``: its faces, or its sightings of faces
+        (:mod:`faceindex.layout`)."""
         return cls(service_id, shards, settings.faces_uri, SFACE.embedding_dim, search_config(settings),
                    num_gpus=settings.shard_num_gpus, upkeep=table_upkeep(settings), call_timeout_s=call_timeout_s,
-                   kind=kind, replicas=settings.shard_replicas)
+                   kind=kind, replicas=replicas or settings.shard_replicas)
 
     async def _gather(self, calls) -> list:
         return await _results(calls, self.call_timeout_s)
@@ -280,17 +283,19 @@ class ShardGroup:
 
 
 class RequestShardGroups:
-    """The shard groups of services as a process serving requests opens them: once per service and
-    shard count, each call waiting at most :data:`CALL_TIMEOUT_S`."""
+    """The shard groups of services as a process serving requests opens them: once per service, shard
+    count and replica count (a service whose replicas change through the admin API gets a group of the
+    new count at its next request), each call waiting at most :data:`CALL_TIMEOUT_S`."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self._groups: dict[tuple[int, int], ShardGroup] = {}
+        self._groups: dict[tuple[int, int, int | None], ShardGroup] = {}
 
-    def of(self, service_id: int, shards: int) -> ShardGroup:
-        key = (service_id, shards)
+    def of(self, service_id: int, shards: int, replicas: int | None) -> ShardGroup:
+        key = (service_id, shards, replicas)
         if key not in self._groups:
-            self._groups[key] = ShardGroup.for_service(service_id, shards, self.settings,
+            self.forget(service_id)  # a group of the service's previous layout or replica count
+            self._groups[key] = ShardGroup.for_service(service_id, shards, self.settings, replicas=replicas,
                                                        call_timeout_s=CALL_TIMEOUT_S)
         return self._groups[key]
 

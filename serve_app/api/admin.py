@@ -36,7 +36,7 @@ def _application(app: Application) -> ApplicationOut:
 def _service(service: Service, api_key: str | None = None) -> ServiceOut:
     return ServiceOut(id=service.id, application_id=service.application_id, name=service.name, type=service.type,
                       similarity_threshold=service.similarity_threshold, shards=service.shards,
-                      created_at=service.created_at.isoformat(), api_key=api_key)
+                      shard_replicas=service.shard_replicas, created_at=service.created_at.isoformat(), api_key=api_key)
 
 
 async def _service_for(caller: Principal, service_id: int, role: str, context: AppContext) -> Service:
@@ -105,7 +105,7 @@ async def create_service(application_id: RowId, body: ServiceCreate, caller: Cal
     caller.require_app(application_id, "administrator")
     service, api_key = await (await context.control()).create_service(
         application_id, body.name, body.type, body.similarity_threshold,
-        body.shards or context.settings.default_shards)
+        body.shards or context.settings.default_shards, body.shard_replicas)
     if service.type == "recognition":
         await context.shards(service).count()  # start the shard actors now, not on the first request
     return _service(service, api_key)
@@ -126,13 +126,22 @@ async def get_service(service_id: RowId, caller: Caller, context: Ctx):
 
 @router.put("/services/{service_id}", response_model=ServiceOut)
 async def update_service(service_id: RowId, body: ServiceUpdate, caller: Caller, context: Ctx):
-    """Rename a service and/or set its default similarity threshold."""
+    """Rename a service, set its default similarity threshold and/or its actors per index shard
+    (``null``: back to the platform's default)."""
     control = await context.control()
     service = await _service_for(caller, service_id, "administrator", context)
     if body.name is not None:
         service = await control.rename_service(service_id, body.name)
     if "similarity_threshold" in body.model_fields_set:
         service = await control.set_similarity_threshold(service_id, body.similarity_threshold)
+    if "shard_replicas" in body.model_fields_set:
+        service = await control.set_shard_replicas(service_id, body.shard_replicas)
+        if service.type == "recognition":
+            # its shards start with the new count now (replicas added, or extra ones stopped), even where
+            # this replica still holds a group of that count from before a change made through another;
+            # other processes open them so at their next call for the service
+            context.forget_shards(service.id)
+            await context.shards(service).count()
     return _service(service)
 
 
