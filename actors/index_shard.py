@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -37,6 +38,7 @@ from faceindex.upkeep import TableUpkeep
 from faces_settings import Settings
 from store.faces import FaceRecord
 
+log = logging.getLogger(__name__)
 NAMESPACE = "faces"
 SHARD_THREADS = 4
 CALL_TIMEOUT_S = 30.0
@@ -75,6 +77,8 @@ def spread_placements(service_id: int, shards: int, replicas: int = 1) -> list[l
     the members of a shard prefer different nodes. Soft: a member whose node is gone starts on any
     other. Ray's own "SPREAD" places actors that reserve no CPU unevenly."""
     nodes = sorted(node["NodeID"] for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU"))
+    log.info("the %d shard(s) of service %d (%d member(s) each) prefer nodes in turn of %s", shards, service_id,
+             replicas, nodes)
     if not nodes:
         return [["SPREAD"] * replicas for _ in range(shards)]
     return [[NodeAffinitySchedulingStrategy(nodes[(service_id + shard + member) % len(nodes)], soft=True)

@@ -138,6 +138,7 @@ def service(platform):
     with FaceClient(started.url, admin_token=ADMIN_TOKEN) as admin:
         application = admin.create_application("cluster")
         created = admin.create_service(application["id"], "staff", "recognition", shards=SHARDS)
+    _every_shard_answers(started.url, created["api_key"])  # 4 actors starting on a busy machine: over 30 s at times
     return created
 
 
