@@ -182,7 +182,7 @@ async def run_enroll(settings: Settings, control: ControlPlane, tracker: JobTrac
     inputs, dataset = build_dataset(settings, service, spec, tracker.job_id)
     total = inputs.count()
     report_uri = allowed(spec.report, spec.outbound) if spec.report else default_report(settings, tracker.job_id)
-    shards = ShardGroup.for_service(service.id, service.shards, settings)
+    shards = ShardGroup.for_service(service.id, service.shards, settings, replicas=service.shard_replicas)
     report = ReportWriter(report_uri)
     await tracker.start(total, report.uri)
     sink = EnrollSink(FaceCommitter(Gallery(control, shards, service.id)), report, service.id, settings.enroll_commit_faces)

@@ -221,7 +221,7 @@ async def run_migrate(settings: Settings, tracker: JobTracker, service: Service,
     if embedding_models()[model].embedding_dim != dim:
         raise JobInputError(f"{model} makes {embedding_models()[model].embedding_dim}-d embeddings; "
                             f"the service stores {dim}-d ones")
-    shards = ShardGroup.for_service(service.id, service.shards, settings)
+    shards = ShardGroup.for_service(service.id, service.shards, settings, replicas=service.shard_replicas)
     tables = _snapshot(settings, service, dim)
     await tracker.start(sum(rows for _, _, rows in tables))
     staging = Staging(settings.faces_uri, service, dim, settings.enroll_commit_faces)

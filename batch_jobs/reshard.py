@@ -92,8 +92,8 @@ async def reshard(settings: Settings, control: ControlPlane, service: Service, s
     if shards == service.shards:
         raise JobInputError(f"service {service.name!r} already has {shards} shard(s)")
     started = time.perf_counter()
-    old = ShardGroup.for_service(service.id, service.shards, settings)
-    new = ShardGroup.for_service(service.id, shards, settings)
+    old = ShardGroup.for_service(service.id, service.shards, settings, replicas=service.shard_replicas)
+    new = ShardGroup.for_service(service.id, shards, settings, replicas=service.shard_replicas)
     await new.delete_all()  # leftovers of an interrupted earlier run
     old_tables = _open_tables(settings, service.id, service.shards)
     new_tables = _open_tables(settings, service.id, shards)
