@@ -29,12 +29,13 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.shard_reads import HEDGE_AFTER_S, MemberReads
-from facecore.models import SFACE
+from facecore.embed import DEFAULT_EMBEDDING_MODEL, embedding_model
 from faceindex.config import SearchConfig
 from faceindex.layout import ServiceLayout
 from faceindex.shard import IndexShard
 from faceindex.upkeep import TableUpkeep
 from faces_settings import Settings
+from store.control import Service
 from store.faces import FaceRecord
 
 NAMESPACE = "faces"
@@ -88,11 +89,11 @@ class ShardGroup:
     def __init__(self, service_id: int, shards: int, faces_uri: str, dim: int,
                  search: SearchConfig = SearchConfig(), num_cpus: float = 0.0, num_gpus: float = 0.0,
                  upkeep: TableUpkeep = TableUpkeep(), call_timeout_s: float | None = None, kind: str = "faces",
-                 replicas: int = 1, hedge_after_s: float = HEDGE_AFTER_S):
+                 replicas: int = 1, hedge_after_s: float = HEDGE_AFTER_S, model: str = DEFAULT_EMBEDDING_MODEL):
         if replicas < 1:
             raise ValueError(f"replicas must be >= 1, got {replicas}")
         self.service_id = service_id
-        self.layout = ServiceLayout(service_id, shards, kind)
+        self.layout = ServiceLayout(service_id, shards, kind, model)
         self.faces_uri = faces_uri
         self.call_timeout_s = call_timeout_s
         # Threaded actors: an index build runs beside searches instead of blocking them. Spread over the
@@ -127,13 +128,21 @@ class ShardGroup:
 
     @classmethod
     def for_service(cls, service_id: int, shards: int, settings: Settings,
-                    call_timeout_s: float | None = None, kind: str = "faces") -> "ShardGroup":
+                    call_timeout_s: float | None = None, kind: str = "faces",
+                    model: str = DEFAULT_EMBEDDING_MODEL) -> "ShardGroup":
         """The shards of a service as every part of the platform must open them (same search setup);
         ``call_timeout_s``: how long a call may wait (requests), None for no limit (jobs); ``kind``:
-        its faces, or its sightings of faces (:mod:`faceindex.layout`)."""
-        return cls(service_id, shards, settings.faces_uri, SFACE.embedding_dim, search_config(settings),
-                   num_gpus=settings.shard_num_gpus, upkeep=table_upkeep(settings), call_timeout_s=call_timeout_s,
-                   kind=kind, replicas=settings.shard_replicas)
+        its faces, or its sightings of faces (:mod:`faceindex.layout`); ``model``: the service's
+        embedding model (its layout, and its embeddings' dimension)."""
+        return cls(service_id, shards, settings.faces_uri, embedding_model(model).embedding_dim,
+                   search_config(settings), num_gpus=settings.shard_num_gpus, upkeep=table_upkeep(settings),
+                   call_timeout_s=call_timeout_s, kind=kind, replicas=settings.shard_replicas, model=model)
+
+    @classmethod
+    def of(cls, service: Service, settings: Settings, call_timeout_s: float | None = None,
+           kind: str = "faces") -> "ShardGroup":
+        """:meth:`for_service` of ``service``'s shard count and model."""
+        return cls.for_service(service.id, service.shards, settings, call_timeout_s, kind, service.model)
 
     async def _gather(self, calls) -> list:
         return await _results(calls, self.call_timeout_s)
@@ -285,13 +294,13 @@ class RequestShardGroups:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self._groups: dict[tuple[int, int], ShardGroup] = {}
+        self._groups: dict[tuple[int, int, str], ShardGroup] = {}
 
-    def of(self, service_id: int, shards: int) -> ShardGroup:
-        key = (service_id, shards)
+    def of(self, service_id: int, shards: int, model: str = DEFAULT_EMBEDDING_MODEL) -> ShardGroup:
+        key = (service_id, shards, model)
         if key not in self._groups:
             self._groups[key] = ShardGroup.for_service(service_id, shards, self.settings,
-                                                       call_timeout_s=CALL_TIMEOUT_S)
+                                                       call_timeout_s=CALL_TIMEOUT_S, model=model)
         return self._groups[key]
 
     def forget(self, service_id: int) -> None:

@@ -38,11 +38,12 @@ class ReshardResult:
     seconds: float
 
 
-def _open_tables(settings: Settings, service_id: int, shards: int):
-    from facecore.models import SFACE
+def _open_tables(settings: Settings, service: Service, shards: int):
+    from facecore.embed import embedding_model
     from faceindex.layout import ServiceLayout
 
-    return ServiceLayout(service_id, shards).open_tables(settings.faces_uri, SFACE.embedding_dim)
+    return ServiceLayout(service.id, shards, model=service.model).open_tables(
+        settings.faces_uri, embedding_model(service.model).embedding_dim)
 
 
 def _placements(tables) -> set[tuple[str, str]]:
@@ -92,11 +93,11 @@ async def reshard(settings: Settings, control: ControlPlane, service: Service, s
     if shards == service.shards:
         raise JobInputError(f"service {service.name!r} already has {shards} shard(s)")
     started = time.perf_counter()
-    old = ShardGroup.for_service(service.id, service.shards, settings)
-    new = ShardGroup.for_service(service.id, shards, settings)
+    old = ShardGroup.of(service, settings)
+    new = ShardGroup.for_service(service.id, shards, settings, model=service.model)
     await new.delete_all()  # leftovers of an interrupted earlier run
-    old_tables = _open_tables(settings, service.id, service.shards)
-    new_tables = _open_tables(settings, service.id, shards)
+    old_tables = _open_tables(settings, service, service.shards)
+    new_tables = _open_tables(settings, service, shards)
     await _copy(old_tables, new, None, progress)
     await _catch_up(old_tables, new_tables, new)
     await control.set_shards(service.id, shards)

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from batch_jobs.outcomes import OnMultiple
+from facecore.embed import DEFAULT_EMBEDDING_MODEL, EMBEDDING_MODELS
 from serve_app.validation import INT64_MAX, Name, RowId, Text
 
 
@@ -72,6 +73,8 @@ class ServiceCreate(BaseModel):
     type: Literal["recognition", "detection", "verification", "video"]
     similarity_threshold: float | None = Field(None, ge=0, le=1)
     shards: int | None = Field(None, ge=1, le=256)
+    model: str = Field(DEFAULT_EMBEDDING_MODEL, max_length=64,
+                       description=f"embedding model: {', '.join(EMBEDDING_MODELS)} (fixed until a migration)")
 
 
 class ServiceUpdate(BaseModel):
@@ -93,6 +96,7 @@ class ServiceOut(BaseModel):
     similarity_threshold: float | None
     shards: int
     created_at: str
+    model: str
     api_key: str | None = None
 
 

@@ -41,7 +41,8 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 CONNECT_TIMEOUT_S = 5.0
 STATEMENT_TIMEOUT_S = 30.0
 
-_SERVICE_COLUMNS = "id, application_id, name, type, similarity_threshold, shards, created_at"
+_SERVICE_COLUMNS = "id, application_id, name, type, similarity_threshold, shards, created_at, model"
+DEFAULT_SERVICE_MODEL = "sface"
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,8 @@ class Service:
     """A service of an application, addressed by its API key (CompreFace's "service"/"model").
 
     ``similarity_threshold`` is the service's own threshold in [0, 1], or None for the default.
-    ``shards`` is the number of face-table shards its faces are spread over.
+    ``shards`` is the number of face-table shards its faces are spread over. ``model`` names the
+    embedding model its faces are embedded with (a key of ``facecore.embed.EMBEDDING_MODELS``).
     """
 
     id: int
@@ -68,6 +70,7 @@ class Service:
     similarity_threshold: float | None
     shards: int
     created_at: datetime
+    model: str = DEFAULT_SERVICE_MODEL
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,7 @@ def _service(row: asyncpg.Record) -> Service:
         similarity_threshold=row["similarity_threshold"],
         shards=row["shards"],
         created_at=row["created_at"],
+        model=row["model"],
     )
 
 
@@ -301,12 +305,14 @@ class ControlPlane:
         type: str,
         similarity_threshold: float | None = None,
         shards: int = 1,
+        model: str = DEFAULT_SERVICE_MODEL,
     ) -> tuple[Service, str]:
         """Create a service; return it with its plaintext API key (shown once, stored hashed).
 
         :class:`InvalidValue` for a type not in :data:`SERVICE_TYPES`, ``shards < 1`` or a threshold
         outside [0, 1]; :class:`NotFound` for a missing application; :class:`Conflict` for a name
-        already used in the application.
+        already used in the application. ``model`` is stored as given: callers check it against the
+        embedding models they know.
         """
         _require_name("service", name)
         if type not in SERVICE_TYPES:
@@ -318,8 +324,8 @@ class ControlPlane:
         try:
             row = await self._pool.fetchrow(
                 f"""
-                INSERT INTO services (application_id, name, type, api_key_hash, similarity_threshold, shards)
-                VALUES ($1, $2, $3, $4, $5, $6)
+                INSERT INTO services (application_id, name, type, api_key_hash, similarity_threshold, shards, model)
+                VALUES ($1, $2, $3, $4, $5, $6, $7)
                 RETURNING {_SERVICE_COLUMNS}
                 """,
                 application_id,
@@ -328,6 +334,7 @@ class ControlPlane:
                 hash_secret(api_key),
                 threshold,
                 shards,
+                model,
             )
         except asyncpg.ForeignKeyViolationError:
             raise NotFound(f"application {application_id} not found") from None
@@ -406,6 +413,14 @@ class ControlPlane:
             raise InvalidValue("a service needs at least one shard")
         row = await self._pool.fetchrow(
             f"UPDATE services SET shards = $2 WHERE id = $1 RETURNING {_SERVICE_COLUMNS}", service_id, shards)
+        if row is None:
+            raise NotFound(f"service {service_id} not found")
+        return _service(row)
+
+    async def set_model(self, service_id: int, model: str) -> Service:
+        """Switch the service to the index shards of embedding model ``model`` (a migration's switch)."""
+        row = await self._pool.fetchrow(
+            f"UPDATE services SET model = $2 WHERE id = $1 RETURNING {_SERVICE_COLUMNS}", service_id, model)
         if row is None:
             raise NotFound(f"service {service_id} not found")
         return _service(row)

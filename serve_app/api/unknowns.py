@@ -128,6 +128,7 @@ async def search_sightings(request: Request, service: RecognitionService, contex
                            since: datetime | None = Since, until: datetime | None = Until,
                            source: Name | None = Source):
     """Where else was this person seen? Per face of the image, the past sightings most alike."""
+    context.require_sightings(service)
     image = (await read_images(request, ("file",), context.settings.max_upload_bytes))["file"]
     threshold = context.settings.det_prob_threshold if det_prob_threshold is None else det_prob_threshold
     response = await analyze_image(context, image, threshold)
@@ -140,5 +141,6 @@ async def search_sightings_by_embedding(body: EmbeddingsBody, service: Recogniti
                                         limit: int = Matches, since: datetime | None = Since,
                                         until: datetime | None = Until, source: Name | None = Source):
     """Per embedding, the past sightings most alike."""
+    context.require_sightings(service)
     queries = embeddings_matrix(body.embeddings, "embeddings")
     return _matches_json(await (await context.unknown_faces(service)).search(queries, limit, since, until, source))
