@@ -53,7 +53,7 @@ class SubjectSearch:
 class FaceRequest:
     """One image to process: encoded bytes, or a decoded BGR array (a video frame, no encode/decode
     round trip). ``embed`` adds the embedding, and with ``quality`` the quality (and pose) too;
-    ``crops`` adds aligned JPEG chips; ``search`` the best subjects of each face (needs ``embed``).
+    ``crops`` adds the faces' aligned context crops (JPEG, :mod:`facecore.context_crop`); ``search`` the best subjects of each face (needs ``embed``).
     ``model``: the embedding model (:data:`facecore.embed.EMBEDDING_MODELS`; None: the pipeline's own)."""
 
     image: bytes | np.ndarray
@@ -123,7 +123,7 @@ def process_batch(pipeline: FacePipeline, requests: list[FaceRequest]) -> list[F
             response.faces = selected[n]
             response.found = sum(1 for face in detected[n] if face.score >= requests[index].det_prob_threshold)
             if requests[index].crops:
-                response.crops = [encode_jpeg(face.chip) for face in response.faces]
+                response.crops = [encode_jpeg(crop) for crop in pipeline.context_crops(decoded[n], response.faces)]
             for face in response.faces:
                 face.chip = None  # large and not needed by the caller
         if any(requests[index].crops for index in live):

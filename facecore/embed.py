@@ -70,6 +70,13 @@ class AlignedFaces:
         self.boxes = None if boxes is None else [np.asarray(box, np.float64).reshape(-1, 4) for box in boxes]
         self._chips: dict[str, np.ndarray] = {} if arcface_chips is None else {"arcface112": arcface_chips}
 
+    @classmethod
+    def of_chips(cls, chips: dict[str, np.ndarray]) -> "AlignedFaces":
+        """Faces known only by their chips, already cut (e.g. from stored crops), per chip kind."""
+        faces = cls([], [])
+        faces._chips = dict(chips)
+        return faces
+
     def __len__(self) -> int:
         return sum(len(points) for points in self.landmarks)
 

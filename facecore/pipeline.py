@@ -16,6 +16,7 @@ import numpy as np
 
 from facecore.align import CHIP_SIZE, align_faces
 from facecore.backends import BackendOptions
+from facecore.context_crop import CONTEXT_SIZE, context_crops
 from facecore.detect import DEFAULT_MAX_SIDE, Detection, YuNetDetector
 from facecore.embed import (DEFAULT_EMBEDDING_MODEL, AlignedFaces, ChipEmbedder, Embedder,
                             FusionEmbedder, FusionSpec, embedding_model)
@@ -199,6 +200,12 @@ class FacePipeline:
             face.embedding = vector
         if timer:
             timer.add("embed", started)
+
+    def context_crops(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
+        """The aligned context crops (:mod:`facecore.context_crop`) of detected ``faces`` of a decoded image."""
+        if not faces:
+            return np.zeros((0, CONTEXT_SIZE, CONTEXT_SIZE, 3), np.uint8)
+        return context_crops(image, np.stack([face.landmarks for face in faces]) / reduction_of(image))
 
     def embed(self, images: Sequence[ImageInput], det_prob_threshold: float = DEFAULT_DET_PROB_THRESHOLD,
               limit: int = 0) -> list[np.ndarray]:

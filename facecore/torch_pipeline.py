@@ -109,6 +109,10 @@ class TorchFacePipeline(FacePipeline):
             timer.add("decode", started)
         return decoded
 
+    def context_crops(self, image, faces: list[Face]) -> np.ndarray:
+        """:meth:`FacePipeline.context_crops`, cut on the host from an image copied back from the device."""
+        return super().context_crops(image.cpu().numpy() if hasattr(image, "cpu") else image, faces)
+
     def describe(self, decoded: list, faces: list[list[Face]], timer: StageTimer | None = None,
                  quality: bool | Sequence[bool] = True, model: str | None = None) -> None:
         """Chips of all faces warped in one batch on the device, embedded there; quality (where asked,

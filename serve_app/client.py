@@ -199,6 +199,9 @@ class _FaceApi:
         return self._send(_Call("POST", f"/api/v1/admin/applications/{application_id}/services",
                                 json={k: v for k, v in body.items() if v is not None}, admin=True))
 
+    def get_service(self, service_id: int):
+        return self._send(_Call("GET", f"/api/v1/admin/services/{service_id}", admin=True))
+
     def list_services(self, application_id: int):
         return self._send(_Call("GET", f"/api/v1/admin/applications/{application_id}/services", admin=True))
 

@@ -113,7 +113,8 @@ class EnrollJobCreate(BaseModel):
 
 class MigrateJobCreate(BaseModel):
     service_id: RowId
-    model: Text | None = Field(None, description="embedder NAME@VERSION (default: the platform's)")
+    model: Text | None = Field(None, description="embedding model NAME or NAME@VERSION; another model than the "
+                                "service's switches the service to it (default: the service's own)")
 
 
 class JobOut(BaseModel):

@@ -10,6 +10,7 @@ import numpy as np
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from actors.embedder import SubjectSearch
+from facecore.context_crop import thumbnail_jpeg
 from facecore.similarity import similarity_from_cosine
 from serve_app.api.params import DetProbThreshold, FacePlugins, Limit, PredictionCount, Status, Threshold
 from serve_app.auth import recognition_service
@@ -111,7 +112,7 @@ async def face_image(image_id: str, service: RecognitionService, context: Ctx):
     record = await context.shards(service).get_face(image_id)
     if record is None:
         raise NotFound(f"face '{image_id}' not found")
-    return Response(content=record.crop, media_type="image/jpeg")
+    return Response(content=thumbnail_jpeg(record.crop), media_type="image/jpeg")
 
 
 def _subject_matches(matches: list[tuple[str, float, str]], threshold: float,
