@@ -105,6 +105,7 @@ class FacePipeline:
         cfg = self.config
         options = cfg.backend_options()
         self.detector = YuNetDetector.from_registry(options, cfg.max_side)
+        self.model_options = options  # the backend that opens embedding models (embedder_for)
         self._embedders: dict[str, Embedder] = {}
         self.embedder = self.embedder_for(cfg.model)
 
@@ -122,7 +123,7 @@ class FacePipeline:
             if isinstance(spec, FusionSpec):
                 embedder = FusionEmbedder(spec, [self.embedder_for(member.name) for member in spec.members])
             else:
-                embedder = ChipEmbedder.from_registry(self.config.backend_options(), spec, self.config.embed_batch)
+                embedder = ChipEmbedder.from_registry(self.model_options, spec, self.config.embed_batch)
             self._embedders[model] = embedder
         return self._embedders[model]
 

@@ -95,6 +95,9 @@ class TorchFacePipeline(FacePipeline):
         self.detector = TorchDetector(detector, YUNET, cfg.max_side)
         self.embedder = TorchEmbedder(embedder, SFACE, cfg.embed_batch)
         self._embedders = {SFACE.name: self.embedder}
+        # other embedding models: the default backend choice (ONNX Runtime's CUDA where installed), as the
+        # torch backend runs SFace's and YuNet's operators only
+        self.model_options = dataclasses.replace(cfg, backend="auto", precision="auto").backend_options()
 
     def decode(self, images: Sequence[ImageInput], timer: StageTimer | None = None) -> list:
         """Bytes decoded onto the device (nvJPEG where possible); arrays and tensors pass through."""
