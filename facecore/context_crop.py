@@ -4,8 +4,9 @@ A context crop is the ArcFace-aligned face (:data:`facecore.align.ARCFACE_TEMPLA
 112x112 chip's resolution with a margin around it: ``CONTEXT_SIZE`` (288) pixels square, the
 five landmarks warped onto :data:`CONTEXT_TEMPLATE`. From it, without the original image:
 
-- the 112x112 chip (SFace's, and the thumbnail) is its central 224x224 square halved (pixel-area
-  average);
+- the 112x112 chip (SFace's, and the thumbnail) is every other pixel of its central 224x224 square:
+  the warp onto the doubled, shifted template samples the photo at exactly the points the 112 chip's
+  warp samples, so these are the very pixels of the chip cut from the photo (before JPEG);
 - dlib's 150x150 chip (its face box with 0.25 padding: 1.5 box widths, reaching lower below the
   mouth than the 112 chip, at 56 pixels per eye distance where the 112 chip has 35) is cut with
   dlib's aligner from the template's points, where the face's landmarks were warped to. It differs
@@ -57,8 +58,8 @@ def chip_from_crop(crop: np.ndarray, kind: str) -> np.ndarray:
         raise CropTooTight(f"the stored crop is {side}: a face stored before context crops, too tight for the {kind} "
                            "chip; re-enroll it from a photo")
     if kind == "arcface112":
-        inner = crop[CONTEXT_MARGIN:CONTEXT_SIZE - CONTEXT_MARGIN, CONTEXT_MARGIN:CONTEXT_SIZE - CONTEXT_MARGIN]
-        return cv2.resize(inner, (CHIP_SIZE, CHIP_SIZE), interpolation=cv2.INTER_AREA)
+        inner = slice(CONTEXT_MARGIN, CONTEXT_SIZE - CONTEXT_MARGIN, CONTEXT_SCALE)
+        return np.ascontiguousarray(crop[inner, inner])
     return CHIP_ALIGNERS[kind](crop, CONTEXT_TEMPLATE[None])[0]
 
 
