@@ -8,9 +8,10 @@ five landmarks warped onto :data:`CONTEXT_TEMPLATE`. From it, without the origin
   the warp onto the doubled, shifted template samples the photo at exactly the points the 112 chip's
   warp samples, so these are the very pixels of the chip cut from the photo (before JPEG);
 - dlib's 150x150 chip (its face box with 0.25 padding: 1.5 box widths, reaching lower below the
-  mouth than the 112 chip, at 56 pixels per eye distance where the 112 chip has 35) is cut with
-  dlib's aligner from the template's points, where the face's landmarks were warped to. It differs
-  from the chip cut from the image by the small non-rigid residual of the five points' fit.
+  mouth than the 112 chip, at 56 pixels per eye distance where the 112 chip has 35) is cut from the
+  template's points, where the face's landmarks were warped to, through dlib's mean face: the
+  detector box is not stored, so not from dlib's own landmarks as from a photo (dlib's ResNet alone
+  scored 0.9883 on lfw-dev so placed, against 0.9917).
 
 Faces stored before context crops hold the 112x112 chip itself: it still gives the thumbnail and
 the 112 chip, but not dlib's chip (too tight and too coarse): :func:`chip_from_crop` refuses it.
@@ -21,7 +22,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facecore.align import ARCFACE_TEMPLATE, CHIP_ALIGNERS, CHIP_SIZE, similarity_transforms
+from facecore.align import ARCFACE_TEMPLATE, CHIP_SIZE, similarity_transforms
+from facecore.dlib_landmarks import dlib_chips
 from facecore.errors import FaceError
 from facecore.images import decode_image, encode_jpeg
 
@@ -60,7 +62,7 @@ def chip_from_crop(crop: np.ndarray, kind: str) -> np.ndarray:
     if kind == "arcface112":
         inner = slice(CONTEXT_MARGIN, CONTEXT_SIZE - CONTEXT_MARGIN, CONTEXT_SCALE)
         return np.ascontiguousarray(crop[inner, inner])
-    return CHIP_ALIGNERS[kind](crop, CONTEXT_TEMPLATE[None])[0]
+    return dlib_chips([crop], [CONTEXT_TEMPLATE[None]])[0]
 
 
 def thumbnail_jpeg(stored: bytes) -> bytes:

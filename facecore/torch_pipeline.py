@@ -144,8 +144,10 @@ class TorchFacePipeline(FacePipeline):
         else:
             landmarks = [np.stack([face.landmarks for face in per_image]) if per_image else np.zeros((0, 5, 2))
                          for per_image in faces]
+            boxes = [np.stack([face.box[:4] for face in per_image]) if per_image else np.zeros((0, 4))
+                     for per_image in faces]
             vectors = embedder.embed_aligned(
-                AlignedFaces([image.cpu().numpy() for image in images], landmarks, host_chips))
+                AlignedFaces([image.cpu().numpy() for image in images], landmarks, host_chips, boxes))
         for (_, face), vector in zip(flat, vectors):
             face.embedding = vector
         if timer:
