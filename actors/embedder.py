@@ -41,11 +41,13 @@ Match = tuple[str, float, str]  # (subject, cosine, face_id)
 @dataclass(frozen=True)
 class SubjectSearch:
     """Search the request's faces among the subjects of a recognition service: its id, its shard
-    count, the top ``k`` distinct subjects wanted per face, and its embedding model (its shards')."""
+    count, the top ``k`` distinct subjects wanted per face, its actors per shard (None: the
+    platform's default) and its embedding model (its shards')."""
 
     service_id: int
     shards: int
     k: int
+    replicas: int | None
     model: str = DEFAULT_EMBEDDING_MODEL
 
 
@@ -145,11 +147,12 @@ class SearchCoalescer:
 
     def __init__(self, shards_of: Callable[[SubjectSearch], ShardGroup]):
         self.shards_of = shards_of
-        self._pending: dict[tuple[int, int, str], list[tuple[SubjectSearch, np.ndarray, asyncio.Future]]] = {}
+        self._pending: dict[tuple[int, int, int | None, str],
+                            list[tuple[SubjectSearch, np.ndarray, asyncio.Future]]] = {}
 
     async def search(self, search: SubjectSearch, queries: np.ndarray) -> list[list[Match]]:
         """Per row of ``queries``, the top ``search.k`` distinct subjects of the service."""
-        key = (search.service_id, search.shards, search.model)
+        key = (search.service_id, search.shards, search.replicas, search.model)
         future = asyncio.get_running_loop().create_future()
         if key not in self._pending:
             self._pending[key] = []
@@ -157,7 +160,7 @@ class SearchCoalescer:
         self._pending[key].append((search, queries, future))
         return await future
 
-    async def _flush(self, key: tuple[int, int, str]) -> None:
+    async def _flush(self, key: tuple[int, int, int | None, str]) -> None:
         waiting = self._pending.pop(key)
         try:
             matches = await self.shards_of(waiting[0][0]).search_subjects(
@@ -182,8 +185,8 @@ class Embedder:
     def __init__(self, settings: Settings):
         self.pipeline = open_pipeline(settings.pipeline_config(gpu=settings.embedder_num_gpus > 0))
         shard_groups = RequestShardGroups(settings)
-        self.searches = SearchCoalescer(lambda search: shard_groups.of(search.service_id, search.shards,
-                                                                               search.model))
+        self.searches = SearchCoalescer(
+            lambda search: shard_groups.of(search.service_id, search.shards, search.replicas, search.model))
         self.analyze.set_max_batch_size(settings.batch_max_size)
         self.analyze.set_batch_wait_timeout_s(settings.batch_wait_ms / 1000.0)
         self.embed_chips.set_max_batch_size(settings.batch_max_size)

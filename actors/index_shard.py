@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,6 +39,7 @@ from faces_settings import Settings
 from store.control import Service
 from store.faces import FaceRecord
 
+log = logging.getLogger(__name__)
 NAMESPACE = "faces"
 SHARD_THREADS = 4
 CALL_TIMEOUT_S = 30.0
@@ -76,6 +78,8 @@ def spread_placements(service_id: int, shards: int, replicas: int = 1) -> list[l
     the members of a shard prefer different nodes. Soft: a member whose node is gone starts on any
     other. Ray's own "SPREAD" places actors that reserve no CPU unevenly."""
     nodes = sorted(node["NodeID"] for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU"))
+    log.info("the %d shard(s) of service %d (%d member(s) each) prefer nodes in turn of %s", shards, service_id,
+             replicas, nodes)
     if not nodes:
         return [["SPREAD"] * replicas for _ in range(shards)]
     return [[NodeAffinitySchedulingStrategy(nodes[(service_id + shard + member) % len(nodes)], soft=True)
@@ -127,22 +131,27 @@ class ShardGroup:
                 continue
 
     @classmethod
-    def for_service(cls, service_id: int, shards: int, settings: Settings,
+    def for_service(cls, service_id: int, shards: int, settings: Settings, *, replicas: int | None,
                     call_timeout_s: float | None = None, kind: str = "faces",
                     model: str = DEFAULT_EMBEDDING_MODEL) -> "ShardGroup":
         """The shards of a service as every part of the platform must open them (same search setup);
-        ``call_timeout_s``: how long a call may wait (requests), None for no limit (jobs); ``kind``:
-        its faces, or its sightings of faces (:mod:`faceindex.layout`); ``model``: the service's
-        embedding model (its layout, and its embeddings' dimension)."""
+        ``replicas``: the service's own actors per shard (``Service.shard_replicas``), None for the
+        platform's default (``FACES_SHARD_REPLICAS``); every opener must pass the service's value, as
+        a group opened with fewer stops the extra replicas. ``call_timeout_s``: how long a call may
+        wait (requests), None for no limit (jobs); ``kind``: its faces, or its sightings of faces
+        (:mod:`faceindex.layout`); ``model``: the service's embedding model (its layout, and its
+        embeddings' dimension)."""
         return cls(service_id, shards, settings.faces_uri, embedding_model(model).embedding_dim,
                    search_config(settings), num_gpus=settings.shard_num_gpus, upkeep=table_upkeep(settings),
-                   call_timeout_s=call_timeout_s, kind=kind, replicas=settings.shard_replicas, model=model)
+                   call_timeout_s=call_timeout_s, kind=kind, replicas=replicas or settings.shard_replicas,
+                   model=model)
 
     @classmethod
     def of(cls, service: Service, settings: Settings, call_timeout_s: float | None = None,
            kind: str = "faces") -> "ShardGroup":
-        """:meth:`for_service` of ``service``'s shard count and model."""
-        return cls.for_service(service.id, service.shards, settings, call_timeout_s, kind, service.model)
+        """:meth:`for_service` of ``service``'s shard count, shard replicas and model."""
+        return cls.for_service(service.id, service.shards, settings, replicas=service.shard_replicas,
+                               call_timeout_s=call_timeout_s, kind=kind, model=service.model)
 
     async def _gather(self, calls) -> list:
         return await _results(calls, self.call_timeout_s)
@@ -289,17 +298,20 @@ class ShardGroup:
 
 
 class RequestShardGroups:
-    """The shard groups of services as a process serving requests opens them: once per service and
-    shard count, each call waiting at most :data:`CALL_TIMEOUT_S`."""
+    """The shard groups of services as a process serving requests opens them: once per service, shard
+    count and replica count (a service whose replicas change through the admin API gets a group of the
+    new count at its next request), each call waiting at most :data:`CALL_TIMEOUT_S`."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self._groups: dict[tuple[int, int, str], ShardGroup] = {}
+        self._groups: dict[tuple[int, int, int | None, str], ShardGroup] = {}
 
-    def of(self, service_id: int, shards: int, model: str = DEFAULT_EMBEDDING_MODEL) -> ShardGroup:
-        key = (service_id, shards, model)
+    def of(self, service_id: int, shards: int, replicas: int | None,
+           model: str = DEFAULT_EMBEDDING_MODEL) -> ShardGroup:
+        key = (service_id, shards, replicas, model)
         if key not in self._groups:
-            self._groups[key] = ShardGroup.for_service(service_id, shards, self.settings,
+            self.forget(service_id)  # a group of the service's previous layout, replica count or model
+            self._groups[key] = ShardGroup.for_service(service_id, shards, self.settings, replicas=replicas,
                                                        call_timeout_s=CALL_TIMEOUT_S, model=model)
         return self._groups[key]
 

@@ -62,8 +62,8 @@ class UnknownFaces:
 
     @classmethod
     def open(cls, service: Service, store: SightingStore, settings, threshold: float) -> "UnknownFaces":
-        shards = ShardGroup.for_service(service.id, service.shards, settings, call_timeout_s=CALL_TIMEOUT_S,
-                                        kind="sightings")
+        shards = ShardGroup.for_service(service.id, service.shards, settings, replicas=service.shard_replicas,
+                                        call_timeout_s=CALL_TIMEOUT_S, kind="sightings")
         keeper = identity_keeper(service.id, cosine_from_similarity(threshold), settings.identity_seed_quality)
         return cls(service, store, shards, keeper)
 

@@ -92,7 +92,7 @@ class VideoRecorder:
             return False
         if await self._sightings.get(service.id, lambda: quotas.sightings(service.id)) >= limit:
             return False
-        key = (service.id, service.shards)
+        key = (service.id, service.shards, service.shard_replicas)
         if key not in self._unknown_faces:
             store = SightingStore((await self._connected()).pool)
             self._unknown_faces[key] = UnknownFaces.open(service, store, self.settings, threshold)

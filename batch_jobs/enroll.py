@@ -45,9 +45,8 @@ from batch_jobs.outcomes import OnMultiple, Outcome
 from batch_jobs.rebuild_index import rebuild_indexes
 from batch_jobs.report import REPORT_SCHEMA, ReportWriter
 from batch_jobs.runtime import BLOCK_BYTES, dataset_batches
-from batch_jobs.sources import manifest_inputs, tree_inputs
+from batch_jobs.sources import Inputs, manifest_inputs, tree_inputs
 from batch_jobs.tracking import JobTracker
-
 from faces_settings import Settings
 from gallery.service_gallery import Gallery
 from outbound import OutboundPolicy
@@ -143,7 +142,7 @@ class EnrollSink:
         self._waiting = []
 
 
-def build_dataset(settings: Settings, service: Service, spec: EnrollSpec, job_id: int) -> tuple[Dataset, Dataset]:
+def build_dataset(settings: Settings, service: Service, spec: EnrollSpec, job_id: int) -> tuple[Inputs, Dataset]:
     """The input rows, and the whole pipeline over them (inputs -> read -> embed)."""
     location = check_input(spec.input, spec.manifest, spec.outbound)
     batch = settings.enroll_batch_size
@@ -153,7 +152,7 @@ def build_dataset(settings: Settings, service: Service, spec: EnrollSpec, job_id
     plan = plan_pool(settings, ray.cluster_resources(), ray.available_resources())
     log.info("job %d: %d embedder actor(s), %.2f CPU and %.2f GPU each, threads %s", job_id, plan.actors,
              plan.num_cpus, plan.num_gpus, plan.threads or "all")
-    fetched = inputs.map_batches(
+    fetched = inputs.dataset.map_batches(
         fetch_images, batch_format="pyarrow", batch_size=batch, num_cpus=0,
         compute=ray.data.TaskPoolStrategy(size=settings.enroll_readers),
         fn_kwargs={"locator": locator, "service": service, "settings": settings})

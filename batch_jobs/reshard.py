@@ -105,7 +105,7 @@ async def reshard(settings: Settings, control: ControlPlane, service: Service, s
         raise JobInputError(f"service {service.name!r} already has {shards} shard(s)")
     started = time.perf_counter()
     old = ShardGroup.of(service, settings)
-    new = ShardGroup.for_service(service.id, shards, settings, model=service.model)
+    new = ShardGroup.for_service(service.id, shards, settings, replicas=service.shard_replicas, model=service.model)
     await new.delete_all()  # leftovers of an interrupted earlier run
     old_tables = open_layout_tables(settings, service, service.shards)
     new_tables = open_layout_tables(settings, service, shards)

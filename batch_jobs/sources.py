@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -78,6 +79,10 @@ class TreeListing(Datasource):
                     if info.type == pafs.FileType.File and is_image_name(info.path) and not hidden:
                         yield self._uri(info.path), entry.base_name, None
 
+    def count(self) -> int:
+        """How many input rows the listing yields (the tree walked once, in this process)."""
+        return sum(1 for _ in self._walk())
+
     def _read(self) -> Iterator[pa.Table]:
         sources: list[str] = []
         subjects: list[str] = []
@@ -145,6 +150,15 @@ class ManifestListing(Datasource):
         first = next(_manifest_batches(self.manifest.filesystem, self.files[0]), None)
         return [] if first is None else first.schema.names
 
+    def count(self) -> int:
+        """How many rows the manifest has: Parquet files from their footers, others streamed through
+        pyarrow's readers (no row is normalised)."""
+        filesystem = self.manifest.filesystem
+        return sum(pq.ParquetFile(filesystem.open_input_file(path)).metadata.num_rows
+                   if manifest_format(path) == "parquet"
+                   else sum(batch.num_rows for batch in _manifest_batches(filesystem, path))
+                   for path in self.files)
+
     def estimate_inmemory_data_size(self) -> int | None:
         return None
 
@@ -193,12 +207,25 @@ def normalize_manifest(batch: pa.Table, locator: Locator, row_prefix: str, first
                      "reason": reasons}, schema=INPUT_SCHEMA)
 
 
-def tree_inputs(root: Location, rows_per_block: int) -> Dataset:
+@dataclass(frozen=True)
+class Inputs:
+    """A job's input rows as a dataset, and their listing, which counts them without running a
+    Ray Data pass over them (the job's progress needs the total before the first batch)."""
+
+    dataset: Dataset
+    listing: TreeListing | ManifestListing
+
+    def count(self) -> int:
+        return self.listing.count()
+
+
+def tree_inputs(root: Location, rows_per_block: int) -> Inputs:
     """Input rows of a folder-per-subject tree (checked by :func:`batch_jobs.locations.check_input`)."""
-    return ray.data.read_datasource(TreeListing(root, rows_per_block), num_cpus=0, override_num_blocks=1)
+    listing = TreeListing(root, rows_per_block)
+    return Inputs(ray.data.read_datasource(listing, num_cpus=0, override_num_blocks=1), listing)
 
 
-def manifest_inputs(manifest: Location, rows_per_block: int) -> Dataset:
+def manifest_inputs(manifest: Location, rows_per_block: int) -> Inputs:
     """Input rows of a CSV, JSON-lines or Parquet manifest (checked by ``check_input``).
 
     Raises :class:`JobInputError` when the manifest lacks the ``path`` (or ``uri``) or ``subject`` column.
@@ -208,4 +235,5 @@ def manifest_inputs(manifest: Location, rows_per_block: int) -> Dataset:
     if "subject" not in columns or not columns & {"path", "uri"}:
         raise JobInputError(f"manifest {manifest.uri} needs a 'path' (or 'uri') and a 'subject' column; "
                             f"it has {sorted(columns)}")
-    return ray.data.read_datasource(listing, num_cpus=0, override_num_blocks=max(1, len(listing.files)))
+    return Inputs(ray.data.read_datasource(listing, num_cpus=0, override_num_blocks=max(1, len(listing.files))),
+                  listing)

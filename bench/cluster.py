@@ -175,8 +175,8 @@ def read_availability(s3, faces: int, replicas: int, clients: int, seconds: floa
 
 def failover() -> list[str]:
     """The multi-node test's measured lines."""
-    done = subprocess.run([sys.executable, "-m", "pytest", "tests/test_multi_node.py", "-q", "-s", "-p",
-                           "no:cacheprovider"], cwd=REPO, capture_output=True, text=True, timeout=900)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-m", "own_cluster", "tests/test_multi_node.py", "-q", "-s",
+                           "-p", "no:cacheprovider"], cwd=REPO, capture_output=True, text=True, timeout=900)
     lines = [line for line in done.stdout.splitlines() if line.startswith(("adds:", "recognize:"))]
     if done.returncode != 0:
         lines.append(f"the multi-node test failed:\n{done.stdout[-2000:]}")
@@ -185,47 +185,47 @@ def failover() -> list[str]:
 
 def enrollment_rate(workers: int, s3, dsn: str, photos: Path, data_dir: Path) -> dict:
     """Images/s of a bulk job on a cluster of a CPU-less head and ``workers`` one-CPU workers."""
-    from ray_nodes import RayNode, start_worker, wait_for_nodes
+    from ray_nodes import ray_temp_dir, start_head, start_worker, wait_for_nodes
 
     import ray
     from store.control import ControlPlane
 
-    env = {**os.environ, **s3.environment, "RAY_AUTH_MODE": "disabled", "FACES_POSTGRES_DSN": dsn,
-           "FACES_LANCEDB_URI": s3.uri(f"enroll-{workers}", "lancedb"), "FACES_MEDIA_URI": s3.uri(f"enroll-{workers}"),
-           "FACES_DATA_DIR": str(data_dir)}
-    head = RayNode("head", env, num_cpus=0)
-    nodes = [head]
-    try:
-        ray.init(address=head.address, log_to_driver=False)
-        wait_for_nodes(["head"])
-        nodes += [start_worker(f"worker_{n}", env, head.address) for n in range(workers)]
-        head.restore_address_file()
+    with ray_temp_dir() as ray_tmp:  # a Ray folder of its own (tests/ray_nodes.py)
+        env = {**os.environ, **s3.environment, "RAY_AUTH_MODE": "disabled", "FACES_POSTGRES_DSN": dsn,
+               "FACES_LANCEDB_URI": s3.uri(f"enroll-{workers}", "lancedb"), "FACES_MEDIA_URI": s3.uri(f"enroll-{workers}"),
+               "FACES_DATA_DIR": str(data_dir), **ray_tmp}
+        head = start_head(env, num_cpus=0)
+        nodes = [head]
+        try:
+            ray.init(address=head.address, log_to_driver=False)
+            wait_for_nodes(["head"])
+            nodes += [start_worker(f"worker_{n}", env, head.address) for n in range(workers)]
 
-        async def create() -> int:
-            control = await ControlPlane.connect(dsn)
-            try:
-                application = await control.create_application(f"bench-{workers}")
-                service, _ = await control.create_service(application.id, "bulk", "recognition")
-                return service.id
-            finally:
-                await control.close()
+            async def create() -> int:
+                control = await ControlPlane.connect(dsn)
+                try:
+                    application = await control.create_application(f"bench-{workers}")
+                    service, _ = await control.create_service(application.id, "bulk", "recognition")
+                    return service.id
+                finally:
+                    await control.close()
 
-        service_id = asyncio.run(create())
-        started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "faces_cli.main", "enroll", str(photos), "--service", str(service_id),
-                               "--quiet"], env={**env, "FACES_RAY_ADDRESS": head.address},
-                              capture_output=True, text=True, timeout=1800)
-        seconds = time.perf_counter() - started
-        if done.returncode != 0:
-            raise RuntimeError(done.stdout[-2000:] + done.stderr[-2000:])
-        rate = re.search(r"\(([\d.]+) images/s\)", done.stdout + done.stderr)
-        images = sum(1 for _ in photos.glob("*/*.jpg"))
-        return {"worker nodes": workers, "images": images, "job s": seconds,
-                "images/s (job summary)": float(rate.group(1)) if rate else None}
-    finally:
-        ray.shutdown()
-        for node in reversed(nodes):
-            node.kill()
+            service_id = asyncio.run(create())
+            started = time.perf_counter()
+            done = subprocess.run([sys.executable, "-m", "faces_cli.main", "enroll", str(photos), "--service", str(service_id),
+                                   "--quiet"], env={**env, "FACES_RAY_ADDRESS": head.address},
+                                  capture_output=True, text=True, timeout=1800)
+            seconds = time.perf_counter() - started
+            if done.returncode != 0:
+                raise RuntimeError(done.stdout[-2000:] + done.stderr[-2000:])
+            rate = re.search(r"\(([\d.]+) images/s\)", done.stdout + done.stderr)
+            images = sum(1 for _ in photos.glob("*/*.jpg"))
+            return {"worker nodes": workers, "images": images, "job s": seconds,
+                    "images/s (job summary)": float(rate.group(1)) if rate else None}
+        finally:
+            ray.shutdown()
+            for node in reversed(nodes):
+                node.kill()
 
 
 def main() -> None:

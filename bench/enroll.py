@@ -9,6 +9,8 @@ Measured in one run, on one machine:
   end to end (count pass, Ray Data and actor start-up, last commit and compaction included) and in
   the steady state (10%-90% of the inputs); private memory of the driver, the embedder actors and
   the index shard (their object-store pages apart) and the object store in use, sampled during the run;
+  CPU milliseconds per input in every process of the job (driver, embedder actors, read tasks, shard,
+  Ray's own processes; psutil per pid, robust on a busy machine) against the ceiling's CPU per image;
 - HTTP path: one add-face call per image, with 1 and 8 concurrent clients.
 
     python bench/enroll.py [--inputs 20000] [--http-images 522]
@@ -32,6 +34,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import Stopwatch, lfw_images, print_table, save_results  # noqa: E402
+from bench.cpu_split import cpu_seconds, cpu_split, process_trees  # noqa: E402
 
 MB = 2**20
 
@@ -48,12 +51,14 @@ def ceiling(paths: list[Path], settings, batch: int, passes: int = 2) -> dict:
                             crops=True, quality=False) for path in paths]
     process_batch(pipeline, requests[:batch])  # warm-up
     faces = 0
+    cpu_started = time.process_time()
     with Stopwatch() as watch:
         for _ in range(passes):
             for start in range(0, len(requests), batch):
                 faces += sum(len(response.faces) for response in process_batch(pipeline, requests[start:start + batch]))
     images = passes * len(requests)
-    return {"images": images, "images_per_s": images / watch.seconds, "faces_per_s": faces / watch.seconds}
+    return {"images": images, "images_per_s": images / watch.seconds, "faces_per_s": faces / watch.seconds,
+            "cpu_ms_per_image": (time.process_time() - cpu_started) / images * 1000}
 
 
 def private_mb(process: psutil.Process) -> float:
@@ -75,7 +80,9 @@ def _role(process: psutil.Process) -> str | None:
 
 
 class MemorySampler(threading.Thread):
-    """Samples the private memory of the driver, the embedder actors and the shard every ``every_s``."""
+    """Samples the private memory of the driver, the embedder actors and the shard every ``every_s``,
+    and the CPU seconds of every process of this driver's tree (its Ray cluster), keeping each
+    process's last reading (Ray Data's workers and actors may exit before the job ends)."""
 
     def __init__(self, processed: list[int], every_s: float = 2.0):
         super().__init__(daemon=True)
@@ -83,15 +90,28 @@ class MemorySampler(threading.Thread):
         self.every_s = every_s
         self.samples: list[dict] = []
         self.done = threading.Event()
+        self.cpu_before = cpu_seconds([os.getpid()])
+        self.cpu_last = dict(self.cpu_before)
+        self.own_cpu = 0.0  # CPU seconds of this thread, updated after every sample
+
+    def cpu_spent(self) -> dict[str, float]:
+        """CPU seconds per process role since the sampler was made, less the sampler's own (in the driver)."""
+        self.cpu_last.update(cpu_seconds([os.getpid()]))
+        spent = cpu_split(self.cpu_before, self.cpu_last)
+        spent["python"] = spent.get("python", 0.0) - self.own_cpu
+        return spent
 
     def run(self) -> None:
         import ray
 
         driver = psutil.Process()
         while not self.done.wait(self.every_s):
-            sample = {"t": time.perf_counter(), "processed": self.processed[0],
+            processed = self.processed[0]
+            self.cpu_last.update(cpu_seconds([os.getpid()]))
+            sample = {"t": time.perf_counter(), "processed": processed,
+                      "cpu": cpu_split(self.cpu_before, self.cpu_last), "sampler_cpu": time.thread_time(),
                       "driver_mb": private_mb(driver), "embedders_mb": 0.0, "shard_mb": 0.0}
-            for process in psutil.process_iter():
+            for process in process_trees([os.getpid()]):  # this run's cluster, not others beside it
                 try:
                     role = _role(process)
                     if role:
@@ -101,6 +121,15 @@ class MemorySampler(threading.Thread):
             total, free = ray.cluster_resources(), ray.available_resources()
             sample["object_store_mb"] = (total.get("object_store_memory", 0) - free.get("object_store_memory", 0)) / MB
             self.samples.append(sample)
+            self.own_cpu = time.thread_time()
+
+    def steady_cpu(self, total: int) -> tuple[int, dict[str, float]]:
+        """Inputs done and CPU seconds per role between the samples nearest 10% and 90% of the inputs;
+        the sampler's own CPU (it runs in the driver) is taken out of the driver's."""
+        first, last = self.at(0.1, total), self.at(0.9, total)
+        spent = {role: seconds - first["cpu"].get(role, 0.0) for role, seconds in last["cpu"].items()}
+        spent["python"] = spent.get("python", 0.0) - (last["sampler_cpu"] - first["sampler_cpu"])
+        return last["processed"] - first["processed"], dict(sorted(spent.items(), key=lambda item: -item[1]))
 
     def at(self, fraction: float, total: int) -> dict:
         """The sample closest to ``fraction`` of the inputs processed."""
@@ -152,6 +181,8 @@ def run_job(platform, service_id: int, manifest: Path, inputs: int) -> dict:
         result = asyncio.run(run())
     sampler.done.set()
     sampler.join()
+    cpu = sampler.cpu_spent()
+    steady_inputs, steady_cpu = sampler.steady_cpu(inputs)
     faces = result.counts.get("faces", 0)
     (t10, n10) = min(progress, key=lambda p: abs(p[1] - 0.1 * inputs))
     (t90, n90) = min(progress, key=lambda p: abs(p[1] - 0.9 * inputs))
@@ -160,7 +191,8 @@ def run_job(platform, service_id: int, manifest: Path, inputs: int) -> dict:
     return {"inputs": inputs, "plan": f"{plan.actors} embedder actor(s) x {plan.threads or 'all'} thread(s)",
             "seconds": watch.seconds, "faces": faces, "counts": result.counts,
             "faces_per_s": faces / watch.seconds, "steady_images_per_s": (n90 - n10) / (t90 - t10),
-            "memory": memory, "samples": sampler.samples}
+            "memory": memory, "samples": sampler.samples, "cpu_seconds": cpu,
+            "steady_inputs": steady_inputs, "steady_cpu_seconds": steady_cpu}
 
 
 async def _add_faces(url: str, key: str, paths: list[Path], clients: int) -> float:
@@ -247,6 +279,19 @@ def main() -> None:
     print_table(["inputs done", "driver MB", "embedders MB", "shard MB", "object store MB"], [
         [f"{sample['processed']} ({label})", sample["driver_mb"], sample["embedders_mb"], sample["shard_mb"],
          sample["object_store_mb"]] for label, sample in job["memory"].items()])
+    ceiling_cpu = min(before["cpu_ms_per_image"], after["cpu_ms_per_image"])
+    steady = max(job["steady_inputs"], 1)
+    job_cpu = sum(job["cpu_seconds"].values()) * 1000 / args.inputs
+    steady_cpu = sum(job["steady_cpu_seconds"].values()) * 1000 / steady
+    print(f"\nCPU ms per input, every process of the Ray cluster and the driver (less the bench's sampler): "
+          f"the ceiling's pipeline work {ceiling_cpu:.2f}; the job end to end {job_cpu:.2f} (ceiling / job "
+          f"{ceiling_cpu / job_cpu:.3f}), in the steady state (10%-90%, {steady} inputs) {steady_cpu:.2f} "
+          f"(ceiling / job {ceiling_cpu / steady_cpu:.3f}); by process:")
+    roles = sorted(set(job["cpu_seconds"]) | set(job["steady_cpu_seconds"]), key=lambda r: -job["cpu_seconds"].get(r, 0))
+    print_table(["process", "end to end, CPU s", "ms per input", "steady state, CPU s", "ms per input"], [
+        [role, job["cpu_seconds"].get(role, 0.0), job["cpu_seconds"].get(role, 0.0) * 1000 / args.inputs,
+         job["steady_cpu_seconds"].get(role, 0.0), job["steady_cpu_seconds"].get(role, 0.0) * 1000 / steady]
+        for role in roles])
     print(f"\n{job['faces']} faces in {job['seconds']:.0f} s; counts {job['counts']}")
     results = {"inputs": args.inputs, "embedders": args.embedders, "ceiling_before": before, "ceiling_after": after,
                "job": {k: v for k, v in job.items()}, "http_images_per_s": http,

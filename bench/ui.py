@@ -60,7 +60,8 @@ async def _fill(platform, service: dict, subjects: int, faces: int, crop: bytes)
 
     settings = platform.settings
     control = await ControlPlane.connect(settings.postgres_dsn)
-    gallery = Gallery(control, ShardGroup.for_service(service["id"], service["shards"], settings), service["id"])
+    gallery = Gallery(control, ShardGroup.for_service(service["id"], service["shards"], settings,
+                                                      replicas=service["shard_replicas"]), service["id"])
     rng = np.random.default_rng(7)
     started = time.perf_counter()
     now = datetime.now(timezone.utc)

@@ -26,6 +26,7 @@ from starlette.routing import compile_path
 from faces_settings import Settings
 from serve_app.context import get_context
 from serve_app.errors import BODY_TOO_LARGE
+from serve_app.proxy_unanswered import AnswerUnanswered
 from serve_app.uploads import image_fields, image_upload_limit
 
 
@@ -133,10 +134,11 @@ async def _refuse(send, limit: int) -> None:
 
 
 def proxy_middlewares() -> list[Middleware]:
-    """Serve's HTTP proxy callback: the body limit in the proxy, before a body is read ahead."""
+    """Serve's HTTP proxy callback: the API's 503 for a request the proxy leaves unanswered (a replica
+    lost, :mod:`serve_app.proxy_unanswered`), and the body limit in the proxy, before a body is read ahead."""
     if PROXY_LIMIT_ENV in os.environ:
         limit = int(os.environ[PROXY_LIMIT_ENV])
     else:  # a cluster started with `ray start`: the FACES_* settings of the proxy's environment
         settings = Settings()
         limit = largest_body(settings.max_upload_bytes, settings.max_json_bytes)
-    return [Middleware(BodyLimits, limit_for=lambda scope: limit)]
+    return [Middleware(AnswerUnanswered), Middleware(BodyLimits, limit_for=lambda scope: limit)]

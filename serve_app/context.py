@@ -62,7 +62,7 @@ class AppContext:
         self.rate_limiter.acquire(service.id, share(quotas.requests_per_s, self.settings.ingress_replicas))
 
     def shards(self, service: Service) -> ShardGroup:
-        return self._groups.of(service.id, service.shards, service.model)
+        return self._groups.of(service.id, service.shards, service.shard_replicas, service.model)
 
     async def gallery(self, service: Service) -> Gallery:
         """The service's gallery: every change of its subjects and faces goes through it."""
@@ -70,7 +70,7 @@ class AppContext:
 
     async def unknown_faces(self, service: Service) -> UnknownFaces:
         """The service's sightings and identities of unknown faces."""
-        key = (service.id, service.shards)
+        key = (service.id, service.shards, service.shard_replicas)
         if key not in self._unknown_faces:
             self._unknown_faces[key] = UnknownFaces.open(service, SightingStore((await self.control()).pool),
                                                          self.settings, self.recognition_threshold(service))

@@ -27,9 +27,14 @@ MESSAGE = "no API replica can take the request now (the service is restarting or
 _ERRORFILE = re.compile(r"^\s*errorfile\s+\d{3}\s+(\S+)\s*$", re.MULTILINE)
 
 
+def error_body() -> bytes:
+    """The JSON body of the ingress's own 503 (HAProxy's, and Serve's proxy's: serve_app/proxy_unanswered.py)."""
+    return json.dumps({"message": MESSAGE, "code": UNAVAILABLE}).encode()
+
+
 def error_page() -> bytes:
     """The raw HTTP answer HAProxy sends for its own 502, 503 and 504."""
-    body = json.dumps({"message": MESSAGE, "code": UNAVAILABLE}).encode()
+    body = error_body()
     head = ("HTTP/1.1 503 Service Unavailable\r\n"
             "Content-Type: application/json\r\n"
             f"Retry-After: {RETRY_AFTER_S}\r\n"

@@ -9,8 +9,11 @@ from pydantic import BaseModel, Field
 from batch_jobs.outcomes import OnMultiple
 from facecore.embed import DEFAULT_EMBEDDING_MODEL, EMBEDDING_MODELS
 from serve_app.validation import INT64_MAX, Name, RowId, Text
+from store.control import MAX_SHARD_REPLICAS
 
 
+SHARD_REPLICAS_HELP = ("actors per index shard: the primary and shard_replicas - 1 read replicas on other nodes; "
+                       "null: the platform's default (FACES_SHARD_REPLICAS)")
 MAX_EMBEDDINGS = 1000  # per request; 1000 embeddings in JSON stay under FACES_MAX_JSON_BYTES' default
 
 
@@ -73,6 +76,7 @@ class ServiceCreate(BaseModel):
     type: Literal["recognition", "detection", "verification", "video"]
     similarity_threshold: float | None = Field(None, ge=0, le=1)
     shards: int | None = Field(None, ge=1, le=256)
+    shard_replicas: int | None = Field(None, ge=1, le=MAX_SHARD_REPLICAS, description=SHARD_REPLICAS_HELP)
     model: str = Field(DEFAULT_EMBEDDING_MODEL, max_length=64,
                        description=f"embedding model: {', '.join(EMBEDDING_MODELS)} (fixed until a migration)")
 
@@ -80,6 +84,7 @@ class ServiceCreate(BaseModel):
 class ServiceUpdate(BaseModel):
     name: Name | None = None
     similarity_threshold: float | None = Field(None, ge=0, le=1)
+    shard_replicas: int | None = Field(None, ge=1, le=MAX_SHARD_REPLICAS, description=SHARD_REPLICAS_HELP)
 
 
 class ApplicationOut(BaseModel):
@@ -95,6 +100,7 @@ class ServiceOut(BaseModel):
     type: str
     similarity_threshold: float | None
     shards: int
+    shard_replicas: int | None = Field(description=SHARD_REPLICAS_HELP)
     created_at: str
     model: str
     api_key: str | None = None

@@ -41,8 +41,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 CONNECT_TIMEOUT_S = 5.0
 STATEMENT_TIMEOUT_S = 30.0
 
-_SERVICE_COLUMNS = "id, application_id, name, type, similarity_threshold, shards, created_at, model"
+_SERVICE_COLUMNS = "id, application_id, name, type, similarity_threshold, shards, shard_replicas, created_at, model"
 DEFAULT_SERVICE_MODEL = "sface"
+MAX_SHARD_REPLICAS = 16
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,10 @@ class Service:
     """A service of an application, addressed by its API key (CompreFace's "service"/"model").
 
     ``similarity_threshold`` is the service's own threshold in [0, 1], or None for the default.
-    ``shards`` is the number of face-table shards its faces are spread over. ``model`` names the
-    embedding model its faces are embedded with (a key of ``facecore.embed.EMBEDDING_MODELS``).
+    ``shards`` is the number of face-table shards its faces are spread over; ``shard_replicas`` the
+    actors per shard (the primary and its read replicas), or None for the platform's default.
+    ``model`` names the embedding model its faces are embedded with (a key of
+    ``facecore.embed.EMBEDDING_MODELS``).
     """
 
     id: int
@@ -69,6 +72,7 @@ class Service:
     type: str
     similarity_threshold: float | None
     shards: int
+    shard_replicas: int | None
     created_at: datetime
     model: str = DEFAULT_SERVICE_MODEL
 
@@ -179,6 +183,14 @@ def _check_threshold(value: float | None) -> float | None:
     return value
 
 
+def _check_shard_replicas(value: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SHARD_REPLICAS:
+        raise InvalidValue(f"shard replicas must be an integer from 1 to {MAX_SHARD_REPLICAS}, not {value!r}")
+    return value
+
+
 def _application(row: asyncpg.Record) -> Application:
     return Application(id=row["id"], name=row["name"], created_at=row["created_at"])
 
@@ -191,6 +203,7 @@ def _service(row: asyncpg.Record) -> Service:
         type=row["type"],
         similarity_threshold=row["similarity_threshold"],
         shards=row["shards"],
+        shard_replicas=row["shard_replicas"],
         created_at=row["created_at"],
         model=row["model"],
     )
@@ -305,14 +318,15 @@ class ControlPlane:
         type: str,
         similarity_threshold: float | None = None,
         shards: int = 1,
+        shard_replicas: int | None = None,
         model: str = DEFAULT_SERVICE_MODEL,
     ) -> tuple[Service, str]:
         """Create a service; return it with its plaintext API key (shown once, stored hashed).
 
-        :class:`InvalidValue` for a type not in :data:`SERVICE_TYPES`, ``shards < 1`` or a threshold
-        outside [0, 1]; :class:`NotFound` for a missing application; :class:`Conflict` for a name
-        already used in the application. ``model`` is stored as given: callers check it against the
-        embedding models they know.
+        :class:`InvalidValue` for a type not in :data:`SERVICE_TYPES`, ``shards < 1``, shard replicas
+        outside [1, :data:`MAX_SHARD_REPLICAS`] or a threshold outside [0, 1]; :class:`NotFound` for a
+        missing application; :class:`Conflict` for a name already used in the application. ``model``
+        is stored as given: callers check it against the embedding models they know.
         """
         _require_name("service", name)
         if type not in SERVICE_TYPES:
@@ -320,12 +334,14 @@ class ControlPlane:
         if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
             raise InvalidValue(f"shards must be an integer >= 1, not {shards!r}")
         threshold = _check_threshold(similarity_threshold)
+        replicas = _check_shard_replicas(shard_replicas)
         api_key = _new_api_key()
         try:
             row = await self._pool.fetchrow(
                 f"""
-                INSERT INTO services (application_id, name, type, api_key_hash, similarity_threshold, shards, model)
-                VALUES ($1, $2, $3, $4, $5, $6, $7)
+                INSERT INTO services (application_id, name, type, api_key_hash, similarity_threshold, shards,
+                                      shard_replicas, model)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                 RETURNING {_SERVICE_COLUMNS}
                 """,
                 application_id,
@@ -334,6 +350,7 @@ class ControlPlane:
                 hash_secret(api_key),
                 threshold,
                 shards,
+                replicas,
                 model,
             )
         except asyncpg.ForeignKeyViolationError:
@@ -388,12 +405,17 @@ class ControlPlane:
 
     async def set_similarity_threshold(self, service_id: int, value: float | None) -> Service:
         """Set (or with None, clear) a service's similarity threshold in [0, 1]."""
-        threshold = _check_threshold(value)
+        return await self._set_service_column(service_id, "similarity_threshold", _check_threshold(value))
+
+    async def set_shard_replicas(self, service_id: int, value: int | None) -> Service:
+        """Set (or with None, return to the platform's default) the actors per index shard of a
+        service: its primary and ``value - 1`` read replicas, from the next start of its shards."""
+        return await self._set_service_column(service_id, "shard_replicas", _check_shard_replicas(value))
+
+    async def _set_service_column(self, service_id: int, column: str, value) -> Service:
+        """Set one column of a service (a checked value); :class:`NotFound` if the service is missing."""
         row = await self._pool.fetchrow(
-            f"UPDATE services SET similarity_threshold = $2 WHERE id = $1 RETURNING {_SERVICE_COLUMNS}",
-            service_id,
-            threshold,
-        )
+            f"UPDATE services SET {column} = $2 WHERE id = $1 RETURNING {_SERVICE_COLUMNS}", service_id, value)
         if row is None:
             raise NotFound(f"service {service_id} not found")
         return _service(row)
@@ -411,19 +433,11 @@ class ControlPlane:
         """Switch the service to a layout of ``shards`` index shards (the re-shard job's last step)."""
         if shards < 1:
             raise InvalidValue("a service needs at least one shard")
-        row = await self._pool.fetchrow(
-            f"UPDATE services SET shards = $2 WHERE id = $1 RETURNING {_SERVICE_COLUMNS}", service_id, shards)
-        if row is None:
-            raise NotFound(f"service {service_id} not found")
-        return _service(row)
+        return await self._set_service_column(service_id, "shards", shards)
 
     async def set_model(self, service_id: int, model: str) -> Service:
         """Switch the service to the index shards of embedding model ``model`` (a migration's switch)."""
-        row = await self._pool.fetchrow(
-            f"UPDATE services SET model = $2 WHERE id = $1 RETURNING {_SERVICE_COLUMNS}", service_id, model)
-        if row is None:
-            raise NotFound(f"service {service_id} not found")
-        return _service(row)
+        return await self._set_service_column(service_id, "model", model)
 
     async def regenerate_key(self, service_id: int) -> str:
         """Give a service a new API key and return it; the old key stops working at once."""

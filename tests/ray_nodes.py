@@ -4,31 +4,44 @@ Each node runs under its own `ray start --block` process, in its own session; ki
 SIGKILL to that process and to every process under it or in its session (the raylet, its workers,
 agents), found through /proc. Nothing else on the machine is touched (no `ray stop`: other clusters may
 run here). On a loaded machine a worker's `ray start` gives up when its raylet takes over 30 s to
-register (a constant of Ray's): :func:`start_worker` tries again.
+register (a constant of Ray's): :func:`start_worker` tries again. The nodes of a cluster share a temp
+folder of their own (:func:`ray_temp_dir`), never the machine's /tmp/ray.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from conftest import free_port
 
 RAY = str(Path(sys.executable).parent / "ray")
-# `ray start` records the cluster's address here, and a plain `ray.init()` on this machine then joins
-# that cluster: a head started here puts back what the file held before (another cluster's address).
-ADDRESS_FILE = Path("/tmp/ray/ray_current_cluster")
 
 
-def _read_address_file() -> str | None:
+@contextlib.contextmanager
+def ray_temp_dir():
+    """``RAY_TMPDIR`` for the nodes of one cluster: a folder of Ray's own, removed afterwards.
+
+    A head records its address in ``<temp dir>/ray/ray_current_cluster``, and Ray reads that file where
+    no address is given: the Jobs API hands it to every job's driver as ``RAY_ADDRESS``. In the
+    machine's shared /tmp/ray the file names whichever cluster started last (another test's, or one
+    long gone), and a job submitted to this cluster joined that one, or waited for it until its time
+    ran out. With a folder per cluster the file is the cluster's own, and the machine's is left alone.
+    The path stays short: Ray's sockets live under it.
+    """
+    folder = tempfile.mkdtemp(prefix="rayn-", dir="/tmp")
     try:
-        return ADDRESS_FILE.read_text()
-    except OSError:
-        return None
+        yield {"RAY_TMPDIR": folder}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _processes() -> dict[int, tuple[int, int]]:
@@ -66,14 +79,17 @@ class RayNode:
     def __init__(self, label: str, env: dict[str, str], head_address: str | None = None, num_cpus: int = 1):
         self.label = label
         self.dashboard_port = free_port() if head_address is None else None
+        # No process the tests do not use: no log monitor (drivers do not print the workers' logs), no
+        # autoscaler monitor. Each is a Python process polling all along, and on 2 busy cores every one
+        # of them slows the GCS and raylets that must answer within Ray's bounds.
         args = [RAY, "start", "--block", f"--num-cpus={num_cpus}", f'--resources={{"{label}": 1}}', "--disable-usage-stats",
+                "--include-log-monitor=false",
                 f"--runtime-env-agent-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
                 f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}"]
-        self._previous_address = _read_address_file() if head_address is None else None
         if head_address is None:
             self.port = free_port()
             # The dashboard process hosts the Jobs API (`ray job submit`); nothing else of it is needed.
-            args += ["--head", f"--port={self.port}", f"--ray-client-server-port={free_port()}",
+            args += ["--head", f"--port={self.port}", f"--ray-client-server-port={free_port()}", "--no-monitor",
                      "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}"]
             self.address = f"127.0.0.1:{self.port}"
         else:
@@ -83,15 +99,6 @@ class RayNode:
         self.process = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
 
-    def restore_address_file(self) -> None:
-        """Put back the address file's earlier contents if this head's address replaced them."""
-        if self.dashboard_port is None or not (_read_address_file() or "").endswith(f":{self.port}"):
-            return
-        if self._previous_address is None:
-            ADDRESS_FILE.unlink(missing_ok=True)
-        else:
-            ADDRESS_FILE.write_text(self._previous_address)
-
     def kill(self) -> None:
         """SIGKILL to the node's processes, all at once, as when its machine is lost."""
         for pid in [*node_processes(self.process.pid), self.process.pid]:
@@ -100,7 +107,23 @@ class RayNode:
             except ProcessLookupError:
                 pass
         self.process.wait(timeout=30)
-        self.restore_address_file()
+
+
+def start_head(env: dict[str, str], num_cpus: int = 1, tries: int = 3, timeout_s: float = 120) -> RayNode:
+    """A head node whose GCS takes connections (a driver may ray.init to it). A `ray start` that exits
+    (a port taken meanwhile by another process of this machine: the ports are picked free, then bound
+    by Ray) is tried again with other ports, instead of leaving the driver waiting for a GCS that never comes."""
+    for _ in range(tries):
+        node = RayNode("head", env, num_cpus=num_cpus)
+        deadline = time.monotonic() + timeout_s
+        while node.process.poll() is None and time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", node.port), timeout=1):
+                    return node
+            except OSError:
+                time.sleep(0.2)
+        node.kill()
+    raise TimeoutError(f"the head node did not start in {tries} tries")
 
 
 def start_worker(label: str, env: dict[str, str], head_address: str, tries: int = 3) -> RayNode:

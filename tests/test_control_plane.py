@@ -403,10 +403,10 @@ def test_services_create_list_get_rename_threshold_delete(dsn):
             service, key = await plane.create_service(app.id, f"s{index}", kind)
             assert isinstance(service, Service)
             assert (service.application_id, service.type, service.shards) == (app.id, kind, 1)
-            assert service.similarity_threshold is None
+            assert service.similarity_threshold is None and service.shard_replicas is None
             services.append(service)
-        sharded, _ = await plane.create_service(other.id, "s0", "recognition", 0.9, shards=4)
-        assert (sharded.similarity_threshold, sharded.shards) == (0.9, 4)
+        sharded, _ = await plane.create_service(other.id, "s0", "recognition", 0.9, shards=4, shard_replicas=3)
+        assert (sharded.similarity_threshold, sharded.shards, sharded.shard_replicas) == (0.9, 4, 3)
 
         assert await plane.list_services(app.id) == services
         assert await plane.list_services(other.id) == [sharded]
@@ -433,6 +433,15 @@ def test_services_create_list_get_rename_threshold_delete(dsn):
         with pytest.raises(NotFound):
             await plane.set_similarity_threshold(9999, 0.5)
 
+        assert (await plane.set_shard_replicas(renamed.id, 2)).shard_replicas == 2
+        assert (await plane.get_service(renamed.id)).shard_replicas == 2
+        assert (await plane.set_shard_replicas(renamed.id, None)).shard_replicas is None
+        for wrong in (0, 17, 1.5, True):
+            with pytest.raises(ValueError, match="shard replicas must be an integer from 1 to 16"):
+                await plane.set_shard_replicas(renamed.id, wrong)
+        with pytest.raises(NotFound):
+            await plane.set_shard_replicas(9999, 2)
+
         deleted = await plane.delete_service(services[1].id)
         assert deleted == services[1]
         with pytest.raises(NotFound, match=f"service {services[1].id} not found"):
@@ -457,6 +466,8 @@ def test_invalid_service_arguments_raise_value_error(dsn):
             await plane.create_service(app.id, "x", "recognition", shards=0)
         with pytest.raises(ValueError, match="between 0 and 1"):
             await plane.create_service(app.id, "x", "recognition", similarity_threshold=-0.1)
+        with pytest.raises(ValueError, match="shard replicas"):
+            await plane.create_service(app.id, "x", "recognition", shard_replicas=0)
         with pytest.raises(ValueError):
             await plane.create_service(app.id, "", "recognition")
         assert await plane.list_services(app.id) == []

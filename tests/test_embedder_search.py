@@ -44,8 +44,8 @@ def two_shard_group(server, tmp_path):
 
 def test_concurrent_searches_of_a_service_share_one_call_and_keep_their_own_k(two_shard_group):
     group, vectors = two_shard_group
-    asks = [(SubjectSearch(999_101, 2, 1), vectors[0:1]), (SubjectSearch(999_101, 2, 3), vectors[5:8]),
-            (SubjectSearch(999_101, 2, 2), vectors[11:13])]
+    asks = [(SubjectSearch(999_101, 2, 1, None), vectors[0:1]), (SubjectSearch(999_101, 2, 3, None), vectors[5:8]),
+            (SubjectSearch(999_101, 2, 2, None), vectors[11:13])]
 
     async def run():
         coalescer = SearchCoalescer(lambda search: group)
@@ -73,8 +73,8 @@ def test_an_unavailable_service_fails_only_its_own_searches(two_shard_group, tmp
 
     async def run():
         coalescer = SearchCoalescer(lambda search: groups[search.service_id])
-        return await asyncio.gather(coalescer.search(SubjectSearch(999_102, 1, 1), vectors[:1]),
-                                    coalescer.search(SubjectSearch(999_101, 2, 1), vectors[:1]),
+        return await asyncio.gather(coalescer.search(SubjectSearch(999_102, 1, 1, None), vectors[:1]),
+                                    coalescer.search(SubjectSearch(999_101, 2, 1, None), vectors[:1]),
                                     return_exceptions=True)
 
     failed, answered = asyncio.run(run())

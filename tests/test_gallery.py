@@ -217,7 +217,7 @@ def test_a_deleted_subject_leaves_no_embedding_or_crop_byte_under_the_data_dir(s
 
         api.delete_subject(gone)
         # The clean-up the shard runs FACES_ERASE_AFTER_S after a delete, run now.
-        asyncio.run(ShardGroup.for_service(service["id"], 1, server.settings).erase_deleted())
+        asyncio.run(ShardGroup.for_service(service["id"], 1, server.settings, replicas=None).erase_deleted())
         assert files_holding(server.settings.data_dir, needles) == {2, 3}  # only the kept face's bytes
         assert api.face_image(kept_id) == kept_face.crop
 

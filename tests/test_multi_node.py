@@ -20,7 +20,7 @@ import pytest
 from conftest import free_port
 from faceindex.layout import ServiceLayout
 from object_store import s3_server
-from ray_nodes import RayNode, start_worker, wait_for_nodes
+from ray_nodes import RayNode, ray_temp_dir, start_head, start_worker, wait_for_nodes
 from serve_app.client import FaceApiError, FaceClient
 
 ADMIN_TOKEN = "multi-node-admin-token"
@@ -30,8 +30,15 @@ LOAD_TIMEOUT_S = 150      # one load phase at most
 ACKED_BEFORE_KILL = 6
 ACKED_AFTER_RECOVERY = 6
 RAY = str(Path(sys.executable).parent / "ray")
-# Its driver joins the cluster it starts: a pytest process of its own (`make test` runs it second).
-pytestmark = pytest.mark.own_cluster
+# A hard bound per test (SIGALRM: the test fails and the fixtures' teardown still kills the nodes, which
+# run in sessions of their own). The first test also starts the cluster: a head, two workers one after the
+# other, Serve, the platform and a 4-shard service took 70-85 s at a load of 14 on these 2 cores and over
+# 210 s at a load of 30 (other clusters' tests beside it), where Ray's 30 s for a worker's raylet to
+# register is missed and the worker started again (ray_nodes.start_worker).
+TEST_TIMEOUT_S = 240
+CLUSTER_START_S = 300
+# Its driver joins the cluster it starts: a pytest process of its own (`make test` runs it last).
+pytestmark = [pytest.mark.own_cluster, pytest.mark.timeout(TEST_TIMEOUT_S, method="signal")]
 
 
 def _people(data_dir: Path, count: int) -> list[tuple[str, bytes]]:
@@ -43,14 +50,13 @@ def _people(data_dir: Path, count: int) -> list[tuple[str, bytes]]:
 class Cluster:
     def __init__(self, env: dict[str, str]):
         self.env = env
-        self.head = RayNode("head", env)
+        self.head = start_head(env)
         self.workers: dict[str, RayNode] = {}
 
     def start_workers(self) -> None:
         """One after the other (see ray_nodes.start_worker); the caller is connected to the head."""
         for label in ("node_a", "node_b"):
             self.workers[label] = start_worker(label, self.env, self.head.address)
-        self.head.restore_address_file()
 
     @contextlib.contextmanager
     def replaced_after(self, label: str):
@@ -61,7 +67,6 @@ class Cluster:
         finally:
             if self.workers[label].process.poll() is not None:
                 self.workers[label] = start_worker(label, self.env, self.head.address)
-                self.head.restore_address_file()
 
     def stop(self) -> None:
         for node in [*self.workers.values(), self.head]:
@@ -82,28 +87,33 @@ def platform(postgres_dir_factory, models_dir):
     from ray import serve
 
     from faces_settings import Settings
-    from serve_app.platform import start_platform
+    from serve_app.platform import serve_environment, start_platform
     from store.embedded_pg import resolve_dsn
 
     data_dir = postgres_dir_factory("multi-node")
     (data_dir / "models").symlink_to(models_dir, target_is_directory=True)
     dsn, embedded = resolve_dsn(None, data_dir)
-    with s3_server() as s3:
-        env = {**os.environ, **s3.environment, "RAY_AUTH_MODE": "disabled", "FACES_POSTGRES_DSN": dsn,
-               "FACES_LANCEDB_URI": s3.uri("lancedb"), "FACES_MEDIA_URI": s3.uri("media"),
+    with s3_server() as s3, ray_temp_dir() as ray_tmp:
+        # Serve's Python proxy (as on KubeRay), one, on the head: the nodes share this machine's ports.
+        settings = Settings(data_dir=data_dir, postgres_dsn=dsn, lancedb_uri=s3.uri("lancedb"),
+                            media_uri=s3.uri("media"), admin_token=ADMIN_TOKEN, port=free_port(), threads=1,
+                            ingress_replicas=2, embedder_num_cpus=0.5, default_shards=SHARDS, haproxy=False)
+        # the environment the platform's nodes start with (its proxy layers: a 503 for a request whose
+        # ingress replica was lost, the body limits)
+        env = {**os.environ, **s3.environment, **serve_environment(settings), **ray_tmp, "RAY_AUTH_MODE": "disabled",
+               "FACES_POSTGRES_DSN": dsn, "FACES_LANCEDB_URI": s3.uri("lancedb"), "FACES_MEDIA_URI": s3.uri("media"),
                "FACES_ADMIN_TOKEN": ADMIN_TOKEN, "FACES_DATA_DIR": str(data_dir), "FACES_THREADS": "1",
                "FACES_ENROLL_EMBEDDER_NUM_CPUS": "0.5"}
-        cluster = Cluster(env)
+        try:
+            cluster = Cluster(env)
+        except BaseException:  # no head (or the test's time limit hit): nothing of Ray to stop
+            embedded.stop()
+            raise
         try:
             ray.init(address=cluster.head.address, log_to_driver=False)
             cluster.start_workers()
-            port = free_port()
-            # One HTTP proxy, on the head: the nodes share this machine's ports.
-            serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port},
+            serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": settings.port},
                         logging_config={"enable_access_log": False})
-            settings = Settings(data_dir=data_dir, postgres_dsn=dsn, lancedb_uri=s3.uri("lancedb"),
-                                media_uri=s3.uri("media"), admin_token=ADMIN_TOKEN, port=port, threads=1,
-                                ingress_replicas=2, embedder_num_cpus=0.5, default_shards=SHARDS)
             started = start_platform(settings)
             yield started, cluster, s3
         finally:
@@ -128,6 +138,7 @@ def service(platform):
     with FaceClient(started.url, admin_token=ADMIN_TOKEN) as admin:
         application = admin.create_application("cluster")
         created = admin.create_service(application["id"], "staff", "recognition", shards=SHARDS)
+    _every_shard_answers(started.url, created["api_key"])  # 4 actors starting on a busy machine: over 30 s at times
     return created
 
 
@@ -193,6 +204,7 @@ def _kill_during(load: Load, cluster: Cluster, label: str, url: str, api_key: st
     return recovered_s
 
 
+@pytest.mark.timeout(CLUSTER_START_S + TEST_TIMEOUT_S, method="signal")  # the first: it starts the cluster
 def test_shards_spread_over_both_workers(platform, service):
     import ray
 
@@ -265,12 +277,16 @@ def test_enrollment_job_through_the_jobs_api_reports_to_s3(platform, service, da
         for image in sorted((data_dir / "lfw-dev" / name).glob("*.jpg"))[:2]:
             (photos / name / image.name).symlink_to(image)
     report = s3.uri("reports", "job.parquet")
-    submitted = subprocess.run(
-        [RAY, "job", "submit", "--address", f"http://127.0.0.1:{cluster.head.dashboard_port}",
-         "--runtime-env-json", json.dumps({"env_vars": {"FACES_ENROLL_EMBEDDER_NUM_CPUS": "0.5"}}),
-         "--", sys.executable, "-m", "faces_cli.main", "enroll", str(photos), "--service", str(service["id"]),
-         "--report", report, "--quiet"],
-        env=cluster.env, capture_output=True, text=True, timeout=300)
+    job_timeout_s = TEST_TIMEOUT_S - 40  # below the test's own limit: a late job fails with its output
+    try:
+        submitted = subprocess.run(
+            [RAY, "job", "submit", "--address", f"http://127.0.0.1:{cluster.head.dashboard_port}",
+             "--runtime-env-json", json.dumps({"env_vars": {"FACES_ENROLL_EMBEDDER_NUM_CPUS": "0.5"}}),
+             "--", sys.executable, "-m", "faces_cli.main", "enroll", str(photos), "--service", str(service["id"]),
+             "--report", report, "--quiet"],
+            env=cluster.env, capture_output=True, text=True, timeout=job_timeout_s)
+    except subprocess.TimeoutExpired as late:
+        pytest.fail(f"the job ran over {job_timeout_s} s: {(late.stdout or '')[-3000:]}{(late.stderr or '')[-3000:]}")
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
     rows = read_report(report).to_pylist()
     expected = {str(path) for path in photos.glob("*/*.jpg")}

@@ -32,12 +32,12 @@ def test_reshard_one_to_four_keeps_every_face_once_and_answers_the_same(server, 
         control = await ControlPlane.connect(settings.postgres_dsn)
         try:
             service = await control.get_service(created["id"])
-            before = ShardGroup.for_service(service.id, 1, settings)
+            before = ShardGroup.for_service(service.id, 1, settings, replicas=None)
             await before.add(records)
             answers_before = await before.search_subjects(queries, 3)
             result = await reshard(settings, control, service, 4)
             after_service = await control.get_service(service.id)
-            after = ShardGroup.for_service(service.id, 4, settings)
+            after = ShardGroup.for_service(service.id, 4, settings, replicas=None)
             answers_after = await after.search_subjects(queries, 3)
             return result, after_service, answers_before, answers_after
         finally:

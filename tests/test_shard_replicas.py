@@ -154,3 +154,63 @@ def test_searches_go_on_while_the_primary_is_killed_and_writes_resume_when_it_is
         assert time.monotonic() < deadline, "the extra replica still runs"
         time.sleep(0.5)
     asyncio.run(group.drop())
+
+
+def _member_counts(service_id: int, replicas: int) -> list[int]:
+    import ray
+
+    from actors.index_shard import NAMESPACE
+
+    layout = ServiceLayout(service_id, 1)
+    return ray.get([ray.get_actor(layout.actor_name(0, member), namespace=NAMESPACE).count.remote()
+                    for member in range(replicas)], timeout=60)
+
+
+def _replica_stops(service_id: int, member: int) -> None:
+    import ray
+
+    from actors.index_shard import NAMESPACE
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            ray.get_actor(ServiceLayout(service_id, 1).actor_name(0, member), namespace=NAMESPACE)
+        except ValueError:
+            return
+        assert time.monotonic() < deadline, f"replica {member} of service {service_id} still runs"
+        time.sleep(0.5)
+
+
+def test_a_services_replicas_are_set_through_the_admin_api(server, admin, lfw_image):
+    from serve_app.client import FaceApiError, FaceClient
+
+    application = admin.create_application("replicated")
+    plain = admin.create_service(application["id"], "plain", "recognition", shards=1)
+    assert plain["shard_replicas"] is None  # the platform's default (FACES_SHARD_REPLICAS = 1 here)
+    assert server.settings.shard_replicas == 1
+    replicated = admin.create_service(application["id"], "replicated", "recognition", shards=1, shard_replicas=2)
+    assert replicated["shard_replicas"] == 2
+    assert _member_counts(replicated["id"], 2) == [0, 0], "its replica started with the service"
+    _replica_stops(plain["id"], 1)  # none for the service on the default
+
+    with FaceClient(server.url, api_key=replicated["api_key"]) as client:
+        client.add_face(lfw_image, subject="abel")
+        assert _member_counts(replicated["id"], 2) == [1, 1], "an acknowledged face is on both members"
+        for wrong in (0, 17, "two"):
+            with pytest.raises(FaceApiError) as refused:
+                admin.update_service(replicated["id"], shard_replicas=wrong)
+            assert refused.value.status in (400, 422) and "shard_replicas" in refused.value.message
+
+        assert admin.update_service(replicated["id"], shard_replicas=1)["shard_replicas"] == 1
+        _replica_stops(replicated["id"], 1)  # it would no longer get the writes
+        client.add_face(lfw_image, subject="abel")
+        assert client.recognize(lfw_image)["result"][0]["subjects"][0]["subject"] == "abel"
+
+    assert admin.update_service(plain["id"], shard_replicas=3)["shard_replicas"] == 3
+    assert _member_counts(plain["id"], 3) == [0, 0, 0], "the new replicas start with the change"
+    assert admin.update_service(plain["id"], shard_replicas=None)["shard_replicas"] is None
+    _replica_stops(plain["id"], 2)
+    _replica_stops(plain["id"], 1)
+    listed = {service["name"]: service["shard_replicas"] for service in admin.list_services(application["id"])}
+    assert listed == {"plain": None, "replicated": 1}
+    admin.delete_application(application["id"])

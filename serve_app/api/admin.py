@@ -7,10 +7,12 @@ owners and administrators hold every application; a user sees only the applicati
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
+from actors.index_shard import ShardUnavailable
 from batch_jobs.job_files import delete_job_files
 from facecore.embed import DEFAULT_EMBEDDING_MODEL, EMBEDDING_MODELS, model_members
 from facecore.errors import ModelError
@@ -29,6 +31,7 @@ from store.video_store import VideoStore
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 Ctx = Annotated[AppContext, Depends(request_context)]
 Caller = Annotated[Principal, Depends(require_principal)]
+log = logging.getLogger(__name__)
 
 
 def _application(app: Application) -> ApplicationOut:
@@ -38,7 +41,8 @@ def _application(app: Application) -> ApplicationOut:
 def _service(service: Service, api_key: str | None = None) -> ServiceOut:
     return ServiceOut(id=service.id, application_id=service.application_id, name=service.name, type=service.type,
                       similarity_threshold=service.similarity_threshold, shards=service.shards,
-                      created_at=service.created_at.isoformat(), model=service.model, api_key=api_key)
+                      shard_replicas=service.shard_replicas, created_at=service.created_at.isoformat(),
+                      model=service.model, api_key=api_key)
 
 
 async def _service_for(caller: Principal, service_id: int, role: str, context: AppContext) -> Service:
@@ -46,6 +50,17 @@ async def _service_for(caller: Principal, service_id: int, role: str, context: A
     service = await (await context.control()).get_service(service_id)
     caller.require_app(service.application_id, role)
     return service
+
+
+async def _start_shards(context: AppContext, service: Service) -> None:
+    """Start the service's shard actors now, not on its first request. The answer waits for them at
+    most a shard call's timeout: a service created (or changed) is answered as such, and its one-time
+    API key shown, while shards slow to start (a busy node) go on starting; its requests get 503 until
+    they serve."""
+    try:
+        await context.shards(service).count()
+    except ShardUnavailable as exc:
+        log.warning("the shards of service %d are still starting: %s", service.id, exc)
 
 
 async def _delete_service(context: AppContext, control: ControlPlane, service: Service) -> None:
@@ -127,9 +142,9 @@ async def create_service(application_id: RowId, body: ServiceCreate, caller: Cal
     await _check_model(body, context)
     service, api_key = await (await context.control()).create_service(
         application_id, body.name, body.type, body.similarity_threshold,
-        body.shards or context.settings.default_shards, body.model)
+        body.shards or context.settings.default_shards, shard_replicas=body.shard_replicas, model=body.model)
     if service.type == "recognition":
-        await context.shards(service).count()  # start the shard actors now, not on the first request
+        await _start_shards(context, service)
     return _service(service, api_key)
 
 
@@ -148,13 +163,22 @@ async def get_service(service_id: RowId, caller: Caller, context: Ctx):
 
 @router.put("/services/{service_id}", response_model=ServiceOut)
 async def update_service(service_id: RowId, body: ServiceUpdate, caller: Caller, context: Ctx):
-    """Rename a service and/or set its default similarity threshold."""
+    """Rename a service, set its default similarity threshold and/or its actors per index shard
+    (``null``: back to the platform's default)."""
     control = await context.control()
     service = await _service_for(caller, service_id, "administrator", context)
     if body.name is not None:
         service = await control.rename_service(service_id, body.name)
     if "similarity_threshold" in body.model_fields_set:
         service = await control.set_similarity_threshold(service_id, body.similarity_threshold)
+    if "shard_replicas" in body.model_fields_set:
+        service = await control.set_shard_replicas(service_id, body.shard_replicas)
+        if service.type == "recognition":
+            # its shards start with the new count now (replicas added, or extra ones stopped), even where
+            # this replica still holds a group of that count from before a change made through another;
+            # other processes open them so at their next call for the service
+            context.forget_shards(service.id)
+            await _start_shards(context, service)
     return _service(service)
 
 

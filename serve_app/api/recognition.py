@@ -142,7 +142,8 @@ async def recognize(request: Request, service: RecognitionService, context: Ctx,
     image = (await read_images(request, ("file",), context.settings.max_upload_bytes))["file"]
     response = await analyze_image(context, image, _threshold(context, det_prob_threshold), limit=limit,
                                    quality=remember_unknowns or "quality" in plugins, crops=remember_unknowns,
-                                   search=SubjectSearch(service.id, service.shards, prediction_count, service.model),
+                                   search=SubjectSearch(service.id, service.shards, prediction_count,
+                                                        service.shard_replicas, service.model),
                                    model=service.model)
     cutoff = context.recognition_threshold(service) if threshold is None else threshold
     timings = execution_time(response.timings)
