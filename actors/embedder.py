@@ -5,7 +5,9 @@ the torch pipeline on CUDA with GPU preprocessing (:mod:`facecore.pipelines`), e
 configured inference backend (``auto``: CUDA when a GPU is visible, OpenVINO on x86 CPUs, ONNX
 Runtime otherwise). Requests
 arriving within ``batch_wait_ms`` of each other are processed together (``@serve.batch``): detection
-runs over all their images at once, embedding over all their faces at once. Per-request parameters
+runs over all their images at once, embedding over all the faces of the requests that name the same
+embedding model at once (a request names its service's model; the replica serves every registered
+model, each opened on first use). Per-request parameters
 (threshold, limit) are applied after the shared detection. A recognize request also names its
 service's shards (:class:`SubjectSearch`): the faces of every such request of a batch are searched
 with one call per service (:class:`SearchCoalescer`), not one call per request from the ingress.
@@ -24,6 +26,7 @@ import numpy as np
 from ray import serve
 
 from actors.index_shard import RequestShardGroups, ShardGroup
+from facecore.embed import DEFAULT_EMBEDDING_MODEL
 from facecore.errors import FaceError
 from facecore.images import encode_jpeg
 from facecore.pipeline import Face, FacePipeline, StageTimer
@@ -38,20 +41,22 @@ Match = tuple[str, float, str]  # (subject, cosine, face_id)
 @dataclass(frozen=True)
 class SubjectSearch:
     """Search the request's faces among the subjects of a recognition service: its id, its shard
-    count, the top ``k`` distinct subjects wanted per face, and its actors per shard (None: the
-    platform's default)."""
+    count, the top ``k`` distinct subjects wanted per face, its actors per shard (None: the
+    platform's default) and its embedding model (its shards')."""
 
     service_id: int
     shards: int
     k: int
     replicas: int | None
+    model: str = DEFAULT_EMBEDDING_MODEL
 
 
 @dataclass
 class FaceRequest:
     """One image to process: encoded bytes, or a decoded BGR array (a video frame, no encode/decode
     round trip). ``embed`` adds the embedding, and with ``quality`` the quality (and pose) too;
-    ``crops`` adds aligned JPEG chips; ``search`` the best subjects of each face (needs ``embed``)."""
+    ``crops`` adds the faces' aligned context crops (JPEG, :mod:`facecore.context_crop`); ``search`` the best subjects of each face (needs ``embed``).
+    ``model``: the embedding model (:data:`facecore.embed.EMBEDDING_MODELS`; None: the pipeline's own)."""
 
     image: bytes | np.ndarray
     det_prob_threshold: float
@@ -60,13 +65,15 @@ class FaceRequest:
     crops: bool = False
     quality: bool = True
     search: SubjectSearch | None = None
+    model: str | None = None
 
 
 @dataclass
 class FaceResponse:
     """``faces`` as selected by the request's limit; ``found`` counts the faces above its threshold;
     ``matches``: per face, its best subjects (requests with a ``search``). ``error``: the request's
-    own failure (a bad image, or its service's shards unavailable)."""
+    own failure (a bad image, or its service's shards unavailable). ``model``: ``name@version`` of
+    the model that embedded the faces (empty when nothing was embedded)."""
 
     faces: list[Face] = field(default_factory=list)
     crops: list[bytes] = field(default_factory=list)
@@ -74,6 +81,7 @@ class FaceResponse:
     error: Exception | None = None
     found: int = 0
     matches: list[list[Match]] = field(default_factory=list)
+    model: str = ""
 
     def unwrap(self) -> "FaceResponse":
         """Raise the request's own error, if any."""
@@ -105,15 +113,19 @@ def process_batch(pipeline: FacePipeline, requests: list[FaceRequest]) -> list[F
         selected = [_select(faces, requests[i].det_prob_threshold, requests[i].limit)
                     for i, faces in zip(live, detected)]
         to_embed = [n for n, i in enumerate(live) if requests[i].embed]
-        pipeline.describe([decoded[n] for n in to_embed], [selected[n] for n in to_embed], timer,
-                          quality=[requests[live[n]].quality for n in to_embed])
+        for model in dict.fromkeys(requests[live[n]].model for n in to_embed):  # one run per model
+            group = [n for n in to_embed if requests[live[n]].model == model]
+            pipeline.describe([decoded[n] for n in group], [selected[n] for n in group], timer,
+                              quality=[requests[live[n]].quality for n in group], model=model)
+            for n in group:
+                responses[live[n]].model = pipeline.embedder_for(model).model_id
         started = time.perf_counter()
         for n, index in enumerate(live):
             response = responses[index]
             response.faces = selected[n]
             response.found = sum(1 for face in detected[n] if face.score >= requests[index].det_prob_threshold)
             if requests[index].crops:
-                response.crops = [encode_jpeg(face.chip) for face in response.faces]
+                response.crops = [encode_jpeg(crop) for crop in pipeline.context_crops(decoded[n], response.faces)]
             for face in response.faces:
                 face.chip = None  # large and not needed by the caller
         if any(requests[index].crops for index in live):
@@ -135,11 +147,12 @@ class SearchCoalescer:
 
     def __init__(self, shards_of: Callable[[SubjectSearch], ShardGroup]):
         self.shards_of = shards_of
-        self._pending: dict[tuple[int, int, int | None], list[tuple[SubjectSearch, np.ndarray, asyncio.Future]]] = {}
+        self._pending: dict[tuple[int, int, int | None, str],
+                            list[tuple[SubjectSearch, np.ndarray, asyncio.Future]]] = {}
 
     async def search(self, search: SubjectSearch, queries: np.ndarray) -> list[list[Match]]:
         """Per row of ``queries``, the top ``search.k`` distinct subjects of the service."""
-        key = (search.service_id, search.shards, search.replicas)
+        key = (search.service_id, search.shards, search.replicas, search.model)
         future = asyncio.get_running_loop().create_future()
         if key not in self._pending:
             self._pending[key] = []
@@ -147,7 +160,7 @@ class SearchCoalescer:
         self._pending[key].append((search, queries, future))
         return await future
 
-    async def _flush(self, key: tuple[int, int, int | None]) -> None:
+    async def _flush(self, key: tuple[int, int, int | None, str]) -> None:
         waiting = self._pending.pop(key)
         try:
             matches = await self.shards_of(waiting[0][0]).search_subjects(
@@ -173,7 +186,7 @@ class Embedder:
         self.pipeline = open_pipeline(settings.pipeline_config(gpu=settings.embedder_num_gpus > 0))
         shard_groups = RequestShardGroups(settings)
         self.searches = SearchCoalescer(
-            lambda search: shard_groups.of(search.service_id, search.shards, search.replicas))
+            lambda search: shard_groups.of(search.service_id, search.shards, search.replicas, search.model))
         self.analyze.set_max_batch_size(settings.batch_max_size)
         self.analyze.set_batch_wait_timeout_s(settings.batch_wait_ms / 1000.0)
         self.embed_chips.set_max_batch_size(settings.batch_max_size)
@@ -200,6 +213,11 @@ class Embedder:
     async def embed_chips(self, chip_sets: list[np.ndarray]) -> list[np.ndarray]:
         """Embeddings of aligned chips cut elsewhere (the video workers align their faces themselves)."""
         return await asyncio.to_thread(self.pipeline.embedder.embed_groups, chip_sets)
+
+    async def open_model(self, model: str) -> str:
+        """Open embedding model ``model`` now (building its graph if needed), not on a first request;
+        its ``name@version``."""
+        return (await asyncio.to_thread(self.pipeline.embedder_for, model)).model_id
 
     def model_versions(self) -> dict[str, str]:
         """Model ids, and the inference backend, device and precision they run on."""

@@ -30,12 +30,13 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.shard_reads import HEDGE_AFTER_S, MemberReads
-from facecore.models import SFACE
+from facecore.embed import DEFAULT_EMBEDDING_MODEL, embedding_model
 from faceindex.config import SearchConfig
 from faceindex.layout import ServiceLayout
 from faceindex.shard import IndexShard
 from faceindex.upkeep import TableUpkeep
 from faces_settings import Settings
+from store.control import Service
 from store.faces import FaceRecord
 
 log = logging.getLogger(__name__)
@@ -92,11 +93,11 @@ class ShardGroup:
     def __init__(self, service_id: int, shards: int, faces_uri: str, dim: int,
                  search: SearchConfig = SearchConfig(), num_cpus: float = 0.0, num_gpus: float = 0.0,
                  upkeep: TableUpkeep = TableUpkeep(), call_timeout_s: float | None = None, kind: str = "faces",
-                 replicas: int = 1, hedge_after_s: float = HEDGE_AFTER_S):
+                 replicas: int = 1, hedge_after_s: float = HEDGE_AFTER_S, model: str = DEFAULT_EMBEDDING_MODEL):
         if replicas < 1:
             raise ValueError(f"replicas must be >= 1, got {replicas}")
         self.service_id = service_id
-        self.layout = ServiceLayout(service_id, shards, kind)
+        self.layout = ServiceLayout(service_id, shards, kind, model)
         self.faces_uri = faces_uri
         self.call_timeout_s = call_timeout_s
         # Threaded actors: an index build runs beside searches instead of blocking them. Spread over the
@@ -131,16 +132,26 @@ class ShardGroup:
 
     @classmethod
     def for_service(cls, service_id: int, shards: int, settings: Settings, *, replicas: int | None,
-                    call_timeout_s: float | None = None, kind: str = "faces") -> "ShardGroup":
+                    call_timeout_s: float | None = None, kind: str = "faces",
+                    model: str = DEFAULT_EMBEDDING_MODEL) -> "ShardGroup":
         """The shards of a service as every part of the platform must open them (same search setup);
         ``replicas``: the service's own actors per shard (``Service.shard_replicas``), None for the
         platform's default (``FACES_SHARD_REPLICAS``); every opener must pass the service's value, as
         a group opened with fewer stops the extra replicas. ``call_timeout_s``: how long a call may
         wait (requests), None for no limit (jobs); ``kind``: its faces, or its sightings of faces
-        (:mod:`faceindex.layout`)."""
-        return cls(service_id, shards, settings.faces_uri, SFACE.embedding_dim, search_config(settings),
-                   num_gpus=settings.shard_num_gpus, upkeep=table_upkeep(settings), call_timeout_s=call_timeout_s,
-                   kind=kind, replicas=replicas or settings.shard_replicas)
+        (:mod:`faceindex.layout`); ``model``: the service's embedding model (its layout, and its
+        embeddings' dimension)."""
+        return cls(service_id, shards, settings.faces_uri, embedding_model(model).embedding_dim,
+                   search_config(settings), num_gpus=settings.shard_num_gpus, upkeep=table_upkeep(settings),
+                   call_timeout_s=call_timeout_s, kind=kind, replicas=replicas or settings.shard_replicas,
+                   model=model)
+
+    @classmethod
+    def of(cls, service: Service, settings: Settings, call_timeout_s: float | None = None,
+           kind: str = "faces") -> "ShardGroup":
+        """:meth:`for_service` of ``service``'s shard count, shard replicas and model."""
+        return cls.for_service(service.id, service.shards, settings, replicas=service.shard_replicas,
+                               call_timeout_s=call_timeout_s, kind=kind, model=service.model)
 
     async def _gather(self, calls) -> list:
         return await _results(calls, self.call_timeout_s)
@@ -293,14 +304,15 @@ class RequestShardGroups:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self._groups: dict[tuple[int, int, int | None], ShardGroup] = {}
+        self._groups: dict[tuple[int, int, int | None, str], ShardGroup] = {}
 
-    def of(self, service_id: int, shards: int, replicas: int | None) -> ShardGroup:
-        key = (service_id, shards, replicas)
+    def of(self, service_id: int, shards: int, replicas: int | None,
+           model: str = DEFAULT_EMBEDDING_MODEL) -> ShardGroup:
+        key = (service_id, shards, replicas, model)
         if key not in self._groups:
-            self.forget(service_id)  # a group of the service's previous layout or replica count
+            self.forget(service_id)  # a group of the service's previous layout, replica count or model
             self._groups[key] = ShardGroup.for_service(service_id, shards, self.settings, replicas=replicas,
-                                                       call_timeout_s=CALL_TIMEOUT_S)
+                                                       call_timeout_s=CALL_TIMEOUT_S, model=model)
         return self._groups[key]
 
     def forget(self, service_id: int) -> None:

@@ -175,8 +175,7 @@ class VideoWorker:
         service = await self._watchlist_service(service_id)
         if service is None:
             return None, self.settings.recognition_threshold
-        shards = ShardGroup.for_service(service.id, service.shards, self.settings, replicas=service.shard_replicas,
-                                        call_timeout_s=CALL_TIMEOUT_S)
+        shards = ShardGroup.of(service, self.settings, call_timeout_s=CALL_TIMEOUT_S)
         threshold = self.settings.recognition_threshold_of(service)
         return ShardWatchlist(service, shards, threshold), threshold
 

@@ -20,6 +20,7 @@ nothing twice and ends with the same faces as one uninterrupted run.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -46,7 +47,6 @@ from batch_jobs.report import REPORT_SCHEMA, ReportWriter
 from batch_jobs.runtime import BLOCK_BYTES, dataset_batches
 from batch_jobs.sources import Inputs, manifest_inputs, tree_inputs
 from batch_jobs.tracking import JobTracker
-from facecore.models import SFACE
 from faces_settings import Settings
 from gallery.service_gallery import Gallery
 from outbound import OutboundPolicy
@@ -104,7 +104,8 @@ class EnrollSink:
         now = datetime.now(timezone.utc)
         embeddings = batch.column("embeddings").combine_chunks()
         per_row = pc.fill_null(pc.list_value_length(embeddings), 0).to_numpy()
-        vectors = embeddings.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, SFACE.embedding_dim)
+        vectors = embeddings.flatten().flatten().to_numpy(zero_copy_only=False).reshape(
+            -1, embeddings.type.value_type.list_size)
         offsets = [0, *per_row.cumsum().tolist()]
         done: list[dict] = []
         for row, (entry, crops) in enumerate(zip(batch.select(["source", "subject", "face_id", "status", "reason",
@@ -158,7 +159,7 @@ def build_dataset(settings: Settings, service: Service, spec: EnrollSpec, job_id
     embedded = fetched.map_batches(
         EmbedImages, batch_format="pyarrow", batch_size=batch, compute=ray.data.ActorPoolStrategy(size=plan.actors),
         num_cpus=plan.num_cpus, num_gpus=plan.num_gpus or None,
-        fn_constructor_kwargs={"config": pipeline_config(settings, plan),
+        fn_constructor_kwargs={"config": dataclasses.replace(pipeline_config(settings, plan), model=service.model),
                                "det_prob_threshold": settings.det_prob_threshold,
                                "on_multiple": spec.on_multiple.value})
     embedded.set_name(f"enroll-job-{job_id}")
@@ -182,7 +183,7 @@ async def run_enroll(settings: Settings, control: ControlPlane, tracker: JobTrac
     inputs, dataset = build_dataset(settings, service, spec, tracker.job_id)
     total = inputs.count()
     report_uri = allowed(spec.report, spec.outbound) if spec.report else default_report(settings, tracker.job_id)
-    shards = ShardGroup.for_service(service.id, service.shards, settings, replicas=service.shard_replicas)
+    shards = ShardGroup.of(service, settings)
     report = ReportWriter(report_uri)
     await tracker.start(total, report.uri)
     sink = EnrollSink(FaceCommitter(Gallery(control, shards, service.id)), report, service.id, settings.enroll_commit_faces)

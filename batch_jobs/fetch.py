@@ -55,7 +55,7 @@ def fetch_images(batch: pa.Table, *, locator: Locator, service: Service, setting
 
     pending = [i for i, status in enumerate(statuses) if status is None]
     first_ids = {i: face_id(service.id, sources[i], 0, given[i]) for i in pending}
-    shards = ShardGroup.for_service(service.id, service.shards, settings, replicas=service.shard_replicas)
+    shards = ShardGroup.of(service, settings)
     stored = asyncio.run(shards.existing(list(first_ids.values()))) if pending else set()
     for i in pending:
         if first_ids[i] in stored:

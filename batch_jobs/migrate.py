@@ -1,30 +1,43 @@
-"""Migration: re-embed every stored face of a service with another embedder model or version.
+"""Migration: re-embed every stored face of a service with another embedding model or version.
 
-    faces migrate --service NAME [--model NAME@VERSION]
+    faces migrate --service NAME [--model NAME[@VERSION]]
 
-(CompreFace's ``/migrate``; the command lives in :mod:`faces_cli.enroll_commands`). No original image is needed: faces are
-re-embedded from the aligned 112x112 crops stored with them.
+(CompreFace's ``/migrate``; the command lives in :mod:`faces_cli.enroll_commands`). No original
+image is needed: faces are re-embedded from the aligned crops stored with them
+(:mod:`facecore.context_crop`): each model's chip is cut from a face's context crop. A face stored
+before context crops holds only its 112x112 chip: it re-embeds with SFace, but not with dlib's
+ResNet (nor the fusion), whose chip it does not hold; such a migration fails naming how many faces
+those are (delete and re-enroll them from photos), and the service is unchanged.
 
-1. Each shard's table is pinned at its current version (a snapshot) and streamed by Ray Data
-   (:class:`StoredFaces`); an actor pool (:class:`EmbedCrops`) embeds the crops with the new model.
-2. The driver writes the new rows to one staging table per shard (``<table>_migrate``), which it
-   alone writes. The live tables and their in-memory indexes keep serving, unchanged.
-3. Switch: each IndexShard replaces its rows by the staging table's in one commit and reloads
-   (:meth:`faceindex.shard.IndexShard.replace_from`), under its lock, so searches see the old
-   faces or the new ones, never a mix. Faces added meanwhile are embedded here and the switch is
-   retried; faces deleted or renamed meanwhile are dropped or renamed. The staging tables are then
-   dropped; the old rows stay in the table's version history until the next compaction prunes them.
+The stored faces are read by Ray Data, each shard's table pinned at its current version (a
+snapshot, :class:`StoredFaces`), and re-embedded by an actor pool (:class:`EmbedCrops`). Then:
+
+- to a new version of the service's own model (same layout, same dimension): the driver writes the
+  new rows to one staging table per shard (``<table>_migrate``) while the live tables keep serving;
+  each IndexShard then replaces its rows by the staging table's in one commit and reloads
+  (:meth:`faceindex.shard.IndexShard.replace_from`), under its lock, so searches see the old faces or
+  the new ones, never a mix. Faces added meanwhile are embedded here and the switch is retried; faces
+  deleted or renamed meanwhile are dropped or renamed. The staging tables are then dropped.
+- to another model (its embeddings may have another dimension): the new rows fill the shards of the
+  model's own layout (:mod:`faceindex.layout`: tables and actors named with the model) beside the
+  old one, like a re-shard; faces added, deleted or renamed meanwhile are caught up (added ones
+  re-embedded from their crops); the service's model in PostgreSQL is switched in one statement, so
+  every request after it is embedded and searched with the new model; after a grace period for
+  requests in flight the layouts are caught up once more and the old one is dropped.
 
 If any crop cannot be re-embedded the job fails before the switch and the service is unchanged.
-The new model must have the service's embedding dimension.
+Sightings of unknown faces are not migrated: they are kept for SFace services only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import asyncio
+import dataclasses
+import functools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,19 +49,16 @@ from ray.data.block import BlockMetadata
 
 from actors.index_shard import ShardGroup
 from batch_jobs.embedding import pipeline_config, plan_pool
-from batch_jobs.errors import JobInputError
 from batch_jobs.model_choice import embedding_models
+from batch_jobs.reshard import SWITCH_GRACE_SECONDS, catch_up, open_layout_tables
 from batch_jobs.runtime import BLOCK_BYTES, dataset_batches
 from batch_jobs.tracking import JobTracker
-from facecore.align import CHIP_SIZE
-from facecore.embed import ChipEmbedder
-from facecore.errors import FaceError
-from facecore.images import decode_image
-from facecore.models import SFACE
+from facecore.context_crop import chips_of_crops
+from facecore.embed import AlignedFaces, Embedder, embedding_model, model_members, open_embedder
 from facecore.pipeline import PipelineConfig
 from faceindex.layout import ServiceLayout
 from faces_settings import Settings
-from store.control import Service
+from store.control import ControlPlane, Service
 from store.faces import FaceRecord, FaceTable
 
 log = logging.getLogger(__name__)
@@ -58,9 +68,32 @@ READ_BATCH_ROWS = 1024
 SWITCH_ATTEMPTS = 5
 
 
-def load_embedder(model: str, config: PipelineConfig) -> ChipEmbedder:
-    """An embedder of 112x112 aligned chips for registry model ``model``."""
-    return ChipEmbedder.from_registry(config.backend_options(), embedding_models()[model], config.embed_batch)
+def load_embedder(model: str, config: PipelineConfig) -> Embedder:
+    """The embedder of ``model`` (``name@version``)."""
+    return open_embedder(embedding_models()[model], config.backend_options(), config.embed_batch)
+
+
+def embed_crops(embedder: Embedder, crops: list[bytes]) -> tuple[np.ndarray, list[str | None]]:
+    """``(N, D)`` embeddings of faces from their stored crops (zero rows where a crop failed), and per
+    crop None or why it could not be re-embedded."""
+    kinds = sorted({spec.chip for spec in model_members(embedder.spec.name)})
+    chips, errors = chips_of_crops(crops, kinds)
+    matrix = np.zeros((len(crops), embedder.dimension), np.float32)
+    if chips:
+        matrix[[row for row, error in enumerate(errors) if error is None]] = embedder.embed_aligned(
+            AlignedFaces.of_chips(chips))
+    return matrix, errors
+
+
+def _re_embedded(embedder: Embedder, records: list[FaceRecord]) -> list[FaceRecord]:
+    """``records`` with new embeddings from their crops; RuntimeError naming the faces that have none."""
+    vectors, errors = embed_crops(embedder, [record.crop for record in records])
+    failed = [(record.face_id, error) for record, error in zip(records, errors) if error is not None]
+    if failed:
+        raise RuntimeError(f"{len(failed)} faces added during the migration could not be re-embedded "
+                           f"(e.g. {failed[0][0]}: {failed[0][1]})")
+    return [dataclasses.replace(record, embedding=vector, model=embedder.model_id)
+            for record, vector in zip(records, vectors)]
 
 
 def staging_name(layout: ServiceLayout, shard: int) -> str:
@@ -99,19 +132,7 @@ class EmbedCrops:
         self.model = self.embedder.model_id
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        chips, rows, errors = [], [], [None] * batch.num_rows
-        for row, crop in enumerate(batch.column("crop").to_pylist()):
-            try:
-                chip = decode_image(crop or b"")
-                if chip.shape[:2] != (CHIP_SIZE, CHIP_SIZE):
-                    raise FaceError(f"the crop is {chip.shape[1]}x{chip.shape[0]}, not {CHIP_SIZE}x{CHIP_SIZE}")
-                chips.append(chip)
-                rows.append(row)
-            except FaceError as exc:
-                errors[row] = f"unusable crop: {exc}"
-        vectors = self.embedder.embed(chips)
-        matrix = np.zeros((batch.num_rows, self.embedder.dimension), np.float32)
-        matrix[rows] = vectors
+        matrix, errors = embed_crops(self.embedder, batch.column("crop").to_pylist())
         embeddings = pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel()), self.embedder.dimension)
         return (batch.append_column("embedding", embeddings)
                 .append_column("model", pa.array([self.model] * batch.num_rows, pa.string()))
@@ -143,11 +164,11 @@ class MigrateResult:
 
 
 class Staging:
-    """The staging tables of a migration, written in batches by this driver only."""
+    """The staging tables of a same-layout migration, written in batches by this driver only."""
 
     def __init__(self, faces_uri: str, service: Service, dim: int, commit_faces: int):
         self.service = service
-        self.layout = ServiceLayout(service.id, service.shards)
+        self.layout = ServiceLayout(service.id, service.shards, model=service.model)
         self.commit_faces = commit_faces
         self.tables = []
         for shard in range(service.shards):
@@ -157,13 +178,13 @@ class Staging:
         self._pending: list[list[FaceRecord]] = [[] for _ in self.tables]
         self.written = 0
 
-    def add(self, records: list[FaceRecord]) -> None:
+    async def add(self, records: list[FaceRecord]) -> None:
         for record in records:
             self._pending[self.layout.shard_of(record.face_id)].append(record)
         if sum(map(len, self._pending)) >= self.commit_faces:
-            self.flush()
+            await self.flush()
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         for table, records in zip(self.tables, self._pending):
             table.add(records)
             self.written += len(records)
@@ -174,15 +195,32 @@ class Staging:
             table.drop()
 
 
-def _snapshot(settings: Settings, service: Service, dim: int) -> list[tuple[str, int, int]]:
+class NewLayout:
+    """The shards of the target model's layout, filled through their actors (a cross-model migration)."""
+
+    def __init__(self, settings: Settings, service: Service):
+        self.service = service
+        self.shards = ShardGroup.of(service, settings)
+        self.written = 0
+
+    async def add(self, records: list[FaceRecord]) -> None:
+        if records:
+            await self.shards.add(records)
+            self.written += len(records)
+
+    async def flush(self) -> None:
+        """Nothing is held back: every batch is added at once."""
+
+
+def _snapshot(settings: Settings, service: Service) -> list[tuple[str, int, int]]:
     """(table, version, rows) of every shard table of the service, as of now."""
     return [(table.name, table.version, table.count())
-            for table in ServiceLayout(service.id, service.shards).open_tables(settings.faces_uri, dim)]
+            for table in open_layout_tables(settings, service, service.shards)]
 
 
-async def _switch(settings: Settings, shards: ShardGroup, staging: Staging, model: str, dim: int) -> None:
+async def _switch(settings: Settings, shards: ShardGroup, staging: Staging, embedder: Callable[[], Embedder]) -> None:
     """Switch every shard to its staging table, first copying faces the shard gained meanwhile."""
-    embedder = None
+    dim = embedding_model(staging.service.model).embedding_dim
     for shard in range(len(shards.actors)):
         live = staging.layout.open_table(settings.faces_uri, shard, dim)
         for _ in range(SWITCH_ATTEMPTS):
@@ -191,13 +229,27 @@ async def _switch(settings: Settings, shards: ShardGroup, staging: Staging, mode
                 break
             log.info("shard %d gained %d faces during the migration; embedding them", shard, len(missing))
             stored = [face for face in map(live.get, missing) if face is not None]
-            embedder = embedder or load_embedder(model, settings.pipeline_config())
-            vectors = embedder.embed([decode_image(face.crop) for face in stored])
-            staging.add([dataclasses.replace(face, embedding=vector, model=embedder.model_id)
-                         for face, vector in zip(stored, vectors)])
-            staging.flush()
+            await staging.add(await asyncio.to_thread(lambda: _re_embedded(embedder(), stored)))
+            await staging.flush()
         else:
             raise RuntimeError(f"shard {shard} kept gaining faces; pause writes to the service and migrate again")
+
+
+async def _switch_model(settings: Settings, control: ControlPlane, service: Service, target: NewLayout,
+                        embedder: Callable[[], Embedder]) -> None:
+    """Catch the new layout up with the old one, switch the service's model, catch up once more after
+    requests in flight have ended, and drop the old layout."""
+    old_tables = open_layout_tables(settings, service, service.shards)
+    new_tables = open_layout_tables(settings, target.service, service.shards)
+
+    def transform(records: list[FaceRecord]) -> list[FaceRecord]:
+        return _re_embedded(embedder(), records)
+
+    await catch_up(old_tables, new_tables, target.shards, transform)
+    await control.set_model(service.id, target.service.model)
+    await asyncio.sleep(SWITCH_GRACE_SECONDS)
+    await catch_up(old_tables, new_tables, target.shards, transform)
+    await ShardGroup.of(service, settings).drop()
 
 
 def _reembedded(settings: Settings, tables: list[tuple[str, int, int]], model: str, dim: int,
@@ -214,36 +266,56 @@ def _reembedded(settings: Settings, tables: list[tuple[str, int, int]], model: s
     return dataset
 
 
-async def run_migrate(settings: Settings, tracker: JobTracker, service: Service, model: str) -> MigrateResult:
-    """Re-embed every face of ``service`` with ``model`` and switch to the new rows (Ray must be connected)."""
+async def _fill(settings: Settings, tracker: JobTracker, tables: list[tuple[str, int, int]], model: str,
+                dim: int, target: Staging | NewLayout) -> None:
+    """Re-embed the snapshot's faces into ``target``; RuntimeError (before any switch) naming how many
+    faces could not be."""
+    failed: list[tuple[str, str]] = []
+    processed = 0
+    if any(rows for _, _, rows in tables):
+        async for batch in dataset_batches(_reembedded(settings, tables, model, dim, tracker.job_id)):
+            records, errors = _records(batch)
+            await target.add(records)
+            failed.extend(errors)
+            processed += batch.num_rows
+            await tracker.update(processed, {"faces": target.written, "failed": len(failed)})
+    await target.flush()
+    await tracker.update(processed, {"faces": target.written, "failed": len(failed)})
+    if failed:
+        face, reason = failed[0]
+        raise RuntimeError(f"{len(failed)} faces could not be re-embedded with {model} (e.g. {face}: {reason}); "
+                           "delete them (or re-enroll them from photos) and migrate again. The service is unchanged.")
+
+
+async def run_migrate(settings: Settings, control: ControlPlane, tracker: JobTracker, service: Service,
+                      model: str) -> MigrateResult:
+    """Re-embed every face of ``service`` with ``model`` (``name@version``) and switch to the new rows
+    (Ray must be connected)."""
     started = time.perf_counter()
-    dim = SFACE.embedding_dim
-    if embedding_models()[model].embedding_dim != dim:
-        raise JobInputError(f"{model} makes {embedding_models()[model].embedding_dim}-d embeddings; "
-                            f"the service stores {dim}-d ones")
-    shards = ShardGroup.for_service(service.id, service.shards, settings, replicas=service.shard_replicas)
-    tables = _snapshot(settings, service, dim)
+    dim = embedding_model(service.model).embedding_dim
+    tables = _snapshot(settings, service)
     await tracker.start(sum(rows for _, _, rows in tables))
-    staging = Staging(settings.faces_uri, service, dim, settings.enroll_commit_faces)
-    try:
-        failed: list[tuple[str, str]] = []
-        processed = 0
-        if any(rows for _, _, rows in tables):
-            async for batch in dataset_batches(_reembedded(settings, tables, model, dim, tracker.job_id)):
-                records, errors = _records(batch)
-                staging.add(records)
-                failed.extend(errors)
-                processed += batch.num_rows
-                await tracker.update(processed, {"faces": staging.written, "failed": len(failed)})
-        staging.flush()
-        await tracker.update(processed, {"faces": staging.written, "failed": len(failed)})
-        if failed:
-            face, reason = failed[0]
-            raise RuntimeError(f"{len(failed)} faces could not be re-embedded (e.g. {face}: {reason}); "
-                               "delete them and migrate again. The service is unchanged.")
-        await _switch(settings, shards, staging, model, dim)
-    finally:
-        staging.drop()
+    target_service = dataclasses.replace(service, model=embedding_models()[model])
+    embedder = functools.cache(lambda: load_embedder(model, settings.pipeline_config()))  # for faces added meanwhile
+    if target_service.model == service.model:
+        staging = Staging(settings.faces_uri, service, dim, settings.enroll_commit_faces)
+        try:
+            await _fill(settings, tracker, tables, model, dim, staging)
+            shards = ShardGroup.of(service, settings)
+            await _switch(settings, shards, staging, embedder)
+        finally:
+            staging.drop()
+    else:
+        target = NewLayout(settings, target_service)
+        await target.shards.delete_all()  # leftovers of an interrupted earlier run
+        try:
+            await _fill(settings, tracker, tables, model, dim, target)
+            await _switch_model(settings, control, service, target, embedder)
+        except BaseException:
+            if (await control.get_service(service.id)).model == service.model:  # failed before the switch
+                await target.shards.drop()
+            raise
+        shards = target.shards
     faces = await shards.count()
     seconds = time.perf_counter() - started
     log.info("job %d: %d faces of service %d re-embedded with %s in %.1f s", tracker.job_id, faces, service.id,

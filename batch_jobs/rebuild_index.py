@@ -25,8 +25,7 @@ async def rebuild_indexes(settings: Settings, services: list[Service],
     from actors.index_shard import ShardGroup
 
     async def one_service(service: Service) -> list[dict]:
-        group = ShardGroup.for_service(service.id, service.shards, settings,
-                                           replicas=service.shard_replicas)
+        group = ShardGroup.of(service, settings)
         replicas = [asyncio.ensure_future(replica.build_index.remote())  # their own copies, not reported
                     for members in group.members for replica in members[1:]]
         stats = []

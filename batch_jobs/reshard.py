@@ -18,11 +18,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from batch_jobs.errors import JobInputError
 from faces_settings import Settings
 from store.control import ControlPlane, Service
 
+if TYPE_CHECKING:
+    from store.faces import FaceRecord
+
+Transform = Callable[[list["FaceRecord"]], list["FaceRecord"]]
 log = logging.getLogger(__name__)
 
 COPY_BATCH = 5000
@@ -38,11 +43,13 @@ class ReshardResult:
     seconds: float
 
 
-def _open_tables(settings: Settings, service_id: int, shards: int):
-    from facecore.models import SFACE
+def open_layout_tables(settings: Settings, service: Service, shards: int):
+    """The face tables of ``service``'s layout of ``shards`` shards (and of its model)."""
+    from facecore.embed import embedding_model
     from faceindex.layout import ServiceLayout
 
-    return ServiceLayout(service_id, shards).open_tables(settings.faces_uri, SFACE.embedding_dim)
+    return ServiceLayout(service.id, shards, model=service.model).open_tables(
+        settings.faces_uri, embedding_model(service.model).embedding_dim)
 
 
 def _placements(tables) -> set[tuple[str, str]]:
@@ -51,8 +58,10 @@ def _placements(tables) -> set[tuple[str, str]]:
             for face_id, subject in zip(batch.column("face_id").to_pylist(), batch.column("subject").to_pylist())}
 
 
-async def _copy(tables, target, wanted: set[str] | None, progress: Callable[[int], None]) -> int:
-    """Copy the rows of ``tables`` (only ids in ``wanted`` when given) into the ``target`` group."""
+async def _copy(tables, target, wanted: set[str] | None, progress: Callable[[int], None],
+                transform: Transform | None = None) -> int:
+    """Copy the rows of ``tables`` (only ids in ``wanted`` when given) into the ``target`` group, each
+    batch changed by ``transform`` first (in a thread) when given."""
     from store.faces import records_from_rows
 
     copied = 0
@@ -61,6 +70,8 @@ async def _copy(tables, target, wanted: set[str] | None, progress: Callable[[int
             records = records_from_rows(batch)
             if wanted is not None:
                 records = [r for r in records if r.face_id in wanted]
+            if records and transform is not None:
+                records = await asyncio.to_thread(transform, records)
             if records:
                 await target.add(records)
                 copied += len(records)
@@ -68,17 +79,18 @@ async def _copy(tables, target, wanted: set[str] | None, progress: Callable[[int
     return copied
 
 
-async def _catch_up(old_tables, new_tables, target) -> tuple[int, int]:
+async def catch_up(old_tables, new_tables, target, transform: Transform | None = None) -> tuple[int, int]:
     """Make the new layout hold exactly the old layout's faces and subjects; returns (copied, deleted).
 
-    Faces deleted or renamed since the copy are deleted first; faces added or renamed are then copied.
+    Faces deleted or renamed since the copy are deleted first; faces added or renamed are then copied
+    (through ``transform``, see :func:`_copy`).
     """
     old, new = _placements(old_tables), _placements(new_tables)
     stale = {face_id for face_id, _ in new - old}
     if stale:
         await target.delete_ids(sorted(stale))
     missing = {face_id for face_id, _ in old - new} | (stale & {face_id for face_id, _ in old})
-    copied = await _copy(old_tables, target, missing, lambda _: None) if missing else 0
+    copied = await _copy(old_tables, target, missing, lambda _: None, transform) if missing else 0
     return copied, len(stale)
 
 
@@ -92,16 +104,16 @@ async def reshard(settings: Settings, control: ControlPlane, service: Service, s
     if shards == service.shards:
         raise JobInputError(f"service {service.name!r} already has {shards} shard(s)")
     started = time.perf_counter()
-    old = ShardGroup.for_service(service.id, service.shards, settings, replicas=service.shard_replicas)
-    new = ShardGroup.for_service(service.id, shards, settings, replicas=service.shard_replicas)
+    old = ShardGroup.of(service, settings)
+    new = ShardGroup.for_service(service.id, shards, settings, replicas=service.shard_replicas, model=service.model)
     await new.delete_all()  # leftovers of an interrupted earlier run
-    old_tables = _open_tables(settings, service.id, service.shards)
-    new_tables = _open_tables(settings, service.id, shards)
+    old_tables = open_layout_tables(settings, service, service.shards)
+    new_tables = open_layout_tables(settings, service, shards)
     await _copy(old_tables, new, None, progress)
-    await _catch_up(old_tables, new_tables, new)
+    await catch_up(old_tables, new_tables, new)
     await control.set_shards(service.id, shards)
     await asyncio.sleep(SWITCH_GRACE_SECONDS)
-    await _catch_up(old_tables, new_tables, new)
+    await catch_up(old_tables, new_tables, new)
     faces = await new.count()
     await old.drop()
     log.info("service %d re-sharded from %d to %d shards (%d faces)", service.id, service.shards, shards, faces)

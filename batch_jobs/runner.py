@@ -39,7 +39,7 @@ async def run_job(settings: Settings, job_id: int, input: str | None = None, rep
                                   report or job.options.get("report"), outbound=settings.outbound_policy())
                 await run_enroll(settings, control, tracker, service, spec)
             else:
-                await run_migrate(settings, tracker, service, job.input)
+                await run_migrate(settings, control, tracker, service, job.input)
 
 
 @ray.remote(num_cpus=0, max_restarts=0)

@@ -70,6 +70,13 @@ class AlignedFaces:
         self.boxes = None if boxes is None else [np.asarray(box, np.float64).reshape(-1, 4) for box in boxes]
         self._chips: dict[str, np.ndarray] = {} if arcface_chips is None else {"arcface112": arcface_chips}
 
+    @classmethod
+    def of_chips(cls, chips: dict[str, np.ndarray]) -> "AlignedFaces":
+        """Faces known only by their chips, already cut (e.g. from stored crops), per chip kind."""
+        faces = cls([], [])
+        faces._chips = dict(chips)
+        return faces
+
     def __len__(self) -> int:
         return sum(len(points) for points in self.landmarks)
 
@@ -185,11 +192,30 @@ DEFAULT_EMBEDDING_MODEL = SFACE.name
 Embedder = ChipEmbedder | FusionEmbedder
 
 
-def open_embedder(name: str, options: BackendOptions, batch_size: int = DEFAULT_BATCH) -> Embedder:
-    """The embedding model ``name`` (a key of :data:`EMBEDDING_MODELS`) opened with a backend."""
+def embedding_model(name: str) -> ModelSpec | FusionSpec:
+    """The embedding model ``name`` (a key of :data:`EMBEDDING_MODELS`); :class:`ModelError` naming the
+    known ones for any other name."""
     spec = EMBEDDING_MODELS.get(name)
     if spec is None:
         raise ModelError(f"unknown embedding model {name!r}; known: {', '.join(EMBEDDING_MODELS)}")
+    return spec
+
+
+def model_members(name: str) -> tuple[ModelSpec, ...]:
+    """The registry models embedding model ``name`` runs (a fusion's members, or the model itself)."""
+    spec = embedding_model(name)
+    return spec.members if isinstance(spec, FusionSpec) else (spec,)
+
+
+def model_id(name: str) -> str:
+    """``name@version`` of embedding model ``name``, as stored with its embeddings."""
+    spec = embedding_model(name)
+    return f"{spec.name}@{spec.version}"
+
+
+def open_embedder(name: str, options: BackendOptions, batch_size: int = DEFAULT_BATCH) -> Embedder:
+    """The embedding model ``name`` (a key of :data:`EMBEDDING_MODELS`) opened with a backend."""
+    spec = embedding_model(name)
     if isinstance(spec, FusionSpec):
         return FusionEmbedder(spec, [ChipEmbedder.from_registry(options, member, batch_size) for member in spec.members])
     return ChipEmbedder.from_registry(options, spec, batch_size)

@@ -16,8 +16,10 @@ import numpy as np
 
 from facecore.align import CHIP_SIZE, align_faces
 from facecore.backends import BackendOptions
+from facecore.context_crop import CONTEXT_SIZE, context_crops
 from facecore.detect import DEFAULT_MAX_SIDE, Detection, YuNetDetector
-from facecore.embed import DEFAULT_EMBEDDING_MODEL, AlignedFaces, open_embedder
+from facecore.embed import (DEFAULT_EMBEDDING_MODEL, AlignedFaces, ChipEmbedder, Embedder,
+                            FusionEmbedder, FusionSpec, embedding_model)
 from facecore.images import ImageLimits, decode_image, reduction_of
 from facecore.quality import Pose, Quality, assess_quality, estimate_pose
 
@@ -103,11 +105,27 @@ class FacePipeline:
         cfg = self.config
         options = cfg.backend_options()
         self.detector = YuNetDetector.from_registry(options, cfg.max_side)
-        self.embedder = open_embedder(cfg.model, options, batch_size=cfg.embed_batch)
+        self.model_options = options  # the backend that opens embedding models (embedder_for)
+        self._embedders: dict[str, Embedder] = {}
+        self.embedder = self.embedder_for(cfg.model)
 
     @property
     def model_id(self) -> str:
         return self.embedder.model_id
+
+    def embedder_for(self, model: str | None) -> Embedder:
+        """The embedding model ``model`` (None: the configured one), opened on first use; a fusion
+        shares its members with the models of the same name."""
+        if model is None:
+            return self.embedder
+        if model not in self._embedders:
+            spec = embedding_model(model)
+            if isinstance(spec, FusionSpec):
+                embedder = FusionEmbedder(spec, [self.embedder_for(member.name) for member in spec.members])
+            else:
+                embedder = ChipEmbedder.from_registry(self.model_options, spec, self.config.embed_batch)
+            self._embedders[model] = embedder
+        return self._embedders[model]
 
     def decode(self, images: Sequence[ImageInput], timer: StageTimer | None = None) -> list[np.ndarray]:
         """Bytes are decoded (with the configured limits; large JPEGs at a reduced size, see
@@ -148,11 +166,11 @@ class FacePipeline:
         return faces
 
     def describe(self, decoded: list[np.ndarray], faces: list[list[Face]], timer: StageTimer | None = None,
-                 quality: bool | Sequence[bool] = True) -> None:
+                 quality: bool | Sequence[bool] = True, model: str | None = None) -> None:
         """Fill chip, embedding and (where ``quality``, one flag or one per image) quality and pose of
         detected ``faces`` (one list per decoded image): the 112x112 chips of all faces (kept for
-        quality and crops) are warped into one array; the embedding model aligns its own chips when
-        it needs others, and embeds in batches."""
+        quality and crops) are warped into one array; the embedding model (``model``, None: the
+        configured one) aligns its own chips when it needs others, and embeds in batches."""
         started = time.perf_counter()
         flat = [face for per_image in faces for face in per_image]
         chips = np.empty((len(flat), CHIP_SIZE, CHIP_SIZE, 3), dtype=np.uint8)
@@ -177,11 +195,18 @@ class FacePipeline:
                                                   face.box[3] - face.box[1], face.chip, face.pose)
             if timer:
                 started = timer.add("quality", started)
-        vectors = self.embedder.embed_aligned(AlignedFaces(decoded, landmarks, chips, boxes))
+        embedder = self.embedder_for(model)
+        vectors = embedder.embed_aligned(AlignedFaces(decoded, landmarks, chips, boxes))
         for face, vector in zip(flat, vectors):
             face.embedding = vector
         if timer:
             timer.add("embed", started)
+
+    def context_crops(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
+        """The aligned context crops (:mod:`facecore.context_crop`) of detected ``faces`` of a decoded image."""
+        if not faces:
+            return np.zeros((0, CONTEXT_SIZE, CONTEXT_SIZE, 3), np.uint8)
+        return context_crops(image, np.stack([face.landmarks for face in faces]) / reduction_of(image))
 
     def embed(self, images: Sequence[ImageInput], det_prob_threshold: float = DEFAULT_DET_PROB_THRESHOLD,
               limit: int = 0) -> list[np.ndarray]:

@@ -20,7 +20,7 @@ import numpy as np
 from facecore.align import ARCFACE_TEMPLATE, CHIP_SIZE, similarity_transforms
 from facecore.backends.torch_cuda import TorchGraph
 from facecore.detect import YUNET, BatchLayout, Detection
-from facecore.embed import ChipEmbedder, l2_normalize
+from facecore.embed import AlignedFaces, ChipEmbedder, l2_normalize
 from facecore.gpu_preprocess import as_device_image, decode_on_device, detector_batch, warp_chips
 from facecore.models import SFACE, ModelSpec, converted_model_path
 from facecore.pipeline import Face, FacePipeline, ImageInput, PipelineConfig, StageTimer
@@ -94,6 +94,10 @@ class TorchFacePipeline(FacePipeline):
         self.device = detector.device
         self.detector = TorchDetector(detector, YUNET, cfg.max_side)
         self.embedder = TorchEmbedder(embedder, SFACE, cfg.embed_batch)
+        self._embedders = {SFACE.name: self.embedder}
+        # other embedding models: the default backend choice (ONNX Runtime's CUDA where installed), as the
+        # torch backend runs SFace's and YuNet's operators only
+        self.model_options = dataclasses.replace(cfg, backend="auto", precision="auto").backend_options()
 
     def decode(self, images: Sequence[ImageInput], timer: StageTimer | None = None) -> list:
         """Bytes decoded onto the device (nvJPEG where possible); arrays and tensors pass through."""
@@ -108,10 +112,15 @@ class TorchFacePipeline(FacePipeline):
             timer.add("decode", started)
         return decoded
 
+    def context_crops(self, image, faces: list[Face]) -> np.ndarray:
+        """:meth:`FacePipeline.context_crops`, cut on the host from an image copied back from the device."""
+        return super().context_crops(image.cpu().numpy() if hasattr(image, "cpu") else image, faces)
+
     def describe(self, decoded: list, faces: list[list[Face]], timer: StageTimer | None = None,
-                 quality: bool | Sequence[bool] = True) -> None:
+                 quality: bool | Sequence[bool] = True, model: str | None = None) -> None:
         """Chips of all faces warped in one batch on the device, embedded there; quality (where asked,
-        one flag or one per image) on the host."""
+        one flag or one per image) on the host. Another embedding ``model`` than SFace aligns its
+        own chips on the host, from the images copied back (the device preprocessing is SFace's)."""
         started = time.perf_counter()
         flat = [(index, face) for index, per_image in enumerate(faces) for face in per_image]
         if not flat:
@@ -129,7 +138,16 @@ class TorchFacePipeline(FacePipeline):
         if timer:
             timer.add("align", started)
         started = time.perf_counter()
-        vectors = self.embedder.embed(chips)
+        embedder = self.embedder_for(model)
+        if embedder is self.embedder:
+            vectors = self.embedder.embed(chips)
+        else:
+            landmarks = [np.stack([face.landmarks for face in per_image]) if per_image else np.zeros((0, 5, 2))
+                         for per_image in faces]
+            boxes = [np.stack([face.box[:4] for face in per_image]) if per_image else np.zeros((0, 4))
+                     for per_image in faces]
+            vectors = embedder.embed_aligned(
+                AlignedFaces([image.cpu().numpy() for image in images], landmarks, host_chips, boxes))
         for (_, face), vector in zip(flat, vectors):
             face.embedding = vector
         if timer:

@@ -56,7 +56,7 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
     async with control_plane(settings) as control:
         service = await resolve_service(control, args.service)
-        model = target_model(args.model)
+        model = target_model(args.model, service.model)
         jobs = JobStore(control.pool)
         job = await jobs.create("migrate", service.id, model)
         print(f"job {job.id}: re-embedding the faces of service {service.name!r} ({service.id}) with {model}",
@@ -64,7 +64,7 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
         bar = ProgressBar(not args.quiet, "face")
         try:
             async with JobTracker(jobs, job.id, bar.update) as tracker:
-                result = await run_migrate(settings, tracker, service, model)
+                result = await run_migrate(settings, control, tracker, service, model)
         finally:
             bar.close()
     print(f"{result.faces} faces re-embedded with {result.model} in {result.seconds:.1f} s; "
@@ -98,6 +98,7 @@ def add_parsers(subparsers) -> None:
 
     migrate = subparsers.add_parser("migrate", help="re-embed every face of a service from its stored crops")
     add_service_argument(migrate)
-    migrate.add_argument("--model", default=None, help="embedder model NAME@VERSION (default: the platform's)")
+    migrate.add_argument("--model", default=None, help="embedding model NAME or NAME@VERSION: sface, dlib-resnet or fusion; another model than "
+                         "the service's switches the service to it (default: the service's own)")
     migrate.add_argument("--quiet", action="store_true", help="no progress bar")
     migrate.set_defaults(handler=migrate_command)

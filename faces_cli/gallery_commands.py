@@ -24,8 +24,7 @@ async def _check(settings: Settings, args: argparse.Namespace) -> int:
 
     async with control_plane(settings) as control:
         service = await resolve_service(control, args.service)
-        gallery = Gallery(control, ShardGroup.for_service(service.id, service.shards, settings,
-                                                                 replicas=service.shard_replicas), service.id)
+        gallery = Gallery(control, ShardGroup.of(service, settings), service.id)
         found = await (drift.repair(gallery) if args.repair else drift.check(gallery))
     name = f"service {service.name!r} ({service.id})"
     if found.consistent:

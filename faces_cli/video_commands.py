@@ -92,6 +92,9 @@ async def _load_watchlist(settings: Settings, service_ref: str) -> tuple[MatrixW
 
     async with control_plane(settings) as control:
         service = await resolve_service(control, service_ref)
+    if service.model != SFACE.name:
+        raise JobInputError(f"video scans embed with {SFACE.name}; service {service.name!r} holds "
+                            f"{service.model} embeddings")
     subjects: list[str] = []
     vectors = []
     for shard in range(service.shards):

@@ -193,11 +193,14 @@ class _FaceApi:
 
     def create_service(self, application_id: int, name: str, type: str,
                        similarity_threshold: float | None = None, shards: int | None = None,
-                       shard_replicas: int | None = None):
+                       shard_replicas: int | None = None, model: str | None = None):
         body = {"name": name, "type": type, "similarity_threshold": similarity_threshold, "shards": shards,
-                "shard_replicas": shard_replicas}
+                "shard_replicas": shard_replicas, "model": model}
         return self._send(_Call("POST", f"/api/v1/admin/applications/{application_id}/services",
                                 json={k: v for k, v in body.items() if v is not None}, admin=True))
+
+    def get_service(self, service_id: int):
+        return self._send(_Call("GET", f"/api/v1/admin/services/{service_id}", admin=True))
 
     def list_services(self, application_id: int):
         return self._send(_Call("GET", f"/api/v1/admin/applications/{application_id}/services", admin=True))

@@ -8,8 +8,10 @@ from collections import defaultdict
 
 from actors.index_shard import RequestShardGroups, ShardGroup
 from actors.unknown_faces import UnknownFaces
+from facecore.embed import DEFAULT_EMBEDDING_MODEL, model_id
 from faces_settings import Settings
 from gallery.service_gallery import Gallery
+from serve_app.errors import BAD_PARAMETER, ApiError
 from serve_app.quotas import QUOTA_CACHE_S, ConnectionSlots, QuotaCache, Quotas, RateLimiter, share
 from store.control import ControlPlane, Service
 from store.quotas import CachedUsage, QuotaStore
@@ -60,7 +62,7 @@ class AppContext:
         self.rate_limiter.acquire(service.id, share(quotas.requests_per_s, self.settings.ingress_replicas))
 
     def shards(self, service: Service) -> ShardGroup:
-        return self._groups.of(service.id, service.shards, service.shard_replicas)
+        return self._groups.of(service.id, service.shards, service.shard_replicas, service.model)
 
     async def gallery(self, service: Service) -> Gallery:
         """The service's gallery: every change of its subjects and faces goes through it."""
@@ -73,6 +75,14 @@ class AppContext:
             self._unknown_faces[key] = UnknownFaces.open(service, SightingStore((await self.control()).pool),
                                                          self.settings, self.recognition_threshold(service))
         return self._unknown_faces[key]
+
+    @staticmethod
+    def require_sightings(service: Service) -> None:
+        """400 unless the service may remember and search sightings of unknown faces: those hold
+        embeddings of the default model, so services of another model may not."""
+        if service.model != DEFAULT_EMBEDDING_MODEL:
+            raise ApiError(400, f"sightings of unknown faces are kept for {DEFAULT_EMBEDDING_MODEL} services only; "
+                                f"this service's model is {service.model}", BAD_PARAMETER)
 
     def forget_shards(self, service_id: int) -> None:
         self._groups.forget(service_id)
@@ -91,10 +101,13 @@ class AppContext:
 
         task.add_done_callback(finished)
 
-    async def model_versions(self) -> dict[str, str]:
+    async def model_versions(self, service: Service | None = None) -> dict[str, str]:
+        """The models the embedder runs; with a ``service``, its embedding model as the calculator."""
         if self._model_versions is None:
             self._model_versions = await self.embedder.model_versions.remote()
-        return self._model_versions
+        if service is None:
+            return self._model_versions
+        return {**self._model_versions, "calculator": model_id(service.model)}
 
     def recognition_threshold(self, service: Service) -> float:
         """The service's own 'unknown' threshold, else the platform default."""

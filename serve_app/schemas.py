@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from batch_jobs.outcomes import OnMultiple
+from facecore.embed import DEFAULT_EMBEDDING_MODEL, EMBEDDING_MODELS
 from serve_app.validation import INT64_MAX, Name, RowId, Text
 from store.control import MAX_SHARD_REPLICAS
 
@@ -76,6 +77,8 @@ class ServiceCreate(BaseModel):
     similarity_threshold: float | None = Field(None, ge=0, le=1)
     shards: int | None = Field(None, ge=1, le=256)
     shard_replicas: int | None = Field(None, ge=1, le=MAX_SHARD_REPLICAS, description=SHARD_REPLICAS_HELP)
+    model: str = Field(DEFAULT_EMBEDDING_MODEL, max_length=64,
+                       description=f"embedding model: {', '.join(EMBEDDING_MODELS)} (fixed until a migration)")
 
 
 class ServiceUpdate(BaseModel):
@@ -99,6 +102,7 @@ class ServiceOut(BaseModel):
     shards: int
     shard_replicas: int | None = Field(description=SHARD_REPLICAS_HELP)
     created_at: str
+    model: str
     api_key: str | None = None
 
 
@@ -115,7 +119,8 @@ class EnrollJobCreate(BaseModel):
 
 class MigrateJobCreate(BaseModel):
     service_id: RowId
-    model: Text | None = Field(None, description="embedder NAME@VERSION (default: the platform's)")
+    model: Text | None = Field(None, description="embedding model NAME or NAME@VERSION; another model than the "
+                                "service's switches the service to it (default: the service's own)")
 
 
 class JobOut(BaseModel):

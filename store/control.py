@@ -41,7 +41,8 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 CONNECT_TIMEOUT_S = 5.0
 STATEMENT_TIMEOUT_S = 30.0
 
-_SERVICE_COLUMNS = "id, application_id, name, type, similarity_threshold, shards, shard_replicas, created_at"
+_SERVICE_COLUMNS = "id, application_id, name, type, similarity_threshold, shards, shard_replicas, created_at, model"
+DEFAULT_SERVICE_MODEL = "sface"
 MAX_SHARD_REPLICAS = 16
 
 
@@ -61,6 +62,8 @@ class Service:
     ``similarity_threshold`` is the service's own threshold in [0, 1], or None for the default.
     ``shards`` is the number of face-table shards its faces are spread over; ``shard_replicas`` the
     actors per shard (the primary and its read replicas), or None for the platform's default.
+    ``model`` names the embedding model its faces are embedded with (a key of
+    ``facecore.embed.EMBEDDING_MODELS``).
     """
 
     id: int
@@ -71,6 +74,7 @@ class Service:
     shards: int
     shard_replicas: int | None
     created_at: datetime
+    model: str = DEFAULT_SERVICE_MODEL
 
 
 @dataclass(frozen=True)
@@ -201,6 +205,7 @@ def _service(row: asyncpg.Record) -> Service:
         shards=row["shards"],
         shard_replicas=row["shard_replicas"],
         created_at=row["created_at"],
+        model=row["model"],
     )
 
 
@@ -314,12 +319,14 @@ class ControlPlane:
         similarity_threshold: float | None = None,
         shards: int = 1,
         shard_replicas: int | None = None,
+        model: str = DEFAULT_SERVICE_MODEL,
     ) -> tuple[Service, str]:
         """Create a service; return it with its plaintext API key (shown once, stored hashed).
 
         :class:`InvalidValue` for a type not in :data:`SERVICE_TYPES`, ``shards < 1``, shard replicas
         outside [1, :data:`MAX_SHARD_REPLICAS`] or a threshold outside [0, 1]; :class:`NotFound` for a
-        missing application; :class:`Conflict` for a name already used in the application.
+        missing application; :class:`Conflict` for a name already used in the application. ``model``
+        is stored as given: callers check it against the embedding models they know.
         """
         _require_name("service", name)
         if type not in SERVICE_TYPES:
@@ -333,8 +340,8 @@ class ControlPlane:
             row = await self._pool.fetchrow(
                 f"""
                 INSERT INTO services (application_id, name, type, api_key_hash, similarity_threshold, shards,
-                                      shard_replicas)
-                VALUES ($1, $2, $3, $4, $5, $6, $7)
+                                      shard_replicas, model)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                 RETURNING {_SERVICE_COLUMNS}
                 """,
                 application_id,
@@ -344,6 +351,7 @@ class ControlPlane:
                 threshold,
                 shards,
                 replicas,
+                model,
             )
         except asyncpg.ForeignKeyViolationError:
             raise NotFound(f"application {application_id} not found") from None
@@ -426,6 +434,10 @@ class ControlPlane:
         if shards < 1:
             raise InvalidValue("a service needs at least one shard")
         return await self._set_service_column(service_id, "shards", shards)
+
+    async def set_model(self, service_id: int, model: str) -> Service:
+        """Switch the service to the index shards of embedding model ``model`` (a migration's switch)."""
+        return await self._set_service_column(service_id, "model", model)
 
     async def regenerate_key(self, service_id: int) -> str:
         """Give a service a new API key and return it; the old key stops working at once."""

@@ -46,7 +46,8 @@ def _connect(db_uri: str, read_consistency_interval: timedelta | None = None):
 class FaceRecord:
     """One stored face.
 
-    ``embedding`` is a ``(dim,)`` float32 unit vector; ``crop`` the aligned 112x112 JPEG bytes;
+    ``embedding`` is a ``(dim,)`` float32 unit vector; ``crop`` the face's aligned context crop as
+    JPEG bytes (``facecore.context_crop``; the 112x112 chip for faces stored before context crops);
     ``created_at`` a timezone-aware UTC time (a naive time is taken as UTC when stored).
     """
 

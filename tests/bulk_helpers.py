@@ -10,6 +10,7 @@ import pyarrow as pa
 from batch_jobs.enroll import EnrollResult, EnrollSpec, run_enroll
 from batch_jobs.report import read_report
 from batch_jobs.tracking import JobTracker
+from facecore.embed import embedding_model
 from facecore.models import SFACE
 from faces_settings import Settings
 from serve_app.client import FaceClient
@@ -50,11 +51,13 @@ def wait_for_job(admin: FaceClient, job_id: int, timeout_s: float = JOB_TIMEOUT_
     raise AssertionError(f"job {job_id} did not finish in {timeout_s} s: {admin.get_job(job_id)}")
 
 
-def stored_faces(settings: Settings, service_id: int, shards: int = 1) -> list[dict]:
-    """Every stored face row (face_id, subject, source, model, embedding) of a service, read from LanceDB."""
+def stored_faces(settings: Settings, service_id: int, shards: int = 1, model: str = SFACE.name) -> list[dict]:
+    """Every stored face row (face_id, subject, source, model, embedding) of a service (of embedding
+    model ``model``), read from LanceDB."""
     rows = []
     for shard in range(shards):
-        table = ServiceLayout(service_id, shards).open_table(settings.faces_uri, shard, SFACE.embedding_dim)
+        table = ServiceLayout(service_id, shards, model=model).open_table(
+            settings.faces_uri, shard, embedding_model(model).embedding_dim)
         for batch in table.batches(["face_id", "subject", "source", "model", "embedding"]):
             rows.extend(batch.to_pylist())
     return rows

@@ -187,6 +187,22 @@ def test_torch_pipeline_on_cpu_matches_the_default_pipeline(faces, models_dir):
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
 
 
+
+def test_torch_pipeline_embeds_another_model_on_the_host(data_dir, models_dir, pipeline):
+    """A service of another model than SFace on a GPU replica: the torch pipeline cuts that model's
+    chips on the host and runs it on the default backend; the same fusion embedding as the default
+    pipeline's, and the same context crop."""
+    image = (data_dir / "lfw-dev" / "Abel_Pacheco" / "Abel_Pacheco_0001.jpg").read_bytes()
+    found = []
+    for candidate in (TorchFacePipeline(PipelineConfig(cache_dir=str(models_dir)), "cpu", "f32"), pipeline):
+        decoded = candidate.decode([image])
+        faces = candidate.detect_decoded(decoded, 0.8, 1, None)
+        candidate.describe(decoded, faces, quality=False, model="fusion")
+        found.append((faces[0][0].embedding, candidate.context_crops(decoded[0], faces[0])))
+    (torch_vector, torch_crop), (vector, crop) = found
+    assert torch_vector.shape == (256,) and float(torch_vector @ vector) >= 0.999
+    assert torch_crop.shape == crop.shape == (1, 288, 288, 3)
+
 @needs_gpu
 @pytest.mark.parametrize("precision", ["fp16", "f32"])
 def test_torch_pipeline_on_cuda_matches_the_default_pipeline(faces, models_dir, precision):

@@ -13,7 +13,7 @@ from faceindex.shard import IndexShard
 from batch_jobs.enroll import EnrollSpec
 from bulk_helpers import enroll_in_process, stored_faces, wait_for_job
 from facecore.models import SFACE
-from facecore.similarity import cosine_from_similarity
+from facecore.similarity import similarity_from_cosine
 from serve_app.client import FaceClient
 from faceindex.layout import ServiceLayout
 from store.faces import FaceRecord, FaceTable
@@ -22,10 +22,25 @@ MODEL_ID = f"{SFACE.name}@{SFACE.version}"
 PEOPLE = 40
 
 
-def _answers(api: FaceClient, queries: list) -> list[list[tuple[str, float]]]:
-    return [[(match["subject"], match["similarity"])
-             for match in api.recognize(query, prediction_count=3, threshold=0.0)["result"][0]["subjects"]]
-            for query in queries]
+def _answers(api: FaceClient, queries: list) -> list[tuple[list[tuple[str, float]], np.ndarray]]:
+    """Per query, its top 3 (subject, similarity) and the query's own embedding (the calculator's)."""
+    answers = []
+    for query in queries:
+        face = api.recognize(query, prediction_count=3, threshold=0.0, face_plugins="calculator")["result"][0]
+        answers.append(([(match["subject"], match["similarity"]) for match in face["subjects"]],
+                        np.asarray(face["embedding"], np.float64)))
+    return answers
+
+
+def _cosines(query: np.ndarray, subjects: list[str], faces: list[dict]) -> list[float]:
+    """The cosine of ``query`` to each subject's best stored face, from the raw embeddings."""
+    unit = query / np.linalg.norm(query)
+    best: dict[str, float] = {}
+    for face in faces:
+        stored = np.asarray(face["embedding"], np.float64)
+        cosine = float(unit @ stored / np.linalg.norm(stored))
+        best[face["subject"]] = max(cosine, best.get(face["subject"], -1.0))
+    return [best[subject] for subject in subjects]
 
 
 @pytest.fixture(scope="module")
@@ -80,11 +95,17 @@ def test_searches_answer_the_same_before_and_after(migration):
     assert len(before) == len(after) == PEOPLE + 1
     # The stored crops are JPEG (quality 90): re-embedded vectors move by a cosine of ~0.01 (which the
     # calibrated similarity, steep mid-range, stretches up to 4x). The answer (the best match) stays;
-    # strangers further down may swap places only where their cosines (nearly) tie.
-    for old, new in zip(before, after):
+    # strangers further down may swap places only where their cosines (nearly) tie. Cosines are taken
+    # from the raw embeddings (the query's and the stored faces'), not from the API's similarities:
+    # those are rounded to 5 decimals, and near 1 the calibration's inverse turns one rounding step
+    # into a cosine step of several hundredths.
+    for (old, old_query), (new, new_query) in zip(before, after):
         assert old[0][0] == new[0][0] and abs(old[0][1] - new[0][1]) < 0.02
-        assert np.allclose([cosine_from_similarity(s) for _, s in old], [cosine_from_similarity(s) for _, s in new],
-                           atol=0.03)
+        old_cosines = _cosines(old_query, [subject for subject, _ in old], migration["before"]["faces"])
+        new_cosines = _cosines(new_query, [subject for subject, _ in new], migration["after"]["faces"])
+        for answer, cosines in ((old, old_cosines), (new, new_cosines)):  # the cosines the API ranked by
+            assert np.allclose([similarity_from_cosine(c) for c in cosines], [s for _, s in answer], atol=2e-5)
+        assert np.allclose(old_cosines, new_cosines, atol=0.03)
 
 
 def _face(face_id: str, subject: str, vector: list[float], model: str = "old@1") -> FaceRecord:

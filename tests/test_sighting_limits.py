@@ -15,6 +15,7 @@ import ray
 from actors.unknown_faces import new_sighting
 from actors.video_recorder import NAMESPACE, ensure_recorder
 from actors.video_supervisor import SUPERVISOR_NAME
+from facecore.images import encode_jpeg
 from serve_app.client import FaceApiError, FaceClient
 from serve_app.quotas import QUOTA_CACHE_S
 from store.control import ControlPlane
@@ -71,10 +72,11 @@ def test_the_sightings_quota_stops_remembering_not_recognizing(server, admin, da
     shots = [new_sighting(datetime.now(timezone.utc), "stream:1", {"x_min": 0, "y_min": 0, "x_max": 1, "y_max": 1,
                                                                   "probability": 0.9}, 0.9, None,
                           np.eye(1, 128, n, dtype=np.float32)[0]) for n in range(2)]
-    assert [ray.get(recorder.remember_sighting.remote(stored_service, 0.95, shot, b"crop", "sface"), timeout=60)
+    crop = encode_jpeg(np.full((112, 112, 3), 128, np.uint8))  # a 112 chip: served as stored
+    assert [ray.get(recorder.remember_sighting.remote(stored_service, 0.95, shot, crop, "sface"), timeout=60)
             for shot in shots] == [True, False]
     with FaceClient(server.url, api_key=service["api_key"]) as client:
-        assert client.sighting_image(shots[0].id) == b"crop"
+        assert client.sighting_image(shots[0].id) == crop
         assert _status(lambda: client.sighting_image(shots[1].id)) == 404
     admin.delete_application(application["id"])
 

@@ -14,6 +14,8 @@ from fastapi import APIRouter, Depends
 
 from actors.index_shard import ShardUnavailable
 from batch_jobs.job_files import delete_job_files
+from facecore.embed import DEFAULT_EMBEDDING_MODEL, EMBEDDING_MODELS, model_members
+from facecore.errors import ModelError
 from serve_app.auth import require_principal
 from serve_app.context import AppContext, request_context
 from serve_app.errors import BAD_PARAMETER, ApiError
@@ -39,7 +41,8 @@ def _application(app: Application) -> ApplicationOut:
 def _service(service: Service, api_key: str | None = None) -> ServiceOut:
     return ServiceOut(id=service.id, application_id=service.application_id, name=service.name, type=service.type,
                       similarity_threshold=service.similarity_threshold, shards=service.shards,
-                      shard_replicas=service.shard_replicas, created_at=service.created_at.isoformat(), api_key=api_key)
+                      shard_replicas=service.shard_replicas, created_at=service.created_at.isoformat(),
+                      model=service.model, api_key=api_key)
 
 
 async def _service_for(caller: Principal, service_id: int, role: str, context: AppContext) -> Service:
@@ -76,6 +79,25 @@ async def _delete_service(context: AppContext, control: ControlPlane, service: S
     media = EventMedia(context.settings.video_media_uri)
     for stream in streams:
         await asyncio.to_thread(media.delete_stream, stream.id)
+
+
+async def _check_model(body: ServiceCreate, context: AppContext) -> None:
+    """400 for a model the platform does not know, or one a video service cannot use (its workers
+    embed with the default model), or one that cannot run here (weights not installed, graph not
+    buildable). Another model than the default is opened by the embedder now (a replica of it),
+    not on the service's first request."""
+    if body.model not in EMBEDDING_MODELS:
+        raise ApiError(400, f"unknown model {body.model!r}; known: {', '.join(EMBEDDING_MODELS)}", BAD_PARAMETER)
+    if body.type == "video" and body.model != DEFAULT_EMBEDDING_MODEL:
+        raise ApiError(400, f"video services embed with {DEFAULT_EMBEDDING_MODEL}; their model cannot be chosen",
+                       BAD_PARAMETER)
+    try:
+        for spec in model_members(body.model):
+            spec.source_path()
+        if body.model != DEFAULT_EMBEDDING_MODEL:
+            await context.embedder.open_model.remote(body.model)
+    except ModelError as exc:
+        raise ApiError(400, f"model {body.model} cannot run on this platform: {exc}", BAD_PARAMETER) from None
 
 
 @router.post("/applications", response_model=ApplicationOut, status_code=201)
@@ -117,9 +139,10 @@ async def delete_application(application_id: RowId, caller: Caller, context: Ctx
 async def create_service(application_id: RowId, body: ServiceCreate, caller: Caller, context: Ctx):
     """Create a service; the response carries its API key (shown only here and on regeneration)."""
     caller.require_app(application_id, "administrator")
+    await _check_model(body, context)
     service, api_key = await (await context.control()).create_service(
         application_id, body.name, body.type, body.similarity_threshold,
-        body.shards or context.settings.default_shards, body.shard_replicas)
+        body.shards or context.settings.default_shards, shard_replicas=body.shard_replicas, model=body.model)
     if service.type == "recognition":
         await _start_shards(context, service)
     return _service(service, api_key)

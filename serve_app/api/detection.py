@@ -26,9 +26,9 @@ async def detect(request: Request, service: Annotated[Service, Depends(detection
     image = (await read_images(request, ("file",), context.settings.max_upload_bytes))["file"]
     threshold = context.settings.det_prob_threshold if det_prob_threshold is None else det_prob_threshold
     response = await analyze_image(context, image, threshold, limit=limit, embed=needs_embedding(plugins),
-                                   quality="quality" in plugins)
+                                   quality="quality" in plugins, model=service.model)
     timings = execution_time(response.timings)
     body = {"result": [face_json(face, plugins, timings) for face in response.faces]}
     if status:
-        body["plugins_versions"] = plugins_versions(await context.model_versions(), plugins)
+        body["plugins_versions"] = plugins_versions(await context.model_versions(service), plugins)
     return body

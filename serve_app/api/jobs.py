@@ -18,7 +18,7 @@ from fastapi.responses import StreamingResponse
 
 from batch_jobs.errors import JobInputError
 from batch_jobs.locations import allowed, check_input
-from batch_jobs.model_choice import target_model
+from batch_jobs.model_choice import embedding_models, target_model
 from batch_jobs.report import is_json_report, open_report
 from batch_jobs.runner import start_job
 from serve_app.auth import require_admin
@@ -88,9 +88,10 @@ async def start_migrate(body: MigrateJobCreate, context: Ctx):
     """Re-embed every face of a recognition service from its stored crops (CompreFace's migrate)."""
     service = await _recognition_service(context, body.service_id)
     try:
-        model = target_model(body.model)
+        model = target_model(body.model, service.model)
     except JobInputError as exc:
         raise ApiError(400, str(exc), BAD_PARAMETER) from None
+    await context.embedder.open_model.remote(embedding_models()[model])  # serving it right after the switch
     job = await JobStore((await context.control()).pool).create("migrate", service.id, model)
     start_job(context.settings, job.id)
     return job_out(job)

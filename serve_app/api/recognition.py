@@ -10,6 +10,7 @@ import numpy as np
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from actors.embedder import SubjectSearch
+from facecore.context_crop import thumbnail_jpeg
 from facecore.similarity import similarity_from_cosine
 from serve_app.api.params import DetProbThreshold, FacePlugins, Limit, PredictionCount, Status, Threshold
 from serve_app.auth import recognition_service
@@ -43,10 +44,11 @@ async def add_face(request: Request, service: RecognitionService, context: Ctx,
     name = subject
     await check_faces_quota(context, service)
     image = (await read_images(request, ("file",), context.settings.max_upload_bytes))["file"]
-    response = await analyze_image(context, image, _threshold(context, det_prob_threshold), limit=1, crops=True)
+    response = await analyze_image(context, image, _threshold(context, det_prob_threshold), limit=1, crops=True,
+                                   model=service.model)
     face, crop = response.faces[0], response.crops[0]
     record = FaceRecord(face_id=str(uuid.uuid4()), subject=name, embedding=face.embedding,
-                        model=(await context.model_versions())["calculator"], crop=crop, source=None,
+                        model=response.model, crop=crop, source=None,
                         created_at=datetime.now(timezone.utc))
     await (await context.gallery(service)).add_faces([record])
     return FaceRef(image_id=record.face_id, subject=name)
@@ -110,11 +112,12 @@ async def face_image(image_id: str, service: RecognitionService, context: Ctx):
     record = await context.shards(service).get_face(image_id)
     if record is None:
         raise NotFound(f"face '{image_id}' not found")
-    return Response(content=record.crop, media_type="image/jpeg")
+    return Response(content=thumbnail_jpeg(record.crop), media_type="image/jpeg")
 
 
-def _subject_matches(matches: list[tuple[str, float, str]], threshold: float) -> tuple[list[dict], bool]:
-    scored = [{"subject": subject, "similarity": round(float(similarity_from_cosine(cosine)), 5)}
+def _subject_matches(matches: list[tuple[str, float, str]], threshold: float,
+                     model: str) -> tuple[list[dict], bool]:
+    scored = [{"subject": subject, "similarity": round(float(similarity_from_cosine(cosine, model)), 5)}
               for subject, cosine, _ in matches]
     kept = [m for m in scored if m["similarity"] >= threshold]
     return kept, not kept
@@ -134,30 +137,32 @@ async def recognize(request: Request, service: RecognitionService, context: Ctx,
     a sighting (``sighting``: its id and identity of unknown faces, if any)."""
     plugins = parse_plugins(face_plugins)
     if remember_unknowns:
+        context.require_sightings(service)
         await check_sightings_quota(context, service)
     image = (await read_images(request, ("file",), context.settings.max_upload_bytes))["file"]
     response = await analyze_image(context, image, _threshold(context, det_prob_threshold), limit=limit,
                                    quality=remember_unknowns or "quality" in plugins, crops=remember_unknowns,
                                    search=SubjectSearch(service.id, service.shards, prediction_count,
-                                                       service.shard_replicas))
+                                                        service.shard_replicas, service.model),
+                                   model=service.model)
     cutoff = context.recognition_threshold(service) if threshold is None else threshold
     timings = execution_time(response.timings)
     result = []
     for face, face_matches in zip(response.faces, response.matches):
         item = face_json(face, plugins, timings)
-        item["subjects"], item["unknown"] = _subject_matches(face_matches, cutoff)
+        item["subjects"], item["unknown"] = _subject_matches(face_matches, cutoff, service.model)
         result.append(item)
     if remember_unknowns:
         subjects = [None if item["unknown"] else item["subjects"][0]["subject"] for item in result]
         sightings = await (await context.unknown_faces(service)).remember(
             response.faces, response.crops, subjects, source or f"request:{uuid.uuid4()}",
-            (await context.model_versions())["calculator"])
+            response.model)
         context.sighting_usage.add(service.id, len(sightings))
         for item, sighting in zip(result, sightings):
             item["sighting"] = {"id": sighting.id, "identity": sighting.identity}
     body = {"result": result}
     if status:
-        body["plugins_versions"] = plugins_versions(await context.model_versions(), plugins)
+        body["plugins_versions"] = plugins_versions(await context.model_versions(service), plugins)
     return body
 
 
@@ -172,15 +177,16 @@ async def verify_face(image_id: str, request: Request, service: RecognitionServi
         raise NotFound(f"face '{image_id}' not found")
     image = (await read_images(request, ("file",), context.settings.max_upload_bytes))["file"]
     response = await analyze_image(context, image, _threshold(context, det_prob_threshold), limit=limit,
-                                   quality="quality" in plugins)
+                                   quality="quality" in plugins, model=service.model)
     queries = np.stack([face.embedding for face in response.faces])
     cosines = await shards.similarity_to(image_id, queries)
     timings = execution_time(response.timings)
-    result = [{**face_json(face, plugins, timings), "similarity": round(float(similarity_from_cosine(c)), 5)}
+    result = [{**face_json(face, plugins, timings),
+               "similarity": round(float(similarity_from_cosine(c, service.model)), 5)}
               for face, c in zip(response.faces, cosines)]
     body = {"result": result}
     if status:
-        body["plugins_versions"] = plugins_versions(await context.model_versions(), plugins)
+        body["plugins_versions"] = plugins_versions(await context.model_versions(service), plugins)
     return body
 
 
@@ -188,21 +194,21 @@ async def verify_face(image_id: str, request: Request, service: RecognitionServi
 async def recognize_embeddings(body: EmbeddingsBody, service: RecognitionService, context: Ctx,
                                prediction_count: int = PredictionCount, threshold: float | None = Threshold):
     """1:N search for embeddings computed elsewhere (e.g. by the calculator plugin)."""
-    queries = embeddings_matrix(body.embeddings, "embeddings")
+    queries = embeddings_matrix(body.embeddings, "embeddings", service.model)
     cutoff = context.recognition_threshold(service) if threshold is None else threshold
     matches = await context.shards(service).search_subjects(queries, prediction_count)
     result = []
     for embedding, face_matches in zip(body.embeddings, matches):
-        similarities, unknown = _subject_matches(face_matches, cutoff)
+        similarities, unknown = _subject_matches(face_matches, cutoff, service.model)
         result.append({"embedding": embedding, "similarities": similarities, "unknown": unknown})
     return {"result": result}
 
 
 @router.post("/embeddings/faces/{image_id}/verify")
 async def verify_embeddings(image_id: str, body: EmbeddingsBody, service: RecognitionService, context: Ctx):
-    queries = embeddings_matrix(body.embeddings, "embeddings")
+    queries = embeddings_matrix(body.embeddings, "embeddings", service.model)
     cosines = await context.shards(service).similarity_to(image_id, queries)
     if cosines is None:
         raise NotFound(f"face '{image_id}' not found")
-    return {"result": [{"embedding": e, "similarity": round(float(similarity_from_cosine(c)), 5)}
+    return {"result": [{"embedding": e, "similarity": round(float(similarity_from_cosine(c, service.model)), 5)}
                        for e, c in zip(body.embeddings, cosines)]}

@@ -14,6 +14,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from actors.unknown_faces import SightingMatch
+from facecore.context_crop import thumbnail_jpeg
 from serve_app.api.params import DetProbThreshold
 from serve_app.api.recognition import check_faces_quota
 from serve_app.auth import recognition_service
@@ -113,12 +114,13 @@ async def ignore_identity(identity: IdentityId, service: RecognitionService, con
 @router.get("/sightings/{sighting_id}/img", response_class=Response,
             responses={200: {"content": {"image/jpeg": {}}, "description": "the aligned face crop"}})
 async def sighting_image(sighting_id: str, service: RecognitionService, context: Ctx):
-    return Response(content=await (await context.unknown_faces(service)).crop(sighting_id), media_type="image/jpeg")
+    crop = await (await context.unknown_faces(service)).crop(sighting_id)
+    return Response(content=thumbnail_jpeg(crop), media_type="image/jpeg")
 
 
 def _matches_json(results: list[list[SightingMatch]]) -> SightingsSearchOut:
     return SightingsSearchOut(result=[[SightingMatchOut(**vars(match.sighting), similarity=round(match.similarity, 5),
-                                                        crop=base64.b64encode(match.crop).decode())
+                                                        crop=base64.b64encode(thumbnail_jpeg(match.crop) if match.crop else b"").decode())
                                        for match in matches] for matches in results])
 
 
@@ -128,6 +130,7 @@ async def search_sightings(request: Request, service: RecognitionService, contex
                            since: datetime | None = Since, until: datetime | None = Until,
                            source: Name | None = Source):
     """Where else was this person seen? Per face of the image, the past sightings most alike."""
+    context.require_sightings(service)
     image = (await read_images(request, ("file",), context.settings.max_upload_bytes))["file"]
     threshold = context.settings.det_prob_threshold if det_prob_threshold is None else det_prob_threshold
     response = await analyze_image(context, image, threshold)
@@ -140,5 +143,6 @@ async def search_sightings_by_embedding(body: EmbeddingsBody, service: Recogniti
                                         limit: int = Matches, since: datetime | None = Since,
                                         until: datetime | None = Until, source: Name | None = Source):
     """Per embedding, the past sightings most alike."""
+    context.require_sightings(service)
     queries = embeddings_matrix(body.embeddings, "embeddings")
     return _matches_json(await (await context.unknown_faces(service)).search(queries, limit, since, until, source))

@@ -32,27 +32,30 @@ async def verify(request: Request, service: VerificationService, context: Ctx,
     images = await read_images(request, ("source_image", "target_image"), context.settings.max_upload_bytes)
     threshold = context.settings.det_prob_threshold if det_prob_threshold is None else det_prob_threshold
     source, target = await asyncio.gather(
-        analyze_image(context, images["source_image"], threshold, limit=1, quality="quality" in plugins),
-        analyze_image(context, images["target_image"], threshold, limit=limit, quality="quality" in plugins))
+        analyze_image(context, images["source_image"], threshold, limit=1, quality="quality" in plugins,
+                      model=service.model),
+        analyze_image(context, images["target_image"], threshold, limit=limit, quality="quality" in plugins,
+                      model=service.model))
     source_face = source.faces[0]
     cosines = np.stack([face.embedding for face in target.faces]) @ source_face.embedding
     target_times = execution_time(target.timings)
-    matches = [{**face_json(face, plugins, target_times), "similarity": round(float(similarity_from_cosine(c)), 5)}
+    matches = [{**face_json(face, plugins, target_times),
+                "similarity": round(float(similarity_from_cosine(c, service.model)), 5)}
                for face, c in zip(target.faces, cosines)]
     matches.sort(key=lambda match: -match["similarity"])
     body = {"result": [{"source_image_face": face_json(source_face, plugins, execution_time(source.timings)),
                         "face_matches": matches}]}
     if status:
-        body["plugins_versions"] = plugins_versions(await context.model_versions(), plugins)
+        body["plugins_versions"] = plugins_versions(await context.model_versions(service), plugins)
     return body
 
 
 @router.post("/embeddings/verify")
 async def verify_embeddings(body: EmbeddingsVerifyBody, service: VerificationService):
-    source = embeddings_matrix(body.source, "source")[0]
-    targets = embeddings_matrix(body.targets, "targets")
+    source = embeddings_matrix(body.source, "source", service.model)[0]
+    targets = embeddings_matrix(body.targets, "targets", service.model)
     cosines = targets @ source
-    result = [{"embedding": target, "similarity": round(float(similarity_from_cosine(c)), 5)}
+    result = [{"embedding": target, "similarity": round(float(similarity_from_cosine(c, service.model)), 5)}
               for target, c in zip(body.targets, cosines)]
     result.sort(key=lambda item: -item["similarity"])
     return {"result": result}

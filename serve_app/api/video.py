@@ -25,6 +25,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.background import BackgroundTask
 
 from actors.video_supervisor import ensure_supervisor
+from facecore.embed import DEFAULT_EMBEDDING_MODEL
 from facevideo.config import SOURCE_SCHEMES
 from facevideo.webhooks import WEBHOOK_SCHEMES
 from outbound import OutboundRefused, redact
@@ -79,6 +80,9 @@ async def _check_watchlist(context: AppContext, service_id: int | None, caller: 
                             f"{service.type} service", BAD_PARAMETER)
     if caller is not None and service.application_id != caller.application_id:
         raise ApiError(400, f"watchlist service {service_id} belongs to another application", BAD_PARAMETER)
+    if service.model != DEFAULT_EMBEDDING_MODEL:
+        raise ApiError(400, f"video workers embed with {DEFAULT_EMBEDDING_MODEL}; watchlist service {service_id} "
+                            f"holds {service.model} embeddings", BAD_PARAMETER)
 
 
 async def _check_outbound(context: AppContext, caller: Service | None, owner_service_id: int | None,

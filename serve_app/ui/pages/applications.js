@@ -56,7 +56,7 @@ function serviceRow(appId, service, showKey) {
     if (updated) showKey(updated);
   };
   return h('tr', { 'data-service': service.name },
-    h('td', {}, service.name), h('td', {}, service.type),
+    h('td', {}, service.name), h('td', {}, service.type), h('td', {}, service.model),
     h('td', {}, service.similarity_threshold ?? 'default'),
     h('td', { class: 'actions' },
       service.type === 'recognition' ? [
@@ -116,7 +116,7 @@ export async function renderOne(appId) {
     }, { class: 'danger' })));
   }
   page.append(h('h2', {}, 'Services'),
-    services.length ? table(['Name', 'Type', 'Threshold', ''], services.map((s) => serviceRow(appId, s, showKey)))
+    services.length ? table(['Name', 'Type', 'Model', 'Threshold', ''], services.map((s) => serviceRow(appId, s, showKey)))
       : h('p', { class: 'muted' }, 'No service yet.'));
   if (may(appId, 'administrator')) {
     page.append(h('form', {
@@ -133,6 +133,7 @@ export async function renderOne(appId) {
       },
     }, field('New service name', input('name', { required: true, maxlength: 255 })),
     field('Type', select('type', [['recognition', 'recognition'], ['detection', 'detection'], ['verification', 'verification'], ['video', 'video']], 'recognition')),
+    field('Embedding model', select('model', [['sface', 'sface'], ['dlib-resnet', 'dlib-resnet'], ['fusion', 'fusion (sface + dlib-resnet)']], 'sface')),
     h('button', { type: 'submit' }, 'Create service')));
   }
   keyPlace.id = 'new-key-place';
