@@ -8,11 +8,12 @@ cluster's log files (``/tmp/ray/session_latest/logs`` on a local cluster), and d
 sizing warnings. Errors still reach the console: Ray's error logs, and every failure the command
 sees as an exception.
 
-One line of Ray's C++ core is not an error although it is logged as one, and it cannot be quieted by
-any logger: every Ray Data actor pool (the bulk jobs' embedders) is created with its map function in
-the object store and with restarts on, which the core worker reports on the terminal for each pool
-(ray-project/ray#53727). :func:`quiet_ray` filters that message out of the process's stderr; all other
-output passes unchanged.
+Two kinds of Ray's lines reach the terminal past every logger, so :func:`quiet_ray` filters them out of
+the process's stderr (all other output passes unchanged): one line of Ray's C++ core that is not an
+error although it is logged as one (every Ray Data actor pool, the bulk jobs' embedders, is created
+with its map function in the object store and with restarts on, which the core worker reports for each
+pool: ray-project/ray#53727), and the warnings the raylets push to every driver ("(raylet) WARNING: 14
+PYTHON worker processes have been started ..." on a busy node), printed by the driver's own listener.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ import warnings
 RAY_LOGGERS = ("ray", "ray.serve", "ray.data")
 # "[2026-11-26 16:08:41,543 E 1730 2732] core_worker.cc:2465: Actor with class name: 'MapWorker(...)' and
 # ID: '...' has constructor arguments in the object store and max_restarts > 0. ... for more details.\n"
-ACTOR_ARGUMENTS_NOTICE = re.compile(
+# and "\x1b[33m(raylet)\x1b[0m WARNING: 14 PYTHON worker processes have been started on node: ...\n"
+RAY_NOTICES = re.compile(
     rb"\[[^\]\n]*\] core_worker\.cc:\d+: Actor with class name: [^\n]* has constructor arguments in the "
-    rb"object store and max_restarts > 0\.[^\n]*\n")
+    rb"object store and max_restarts > 0\.[^\n]*\n"
+    rb"|(?:\x1b\[\d+m)?\(raylet[^)\n]*\)(?:\x1b\[0m)? WARNING: [^\n]*\n")
 
 
 def quiet_ray(verbose: bool) -> dict:
@@ -43,7 +46,7 @@ def quiet_ray(verbose: bool) -> dict:
     for name in RAY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data\.")
-    StderrFilter(ACTOR_ARGUMENTS_NOTICE).install()
+    StderrFilter(RAY_NOTICES).install()
     return {"log_to_driver": False, "logging_level": logging.ERROR}
 
 
