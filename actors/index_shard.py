@@ -85,11 +85,6 @@ def spread_placements(service_id: int, shards: int, replicas: int = 1) -> list[l
              for member in range(replicas)] for shard in range(shards)]
 
 
-def _node_of(_actor) -> str:
-    """The node an actor runs on (called inside it through ``__ray_call__``)."""
-    return ray.get_runtime_context().get_node_id()
-
-
 class ShardGroup:
     """Async client of the IndexShard actors of one service: ``shards`` primaries (``actors``), each
     with ``replicas - 1`` read replicas."""
@@ -106,7 +101,7 @@ class ShardGroup:
         self.call_timeout_s = call_timeout_s
         # Threaded actors: an index build runs beside searches instead of blocking them. Spread over the
         # cluster's nodes, so that a node's loss takes as few of a service's shards as it can.
-        self.placements = spread_placements(service_id, shards, replicas)
+        placements = spread_placements(service_id, shards, replicas)
         replica_search = dataclasses.replace(search, memory_budget_bytes=None)  # the primary's budget decides
 
         def member(shard: int, replica: int):
@@ -114,7 +109,7 @@ class ShardGroup:
                 name=self.layout.actor_name(shard, replica), namespace=NAMESPACE, get_if_exists=True,
                 lifetime="detached", max_restarts=-1, max_task_retries=-1, num_cpus=num_cpus, num_gpus=num_gpus,
                 max_concurrency=SHARD_THREADS, enable_task_events=False,  # no per-call event records in the GCS
-                scheduling_strategy=self.placements[shard][replica],
+                scheduling_strategy=placements[shard][replica],
             ).remote(faces_uri, self.layout.table_name(shard), dim, replica_search if replica else search, upkeep,
                      replica=replica > 0)
 
@@ -122,34 +117,6 @@ class ShardGroup:
         self.members = [[member(shard, replica) for replica in range(replicas)] for shard in range(shards)]
         self.actors = [members[0] for members in self.members]  # the primaries
         self._reads = [MemberReads(members, hedge_after_s) for members in self.members]
-
-    async def settle_placement(self, rounds: int = 3) -> int:
-        """Restart the members that started on another node than the one they prefer while that node is
-        alive, so that Ray places them again; at most ``rounds`` times. Returns how many still stand
-        elsewhere. For a new service, whose shards are empty (a restart costs nothing).
-
-        Ray decides a soft node affinity in the raylet that gets the actor's lease (for an actor that
-        reserves no CPU: a node picked at random), from that raylet's view of the cluster, which trails
-        the GCS's node table that :func:`spread_placements` reads: a node that joined moments ago is
-        missing from it, and the members that prefer that node start elsewhere, for good.
-        """
-        preferred = [(member, placement.node_id)
-                     for members, placements in zip(self.members, self.placements)
-                     for member, placement in zip(members, placements)
-                     if isinstance(placement, NodeAffinitySchedulingStrategy)]
-        misplaced: list = []
-        for round_ in range(rounds + 1):
-            alive = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
-            wanted = [(member, node) for member, node in preferred if node in alive]
-            nodes = await self._gather([member.__ray_call__.remote(_node_of) for member, _ in wanted])
-            misplaced = [member for (member, node), actual in zip(wanted, nodes) if actual != node]
-            if not misplaced or round_ == rounds:
-                break
-            log.info("%d member(s) of the shards of service %d started away from their preferred node: "
-                     "restarting them", len(misplaced), self.service_id)
-            for member in misplaced:
-                ray.kill(member, no_restart=False)
-        return len(misplaced)
 
     def _retire_extra_replicas(self, replicas: int) -> None:
         """Stop replicas left by a larger ``replicas`` setting: they no longer get the writes, so reads

@@ -49,18 +49,13 @@ async def _service_for(caller: Principal, service_id: int, role: str, context: A
     return service
 
 
-async def _start_shards(context: AppContext, service: Service, new: bool = False) -> None:
+async def _start_shards(context: AppContext, service: Service) -> None:
     """Start the service's shard actors now, not on its first request. The answer waits for them at
     most a shard call's timeout: a service created (or changed) is answered as such, and its one-time
     API key shown, while shards slow to start (a busy node) go on starting; its requests get 503 until
-    they serve. A ``new`` service's shards that started away from their preferred nodes are placed
-    again (ShardGroup.settle_placement), while they are empty."""
-    shards = context.shards(service)
+    they serve."""
     try:
-        await shards.count()
-        if new and (misplaced := await shards.settle_placement()):
-            log.warning("%d shard actor(s) of service %d stand away from their preferred nodes", misplaced,
-                        service.id)
+        await context.shards(service).count()
     except ShardUnavailable as exc:
         log.warning("the shards of service %d are still starting: %s", service.id, exc)
 
@@ -126,7 +121,7 @@ async def create_service(application_id: RowId, body: ServiceCreate, caller: Cal
         application_id, body.name, body.type, body.similarity_threshold,
         body.shards or context.settings.default_shards, body.shard_replicas)
     if service.type == "recognition":
-        await _start_shards(context, service, new=True)
+        await _start_shards(context, service)
     return _service(service, api_key)
 
 
