@@ -32,7 +32,7 @@ run: $(VENV)/.installed
 # Two pytest processes: the own_cluster tests' driver starts or joins a Ray cluster of its own (pyproject's
 # markers). The multi-node fail-over tests (a head and two worker nodes, each test under a hard time limit)
 # run with `make test-cluster`: not yet part of `make test`, because one of them still fails at times on
-# a loaded 2-core machine (a new service's shards not spread over both workers; docs/operations.md).
+# a loaded 2-core machine (a new service's shards not spread over both workers; README.md).
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest -m own_cluster --ignore=tests/test_multi_node.py

@@ -78,6 +78,7 @@ class RayNode:
 
     def __init__(self, label: str, env: dict[str, str], head_address: str | None = None, num_cpus: int = 1):
         self.label = label
+        self.node_id: str | None = None  # once known (start_worker)
         self.dashboard_port = free_port() if head_address is None else None
         # No process the tests do not use: no log monitor (drivers do not print the workers' logs), no
         # autoscaler monitor. Each is a Python process polling all along, and on 2 busy cores every one
@@ -127,29 +128,48 @@ def start_head(env: dict[str, str], num_cpus: int = 1, tries: int = 3, timeout_s
 
 
 def start_worker(label: str, env: dict[str, str], head_address: str, tries: int = 3) -> RayNode:
-    """A worker node that has joined the cluster (the caller is connected with ray.init)."""
+    """A worker node that has joined the cluster (the caller is connected with ray.init), its
+    ``node_id`` set.
+
+    The node is told by its id, never by its label alone: a try that gave up (its `ray start` waited
+    over 30 s) may still have registered its raylet, and the GCS counts that node alive, under the
+    same label, until its health checks fail (tens of seconds), as it does a worker just killed by a
+    test. Taken for the new worker, such a node let a test go on before the worker had joined.
+    """
+    import ray
+
     for _ in range(tries):
+        known = {node["NodeID"] for node in ray.nodes()}  # alive or dead: none of them is this try's
         node = RayNode(label, env, head_address)
         deadline = time.monotonic() + 120
         while node.process.poll() is None and time.monotonic() < deadline:
-            try:
-                wait_for_nodes([label], timeout_s=2)
+            joined = [found["NodeID"] for found in ray.nodes() if found["Alive"] and found["Resources"].get(label)
+                      and found["NodeID"] not in known]
+            if joined:
+                node.node_id = joined[0]
                 return node
-            except TimeoutError:
-                pass
+            time.sleep(0.5)
         node.kill()
     raise TimeoutError(f"worker {label} did not join in {tries} tries")
 
 
-def wait_for_nodes(labels: list[str], timeout_s: float = 240) -> dict[str, str]:
-    """Node ids by label once every labelled node is alive (the caller is connected with ray.init)."""
+def head_node_id() -> str:
+    """The id of the head node (the caller is connected with ray.init): the one node of its label,
+    as a head that failed to start had a GCS of its own."""
+    import ray
+
+    return next(node["NodeID"] for node in ray.nodes() if node["Resources"].get("head"))
+
+
+def wait_for_nodes(expected: dict[str, str], timeout_s: float = 240) -> dict[str, str]:
+    """``expected`` (label: node id) once those nodes, and no others, are alive (the caller is connected
+    with ray.init): nodes of failed starts and killed workers no longer counted alive by the GCS."""
     import ray
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        alive = {label: node["NodeID"] for node in ray.nodes() if node["Alive"]
-                 for label in labels if node["Resources"].get(label)}
-        if len(alive) == len(labels):
-            return alive
+        alive = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+        if alive == set(expected.values()):
+            return expected
         time.sleep(0.5)
-    raise TimeoutError(f"nodes {labels} did not all join within {timeout_s:.0f} s")
+    raise TimeoutError(f"the alive nodes are not {expected} after {timeout_s:.0f} s: {alive}")

@@ -20,7 +20,7 @@ import pytest
 from conftest import free_port
 from faceindex.layout import ServiceLayout
 from object_store import s3_server
-from ray_nodes import RayNode, ray_temp_dir, start_head, start_worker, wait_for_nodes
+from ray_nodes import RayNode, head_node_id, ray_temp_dir, start_head, start_worker, wait_for_nodes
 from serve_app.client import FaceApiError, FaceClient
 
 ADMIN_TOKEN = "multi-node-admin-token"
@@ -55,6 +55,7 @@ class Cluster:
 
     def start_workers(self) -> None:
         """One after the other (see ray_nodes.start_worker); the caller is connected to the head."""
+        self.head.node_id = head_node_id()
         for label in ("node_a", "node_b"):
             self.workers[label] = start_worker(label, self.env, self.head.address)
 
@@ -67,6 +68,10 @@ class Cluster:
         finally:
             if self.workers[label].process.poll() is not None:
                 self.workers[label] = start_worker(label, self.env, self.head.address)
+
+    def node_ids(self) -> dict[str, str]:
+        """The id of each of the cluster's nodes by label (a replaced worker's: its replacement's)."""
+        return {node.label: node.node_id for node in [self.head, *self.workers.values()]}
 
     def stop(self) -> None:
         for node in [*self.workers.values(), self.head]:
@@ -127,8 +132,10 @@ def platform(postgres_dir_factory, models_dir):
 def service(platform):
     import ray
 
-    started, _, _ = platform
-    wait_for_nodes(["head", "node_a", "node_b"])  # shards are placed over the nodes alive when they start
+    started, cluster, _ = platform
+    # shards are placed over the nodes alive when they start: the cluster's, and no node of a worker's
+    # failed start (ray_nodes.start_worker) that the GCS still counts alive
+    wait_for_nodes(cluster.node_ids())
     deadline = time.monotonic() + 60
     while not all(ray.available_resources().get(label) for label in ("head", "node_a", "node_b")):
         # the scheduler's view of the nodes' resources trails the node table on a loaded machine, and a
@@ -208,10 +215,10 @@ def _kill_during(load: Load, cluster: Cluster, label: str, url: str, api_key: st
 def test_shards_spread_over_both_workers(platform, service):
     import ray
 
-    nodes = wait_for_nodes(["head", "node_a", "node_b"])
+    nodes = wait_for_nodes(platform[1].node_ids())
     placed = _shard_nodes(service["id"], platform[1].head.dashboard_port)
     assert len(placed) == SHARDS
-    assert {nodes["node_a"], nodes["node_b"]} <= set(placed.values()), placed
+    assert {nodes["node_a"], nodes["node_b"]} <= set(placed.values()), f"shards on {placed}; nodes {nodes}"
     assert ray.cluster_resources()["CPU"] == 3
 
 
@@ -243,7 +250,7 @@ def test_worker_killed_during_adds_loses_no_acknowledged_face(platform, service,
 
 def test_worker_killed_during_recognize_answers_503_or_the_right_subject(platform, service, data_dir):
     started, cluster, _ = platform
-    wait_for_nodes(["head", "node_a", "node_b"])
+    wait_for_nodes(cluster.node_ids())
     enrolled = {}
     with FaceClient(started.url, api_key=service["api_key"]) as client:
         for face in client.list_faces(size=1000)["faces"]:
@@ -270,7 +277,7 @@ def test_enrollment_job_through_the_jobs_api_reports_to_s3(platform, service, da
     from batch_jobs.report import read_report
 
     started, cluster, s3 = platform
-    wait_for_nodes(["head", "node_a", "node_b"])
+    wait_for_nodes(cluster.node_ids())
     photos = tmp_path / "photos"
     for name, _ in _people(data_dir, 43)[40:]:
         (photos / name).mkdir(parents=True)
