@@ -9,7 +9,7 @@ sizing warnings. Errors still reach the console: Ray's error logs, and every fai
 sees as an exception.
 
 Two kinds of Ray's lines reach the terminal past every logger, so :func:`quiet_ray` filters them out of
-the process's stderr (all other output passes unchanged): one line of Ray's C++ core that is not an
+the process's output (all other output passes unchanged): one line of Ray's C++ core that is not an
 error although it is logged as one (every Ray Data actor pool, the bulk jobs' embedders, is created
 with its map function in the object store and with restarts on, which the core worker reports for each
 pool: ray-project/ray#53727), and the warnings the raylets push to every driver ("(raylet) WARNING: 14
@@ -34,6 +34,7 @@ RAY_NOTICES = re.compile(
     rb"\[[^\]\n]*\] core_worker\.cc:\d+: Actor with class name: [^\n]* has constructor arguments in the "
     rb"object store and max_restarts > 0\.[^\n]*\n"
     rb"|(?:\x1b\[\d+m)?\(raylet[^)\n]*\)(?:\x1b\[0m)? WARNING: [^\n]*\n")
+NOTICE_STARTS = (b"[", b"\x1b[", b"(raylet")  # how a line that may be one of them begins
 
 
 def quiet_ray(verbose: bool) -> dict:
@@ -46,40 +47,51 @@ def quiet_ray(verbose: bool) -> dict:
     for name in RAY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data\.")
-    StderrFilter(RAY_NOTICES).install()
+    for fd in (1, 2):  # the raylets' warnings arrive on stdout, the core worker's lines on stderr
+        OutputFilter(fd, RAY_NOTICES).install()
     return {"log_to_driver": False, "logging_level": logging.ERROR}
 
 
-class StderrFilter:
-    """Everything written to file descriptor 2 (Python's and native code's) passes through a pipe and
-    reaches the terminal without the parts that match ``pattern``; written through as it comes, so that
-    a progress bar's redraws are not held back."""
+class OutputFilter:
+    """Everything written to file descriptor ``fd`` (1 or 2; Python's and native code's) passes through a
+    pipe and reaches the terminal without the lines that match ``pattern``; written through as it comes,
+    so that a progress bar's redraws are not held back (only an unfinished line that may be a notice
+    waits for its end)."""
 
-    def __init__(self, pattern: re.Pattern[bytes]):
+    def __init__(self, fd: int, pattern: re.Pattern[bytes]):
+        self.fd = fd
         self.pattern = pattern
         self._terminal = -1
         self._reader: threading.Thread | None = None
 
     def install(self) -> None:
-        sys.stderr.flush()
-        self._terminal = os.dup(2)
+        self._flush()
+        self._terminal = os.dup(self.fd)
         read_end, write_end = os.pipe()
-        os.dup2(write_end, 2)
+        os.dup2(write_end, self.fd)
         os.close(write_end)
-        self._reader = threading.Thread(target=self._pass_through, args=(read_end,), name="stderr-filter",
-                                        daemon=True)
+        self._reader = threading.Thread(target=self._pass_through, args=(read_end,), daemon=True,
+                                        name=f"output-filter-{self.fd}")
         self._reader.start()
         atexit.register(self.uninstall)
 
     def uninstall(self) -> None:
-        """Put the terminal back on descriptor 2 and let the reader write out what it still holds (it
+        """Put the terminal back on the descriptor and let the reader write out what it still holds (it
         waits no longer than a moment for a process started meanwhile that still holds the pipe)."""
-        sys.stderr.flush()
-        os.dup2(self._terminal, 2)
+        self._flush()
+        os.dup2(self._terminal, self.fd)
         self._reader.join(timeout=1)
 
+    def _flush(self) -> None:
+        (sys.stdout if self.fd == 1 else sys.stderr).flush()
+
     def _pass_through(self, read_end: int) -> None:
-        # A native log line is one write of less than PIPE_BUF bytes, which a pipe never splits between reads.
+        pending = b""
         while chunk := os.read(read_end, 65536):
-            os.write(self._terminal, self.pattern.sub(b"", chunk))
+            pending += chunk
+            start_of_tail = pending.rfind(b"\n") + 1
+            cut = start_of_tail if pending[start_of_tail:].startswith(NOTICE_STARTS) else len(pending)
+            os.write(self._terminal, self.pattern.sub(b"", pending[:cut]))
+            pending = pending[cut:]
+        os.write(self._terminal, self.pattern.sub(b"", pending))
         os.close(read_end)

@@ -85,28 +85,33 @@ def test_eval_pairs_other_models(capsys, data_dir, model, folder, least):
 
 NATIVE_WRITER = r"""
 import os, subprocess, sys
-from faces_cli.console import RAY_NOTICES, StderrFilter
-StderrFilter(RAY_NOTICES).install()
+from faces_cli.console import RAY_NOTICES, OutputFilter
+OutputFilter(1, RAY_NOTICES).install()
+OutputFilter(2, RAY_NOTICES).install()
 sys.stderr.write("1/4 [00:01, 2img/s]\r")
 sys.stderr.flush()
 os.write(2, b"[2026-11-26 16:08:41,543 E 1730 2732] core_worker.cc:2465: Actor with class name: "
             b"'MapWorker(MapBatches(EmbedImages))' and ID: 'f9e3' has constructor arguments in the object store "
             b"and max_restarts > 0. If the arguments in the object store go out of scope or are lost, the actor "
             b"restart will fail. See https://github.com/ray-project/ray/issues/53727 for more details.\n")
-print("\x1b[33m(raylet)\x1b[0m WARNING: 14 PYTHON worker processes have been started on node: ce5c with "
-      "address: 192.0.2.2, which is 7x the maximum expected startup concurrency (2).", file=sys.stderr, flush=True)
+print("job 5: enrolling", flush=True)
+sys.stdout.write("\x1b[33m(raylet)\x1b[0m WARNING: 14 PYTHON worker processes have been started on node: ce5c ")
+sys.stdout.flush()  # a line in two writes
+print("with address: 192.0.2.2, which is 7x the maximum expected startup concurrency (2).", flush=True)
+print("4 inputs in 4.7 s", flush=True)
 os.write(2, b"[2026-11-26 16:08:42,001 E 1730 2732] core_worker.cc:99: a real error\n")
 print("\x1b[31m(raylet)\x1b[0m ERROR: a raylet's error", file=sys.stderr, flush=True)
 subprocess.run(["sh", "-c", "echo from a child >&2"], check=True)
 """
 
 
-def test_the_console_filter_drops_rays_notices_and_nothing_else():
+def test_the_console_filters_drop_rays_notices_and_nothing_else():
     import subprocess
     import sys
 
     done = subprocess.run([sys.executable, "-c", NATIVE_WRITER], capture_output=True, timeout=60,
                           cwd=Path(__file__).parent.parent)
     assert done.returncode == 0, done.stderr
+    assert done.stdout.decode() == "job 5: enrolling\n4 inputs in 4.7 s\n"
     assert done.stderr.decode() == ("1/4 [00:01, 2img/s]\r[2026-11-26 16:08:42,001 E 1730 2732] core_worker.cc:99: "
                                     "a real error\n\x1b[31m(raylet)\x1b[0m ERROR: a raylet's error\nfrom a child\n")
