@@ -79,7 +79,9 @@ class Settings(BaseSettings):
     embedder_upscale_delay_s: float = Field(30.0, ge=0, description="autoscaling: load lasting this long adds replicas")
     embedder_downscale_delay_s: float = Field(600.0, ge=0, description="autoscaling: idleness lasting this long "
                                               "removes replicas")
-    batch_max_size: int = Field(16, ge=1, description="requests per embedder batch (@serve.batch)")
+    batch_max_size: int = Field(8, ge=1, description="requests per embedder batch (@serve.batch): a batch runs "
+                                "when this many have arrived or batch_wait_ms after its first; 8 is one "
+                                "detector run (detect_batch), larger batches wait longer for little gain on CPUs")
     batch_wait_ms: float = Field(10.0, ge=0, description="how long a batch waits to fill")
     default_shards: int = Field(1, ge=1, description="index shards of a new service")
     shard_replicas: int = Field(1, ge=1, description="actors per index shard: the primary and shard_replicas - 1 "
