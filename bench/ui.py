@@ -1,13 +1,15 @@
-"""Time to first render of each web UI page with a large service (10,000 subjects, 100,000 faces).
+"""Time to first render of each web UI page with a large service (10,000 subjects, 100,000 faces,
+10,000 identities of unknown faces with 50,000 sightings).
 
 Starts the platform (temporary data dir, local Ray with 2 CPUs), fills one recognition service
-straight through its gallery (random unit embeddings, one real face crop as every thumbnail: the
-pipeline is not what is measured), creates the owner, then drives Debian's chromium with Playwright:
-each page is opened ``--repeat`` times and timed from navigation to the element that shows its data.
+straight through its gallery, and its sightings straight into their shards and records (random unit
+embeddings, one real face crop as every thumbnail: the pipeline is not what is measured), creates the
+owner, then drives Debian's chromium with Playwright: each page is opened ``--repeat`` times and
+timed from navigation to the element that shows its data.
 Prints a Markdown table (median and worst, ms) and writes bench/results/ui.json.
 
-    python bench/ui.py                                   # 10,000 subjects, 100,000 faces
-    python bench/ui.py --subjects 200 --faces 2000 --repeat 2    # a quick try
+    python bench/ui.py                                   # the sizes above
+    python bench/ui.py --subjects 200 --faces 2000 --identities 100 --sightings 500 --repeat 2   # a quick try
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +53,14 @@ def _crop(photo: Path) -> bytes:
     return buffer.getvalue()
 
 
+def _unit_batches(seed: int, total: int):
+    """``(start, vectors)`` for ``total`` random unit embeddings, ``BATCH`` at a time."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, total, BATCH):
+        vectors = rng.standard_normal((min(BATCH, total - start), 128)).astype(np.float32)
+        yield start, vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
 async def _fill(platform, service: dict, subjects: int, faces: int, crop: bytes) -> float:
     """``faces`` faces spread over ``subjects`` subjects, added in batches through the gallery."""
     from actors.index_shard import ShardGroup
@@ -62,16 +72,40 @@ async def _fill(platform, service: dict, subjects: int, faces: int, crop: bytes)
     control = await ControlPlane.connect(settings.postgres_dsn)
     gallery = Gallery(control, ShardGroup.for_service(service["id"], service["shards"], settings,
                                                       replicas=service["shard_replicas"]), service["id"])
-    rng = np.random.default_rng(7)
     started = time.perf_counter()
     now = datetime.now(timezone.utc)
-    for start in range(0, faces, BATCH):
-        count = min(BATCH, faces - start)
-        vectors = rng.standard_normal((count, 128)).astype(np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    for start, vectors in _unit_batches(7, faces):
         await gallery.add_faces([FaceRecord(face_id=str(uuid.uuid4()), subject=f"person-{(start + i) % subjects:05d}",
-                                            embedding=vectors[i], model="sface@2021dec-int8bq", crop=crop, source=None,
-                                            created_at=now) for i in range(count)])
+                                            embedding=vector, model="sface@2021dec-int8bq", crop=crop, source=None,
+                                            created_at=now) for i, vector in enumerate(vectors)])
+    await control.close()
+    return time.perf_counter() - started
+
+
+async def _fill_sightings(platform, service: dict, identities: int, sightings: int, crop: bytes) -> float:
+    """``sightings`` sightings of no subject spread over ``identities`` identities (ids 1..n), seen over
+    the last 30 days: rows in the sighting shards, then their records, in batches."""
+    from actors.index_shard import ShardGroup
+    from store.control import ControlPlane
+    from store.faces import FaceRecord
+    from store.sightings import NewSighting, SightingStore
+
+    settings = platform.settings
+    control = await ControlPlane.connect(settings.postgres_dsn)
+    store = SightingStore(control.pool)
+    shards = ShardGroup.for_service(service["id"], service["shards"], settings, replicas=service["shard_replicas"],
+                                    kind="sightings")
+    rng = np.random.default_rng(11)
+    started = time.perf_counter()
+    now = datetime.now(timezone.utc)
+    for start, vectors in _unit_batches(11, sightings):
+        batch = [NewSighting(id=str(uuid.uuid4()), seen_at=now - timedelta(seconds=float(rng.uniform(0, 30 * 86400))),
+                             source=f"cam-{(start + i) % 16}", box={"x_min": 10, "y_min": 10, "x_max": 110, "y_max": 110},
+                             quality=float(rng.uniform(0.3, 1.0)), subject=None, identity=(start + i) % identities + 1,
+                             embedding=vector) for i, vector in enumerate(vectors)]
+        await shards.add([FaceRecord(face_id=s.id, subject=s.source, embedding=s.embedding, model="sface@2021dec-int8bq",
+                                     crop=crop, source=s.source, created_at=s.seen_at) for s in batch])
+        await store.add(service["id"], batch)
     await control.close()
     return time.perf_counter() - started
 
@@ -83,8 +117,9 @@ def _timed(page, action, ready: str) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-THUMBS_LOADED = ("() => { const s = [...document.querySelectorAll('#faces .thumbs img')];"
-                 " return s.length > 0 && s.every(i => i.complete && i.naturalWidth > 0); }")
+def _thumbs_loaded(section: str) -> str:
+    return (f"() => {{ const s = [...document.querySelectorAll('#{section} .thumbs img')];"
+            " return s.length > 0 && s.every(i => i.complete && i.naturalWidth > 0); }")
 
 
 def _measure(page, url: str, app_id: int, service_id: int, probe: Path, last_subject: str,
@@ -100,7 +135,15 @@ def _measure(page, url: str, app_id: int, service_id: int, probe: Path, last_sub
 
     def subject_faces() -> None:
         page.locator("#subject-list button").first.click()
-        page.wait_for_function(THUMBS_LOADED)
+        page.wait_for_function(_thumbs_loaded("faces"))
+
+    def identities() -> None:
+        reload_first(f"/services/{service_id}/identities")()
+        page.wait_for_function(_thumbs_loaded("identities"))
+
+    def identity_sightings() -> None:
+        page.locator("#identities figure button", has_text="Sightings").first.click()
+        page.wait_for_function(_thumbs_loaded("sightings"))
 
     def search() -> None:
         page.get_by_label("Find subjects").fill(last_subject)
@@ -120,6 +163,8 @@ def _measure(page, url: str, app_id: int, service_id: int, probe: Path, last_sub
         ("collection: search", search, "#subject-list"),
         ("test page", reload_first(f"/services/{service_id}/test"), "#recognize-form"),
         ("test page: recognize", recognize, "#picture svg"),
+        ("unknown faces: identities with best shots", identities, "#identities figure"),
+        ("unknown faces: an identity's sightings", identity_sightings, "#sightings figure"),
         ("statistics and index shards", reload_first(f"/services/{service_id}/stats"), "tr.shard"),
         ("users", reload_first("/users"), "main table"),
         ("video streams", reload_first("/video"), "#add-stream"),
@@ -137,6 +182,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, default=10_000)
     parser.add_argument("--faces", type=int, default=100_000)
+    parser.add_argument("--identities", type=int, default=10_000, help="identities of unknown faces")
+    parser.add_argument("--sightings", type=int, default=50_000, help="their sightings")
     parser.add_argument("--shards", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=5, help="openings of each page")
     args = parser.parse_args()
@@ -163,6 +210,8 @@ def main() -> None:
             application = admin.create_application("bench")
             service = admin.create_service(application["id"], "large", "recognition", shards=args.shards)
             fill_s = asyncio.run(_fill(platform, service, args.subjects, args.faces, _crop(photos[0])))
+            fill_sightings_s = asyncio.run(_fill_sightings(platform, service, args.identities, args.sightings,
+                                                           _crop(photos[2])))
             httpx.post(f"{platform.url}/api/v1/auth/setup", json={"admin_token": "bench", "email": OWNER[0],
                                                                   "password": OWNER[1]}).raise_for_status()
             with sync_playwright() as playwright:
@@ -181,11 +230,14 @@ def main() -> None:
             platform.stop()
 
     print(f"\n{args.subjects} subjects, {args.faces} faces in {args.shards} shard(s) (filled in {fill_s:.0f} s), "
-          f"{os.cpu_count()} cores, chromium headless, {args.repeat} openings per page\n")
+          f"{args.identities} identities of unknown faces with {args.sightings} sightings (filled in "
+          f"{fill_sightings_s:.0f} s), {os.cpu_count()} cores, chromium headless, {args.repeat} openings per page\n")
     print_table(["page", "median ms", "worst ms"],
                 [[name, statistics.median(ms), max(ms)] for name, ms in timings.items()])
-    path = save_results("ui", {"subjects": args.subjects, "faces": args.faces, "shards": args.shards,
-                               "repeat": args.repeat, "fill_seconds": fill_s, "pages_ms": timings})
+    path = save_results("ui", {"subjects": args.subjects, "faces": args.faces, "identities": args.identities,
+                               "sightings": args.sightings, "shards": args.shards, "repeat": args.repeat,
+                               "fill_seconds": fill_s, "fill_sightings_seconds": fill_sightings_s,
+                               "pages_ms": timings})
     print(f"\nresults: {path}")
 
 

@@ -2,8 +2,8 @@
 
 The tests run in order on one page, as a new operator would: create the owner on the first start,
 an application and a service, enroll by upload, recognize on the test page, rename a subject, see a
-hostile subject name as text, promote an identity of unknown faces to a subject, see a user without
-rights refused, watch a live video event, log out.
+hostile subject name as text, promote an identity of unknown faces to a subject, merge two identities
+and split one, see a user without rights refused, watch a live video event, log out.
 A screenshot of every page is written to the folder printed at the start (under pytest's tmp dir).
 """
 
@@ -25,6 +25,7 @@ WAIT_MS = 30_000
 PERSON = "Abel_Pacheco"
 STRANGER = "John_Elway"
 REGULAR = "Ari_Fleischer"  # seen three times, unknown: an identity of unknown faces
+STRANGERS = ("Vladimir_Putin", "Venus_Williams")  # seen twice each, unknown: two identities, merged and split
 # Where an SVG shape is on the screen, in CSS pixels, without its stroke.
 ON_SCREEN = """el => { const b = el.getBBox(), m = el.getScreenCTM();
                       return {x: m.a * b.x + m.e, y: m.d * b.y + m.f, width: m.a * b.width, height: m.d * b.height}; }"""
@@ -207,15 +208,33 @@ def test_a_hostile_subject_name_is_shown_as_text(page, server, shots, state, dat
     shot(page, shots, "07-hostile-name")
 
 
+def remember(server, state, photo: Path, source: str) -> dict:
+    """The sighting of the one face of ``photo``, recognized with ``remember_unknowns``."""
+    answer = httpx.post(f"{server.url}/api/v1/recognition/recognize", params={"remember_unknowns": "true",
+                        "limit": 1, "source": source}, headers={"x-api-key": state["api_key"]},
+                        files={"file": photo.read_bytes()}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["result"][0]["sighting"]
+
+
+def shown_sightings(page) -> set[str]:
+    """The ids of the sightings shown, once all their crops are loaded."""
+    page.wait_for_function("() => [...document.querySelectorAll('#sightings .thumbs img')]"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
+    figures = page.locator("#sightings figure[data-sighting]")
+    return {figures.nth(i).get_attribute("data-sighting") for i in range(figures.count())}
+
+
+def sightings_of(server, state, identity: int) -> set[str]:
+    answer = httpx.get(f"{server.url}/api/v1/recognition/identities/{identity}/sightings",
+                       headers={"x-api-key": state["api_key"]}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return {s["id"] for s in answer.json()}
+
+
 def test_unknown_faces_are_listed_with_their_sightings_and_promoted_to_a_subject(page, server, shots, state,
                                                                                data_dir):
-    remembered = []
-    for photo in photos(data_dir, REGULAR)[:3]:
-        answer = httpx.post(f"{server.url}/api/v1/recognition/recognize", params={"remember_unknowns": "true",
-                            "limit": 1, "source": "front-door"}, headers={"x-api-key": state["api_key"]},
-                            files={"file": photo.read_bytes()}, timeout=60)
-        assert answer.status_code == 200, answer.text
-        remembered.append(answer.json()["result"][0]["sighting"])
+    remembered = [remember(server, state, photo, "front-door") for photo in photos(data_dir, REGULAR)[:3]]
     identity = remembered[0]["identity"]
     assert [s["identity"] for s in remembered] == [identity] * 3
     go(page, server, f"/apps/{state['app_id']}")
@@ -239,6 +258,48 @@ def test_unknown_faces_are_listed_with_their_sightings_and_promoted_to_a_subject
     faces = httpx.get(f"{server.url}/api/v1/recognition/faces", params={"subject": "Ari Fleischer"},
                       headers={"x-api-key": state["api_key"]}).json()
     assert faces["total_elements"] == 3
+
+
+def test_two_identities_merged_on_the_page_then_split_again(page, server, shots, state, data_dir):
+    first, second = ([remember(server, state, photo, source) for photo in photos(data_dir, name)[:2]]
+                     for name, source in zip(STRANGERS, ("side-door", XSS_NAME)))
+    keep, gone = first[0]["identity"], second[0]["identity"]
+    assert [s["identity"] for s in first + second] == [keep, keep, gone, gone] and keep != gone
+    go(page, server, f"/services/{state['service_id']}/identities")
+    page.get_by_role("button", name=f"Sightings of identity {keep}").click()
+    title = page.locator("#identity-title")
+    title.filter(has_text=f"Identity #{keep}: 2 sightings").wait_for()
+    # the other identity picked from the list, the merge confirmed
+    page.get_by_role("button", name=f"Merge identity {gone} into identity {keep}").click()
+    title.filter(has_text=f"Identity #{keep}: 4 sightings").wait_for()
+    assert page.dialogs[-1].startswith(f"Merge identity #{gone} into #{keep}?"), page.dialogs
+    page.locator(f"#identities figure[data-identity='{keep}']").filter(has_text="4 sightings").wait_for()
+    page.locator(f"#identities figure[data-identity='{gone}']").wait_for(state="detached")
+    assert shown_sightings(page) == {s["id"] for s in first + second} == sightings_of(server, state, keep)
+    assert httpx.get(f"{server.url}/api/v1/recognition/identities/{gone}",
+                     headers={"x-api-key": state["api_key"]}, timeout=30).status_code == 404
+    # a source that looks like markup is shown as text
+    assert XSS_NAME in page.locator("#sightings").inner_text() and page.locator("img[src='x']").count() == 0
+    # merged with itself (typed by id): the API's refusal, readable, and nothing changed
+    other = page.get_by_label("Identity to merge into this one (id)")
+    other.fill(str(keep))
+    other.press("Enter")
+    page.locator("#flash").filter(has_text="an identity cannot be merged with itself").wait_for()
+    assert len(sightings_of(server, state, keep)) == 4
+    # the second person's sightings chosen with the keyboard, split off into a new identity
+    for sighting in second:
+        page.get_by_label(f"Choose sighting {sighting['id']}").press("Space")
+    shot(page, shots, "07c-identities-merged")
+    page.get_by_role("button", name="Split off 2 sightings").click()
+    made = page.locator("#flash").filter(has_text="now make the new identity #")
+    made.wait_for()
+    new = int(re.search(r"new identity #(\d+)", made.inner_text()).group(1))
+    assert new not in (keep, gone)
+    title.filter(has_text=f"Identity #{new}: 2 sightings").wait_for()
+    assert shown_sightings(page) == {s["id"] for s in second} == sightings_of(server, state, new)
+    page.locator(f"#identities figure[data-identity='{keep}']").filter(has_text="2 sightings").wait_for()
+    page.locator(f"#identities figure[data-identity='{new}']").filter(has_text="2 sightings").wait_for()
+    assert sightings_of(server, state, keep) == {s["id"] for s in first}
 
 
 def test_a_user_without_rights_is_refused(page, server, shots, state):
@@ -333,7 +394,7 @@ def test_a_live_video_event_appears_and_the_stream_stops(page, server, shots, st
 
 def test_every_png_written(shots):
     names = sorted(p.name for p in shots.glob("*.png"))
-    assert len(names) == 14, names
+    assert len(names) == 15, names
     for name in names:
         with Image.open(shots / name) as image:
             assert image.width >= 1280 and image.height >= 600

@@ -38,18 +38,28 @@ export function flash(message, kind = 'error') {
   flashBox.textContent = message;
 }
 
+async function settle(work) {
+  try {
+    return { done: true, result: await work() };
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401 && session.me) goLogin();  // the session ended
+    else flash(error.message);
+    return { done: false };
+  }
+}
+
 // Run something the user asked for; its error is shown, never swallowed.
 export async function attempt(work, success) {
   flash('');
-  try {
-    const result = await work();
-    if (success) flash(success, 'info');
-    return result;
-  } catch (error) {
-    if (error instanceof ApiError && error.status === 401 && session.me) return goLogin();  // the session ended
-    flash(error.message);
-    return undefined;
-  }
+  const { done, result } = await settle(work);
+  if (done && success) flash(success, 'info');
+  return result;
+}
+
+// Load what a page shows: its error is shown, and a message shown before (what a change that
+// reloads the page just did) stays.
+export async function load(work) {
+  return (await settle(work)).result;
 }
 
 // Work to undo when the page is left (timers, live connections).

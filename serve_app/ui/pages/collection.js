@@ -2,7 +2,7 @@
 // thumbnails of the stored crops (paged), multi-file upload with progress and per-file errors,
 // rename (merge into an existing name), delete.
 import { api, imageUrl, query, upload } from '../api.js';
-import { attempt, onLeave } from '../app.js';
+import { attempt, load, onLeave } from '../app.js';
 import { button, field, h, input } from '../dom.js';
 import { pager, serviceHeader } from './common.js';
 
@@ -19,7 +19,7 @@ export async function render(serviceId) {
   const facesBox = h('section', { 'aria-label': 'faces', id: 'faces' });
 
   async function loadSubjects() {
-    const data = await attempt(() => api(`/api/v1/recognition/subjects/page?${query({ page: state.page, size: SUBJECTS_PER_PAGE, search: state.search })}`, { service: serviceId }));
+    const data = await load(() => api(`/api/v1/recognition/subjects/page?${query({ page: state.page, size: SUBJECTS_PER_PAGE, search: state.search })}`, { service: serviceId }));
     if (!data) return;
     const search = h('form', {
       role: 'search',
@@ -41,7 +41,7 @@ export async function render(serviceId) {
       facesBox.replaceChildren(h('p', { class: 'muted' }, 'Choose a subject to see its faces.'));
       return;
     }
-    const data = await attempt(() => api(`/api/v1/recognition/faces?${query({ subject, page: state.facePage, size: FACES_PER_PAGE })}`, { service: serviceId }));
+    const data = await load(() => api(`/api/v1/recognition/faces?${query({ subject, page: state.facePage, size: FACES_PER_PAGE })}`, { service: serviceId }));
     if (!data) return;
     const thumbs = data.faces.map((face) => {
       const img = h('img', { alt: `face of ${subject}`, width: 112, height: 112 });

@@ -1,6 +1,6 @@
 // Bulk enrollment jobs (owner and administrators): start one, follow its progress.
 import { api } from '../api.js';
-import { attempt, onLeave } from '../app.js';
+import { attempt, load, onLeave } from '../app.js';
 import { field, formData, h, input, select, table } from '../dom.js';
 import { recognitionServices } from './common.js';
 
@@ -16,8 +16,8 @@ function reportCell(job) {
 export async function render() {
   const services = await recognitionServices();
   const box = h('div', {});
-  async function load() {
-    const jobs = await attempt(() => api('/api/v1/admin/jobs?limit=50'));
+  async function loadJobs() {
+    const jobs = await load(() => api('/api/v1/admin/jobs?limit=50'));
     if (!jobs) return;
     box.replaceChildren(jobs.length ? table(['Job', 'Kind', 'Service', 'Input', 'Status', 'Progress', 'Counts', 'Report'], jobs.map((job) => h('tr', { 'data-job': job.id },
       h('td', {}, String(job.id)), h('td', {}, job.kind), h('td', {}, String(job.service_id)), h('td', {}, job.input),
@@ -28,9 +28,9 @@ export async function render() {
       h('td', {}, reportCell(job)))))
       : h('p', { class: 'muted' }, 'No job yet.'));
   }
-  const timer = setInterval(load, REFRESH_MS);
+  const timer = setInterval(loadJobs, REFRESH_MS);
   onLeave(() => clearInterval(timer));
-  await load();
+  await loadJobs();
   return h('div', {}, h('h1', {}, 'Bulk jobs'), box,
     h('h2', {}, 'Enroll a folder'),
     h('p', { class: 'muted' }, 'A folder on the server (under FACES_FILE_ROOTS) with one sub-folder of images per person.'),
@@ -40,7 +40,7 @@ export async function render() {
         event.preventDefault();
         const body = formData(event.target);
         body.service_id = Number(body.service_id);
-        if (await attempt(() => api('/api/v1/admin/jobs/enroll', { method: 'POST', body }), 'Job started.')) load();
+        if (await attempt(() => api('/api/v1/admin/jobs/enroll', { method: 'POST', body }), 'Job started.')) loadJobs();
       },
     }, field('Service', select('service_id', services.map((s) => [String(s.id), `${s.application} / ${s.name}`]))),
     field('Folder', input('path', { required: true })),

@@ -1,7 +1,7 @@
 // Video streams (owner and administrators): add, edit, state, stop and start, delete, and live events over
 // Server-Sent Events.
 import { api } from '../api.js';
-import { attempt, onLeave } from '../app.js';
+import { attempt, load, onLeave } from '../app.js';
 import { button, field, formData, h, input, select, table } from '../dom.js';
 import { recognitionServices } from './common.js';
 
@@ -52,7 +52,7 @@ export async function render() {
     editBox.querySelector('input').focus();
   }
   async function loadStreams() {
-    const streams = await attempt(() => api('/api/v1/video/streams'));
+    const streams = await load(() => api('/api/v1/video/streams'));
     if (!streams) return;
     streamsBox.replaceChildren(streams.length ? table(['Name', 'Source', 'State', 'FPS', 'Faces', 'Events', ''], streams.map((s) => h('tr', { 'data-stream': s.id },
       h('td', {}, s.name || `#${s.id}`), h('td', {}, s.source_url),
