@@ -56,6 +56,11 @@ _SUMMARY = (
     "FROM unknown_identities i JOIN sightings s ON s.service_id = i.service_id AND s.identity_id = i.id "
     "WHERE i.service_id = $1 AND i.promoted_to IS NULL AND i.merged_into IS NULL {where} GROUP BY i.id, i.ignored")
 
+_PAGE_OF_IDENTITIES = (
+    "SELECT i.id FROM unknown_identities i JOIN sightings s ON s.service_id = i.service_id AND s.identity_id = i.id "
+    "WHERE i.service_id = $1 AND i.promoted_to IS NULL AND i.merged_into IS NULL AND i.ignored = $2 "
+    "GROUP BY i.id ORDER BY max(s.seen_at) DESC, i.id OFFSET $3 LIMIT $4")
+
 
 def _sighting(row: asyncpg.Record) -> Sighting:
     return Sighting(id=row["id"], seen_at=row["seen_at"], source=row["source"], box=json.loads(row["box"]),
@@ -128,8 +133,10 @@ class SightingStore:
                          limit: int) -> tuple[list[IdentitySummary], int]:
         """A page of the unknown identities (the ignored ones instead with ``ignored``), the most
         recently seen first, and how many there are."""
-        rows = await self.pool.fetch(_SUMMARY.format(where="AND i.ignored = $2") + " ORDER BY last_seen DESC, i.id "
-                                     "OFFSET $3 LIMIT $4", service_id, ignored, offset, limit)
+        # the page's identities first (a cheap aggregate), then the summaries of those only
+        ids = await self.pool.fetch(_PAGE_OF_IDENTITIES, service_id, ignored, offset, limit)
+        rows = await self.pool.fetch(_SUMMARY.format(where="AND i.id = ANY($2::bigint[])")
+                                     + " ORDER BY last_seen DESC, i.id", service_id, [row["id"] for row in ids])
         total = await self.pool.fetchval(
             "SELECT count(*) FROM unknown_identities i WHERE i.service_id = $1 AND i.promoted_to IS NULL "
             "AND i.merged_into IS NULL AND i.ignored = $2 AND EXISTS (SELECT 1 FROM sightings s "
