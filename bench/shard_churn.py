@@ -97,7 +97,7 @@ def main() -> None:
         grown = tracemalloc.take_snapshot().compare_to(first_snapshot, "traceback")
         print("Python allocations grown since the first sample:")
         for stat in grown[:8]:
-            print(f"  {stat.size_diff / 1024:+.1f} KiB in {stat.count_diff:+d} blocks at {stat.traceback[0]}")
+            print(f"  {stat.size_diff / 1024:+.1f} KiB in {stat.count_diff:+d} blocks at {stat.traceback[-1]}")
     path = save_results("shard_churn", {"args": vars(args), "rows": rows})
     print(f"results: {path}")
     pool.shutdown()
