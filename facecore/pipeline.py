@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +22,7 @@ from facecore.embed import (DEFAULT_EMBEDDING_MODEL, AlignedFaces, ChipEmbedder,
                             FusionEmbedder, FusionSpec, embedding_model)
 from facecore.images import ImageLimits, decode_image, reduction_of
 from facecore.quality import Pose, Quality, assess_quality, estimate_pose
-from facecore.warmup import no_wait, timed, warm_up_detector, warm_up_embedder
+from facecore.warmup import timed, warm_up_detector, warm_up_embedder
 
 ImageInput = bytes | bytearray | memoryview | np.ndarray
 DEFAULT_CACHE_DIR = "data/models"
@@ -132,17 +132,15 @@ class FacePipeline:
             self._embedders[model] = embedder
         return self._embedders[model]
 
-    def warm_up(self, max_images: int, wait: Callable[[], object] = no_wait) -> float:
+    def warm_up(self, max_images: int) -> float:
         """Run the models once at every input shape this process will give them (see
         :mod:`facecore.warmup`), detecting at most ``max_images`` images at once (and at most
-        ``detect_batch``), calling ``wait()`` before each run; embedding models opened later are
-        warmed up when they open. Seconds taken."""
+        ``detect_batch``); embedding models opened later are warmed up when they open. Seconds taken."""
         self._warm = True
-        detected = max(1, min(max_images, self.config.detect_batch))
-        seconds = timed("detector", warm_up_detector, self.detector, detected, wait)
+        seconds = timed("detector", warm_up_detector, self.detector, max(1, min(max_images, self.config.detect_batch)))
         for name, embedder in list(self._embedders.items()):  # a request may open another meanwhile
             if isinstance(embedder, ChipEmbedder):
-                seconds += timed(name, warm_up_embedder, embedder, wait)
+                seconds += timed(name, warm_up_embedder, embedder)
         return seconds
 
     def decode(self, images: Sequence[ImageInput], timer: StageTimer | None = None) -> list[np.ndarray]:

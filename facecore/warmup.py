@@ -22,8 +22,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -48,72 +46,34 @@ def typical_detector_sizes(max_side: int) -> list[tuple[int, int]]:
     return sorted(sizes, key=lambda size: (-size[0] * size[1], size))
 
 
-def no_wait() -> None:
-    """The default ``wait`` before each warm-up run: none."""
-
-
-def warm_up_detector(detector: YuNetDetector, max_images: int, wait: Callable[[], object] = no_wait) -> None:
-    """Detect in ``max_images`` down to 1 blank images at once, at each typical padded size;
-    ``wait()`` before each run."""
+def warm_up_detector(detector: YuNetDetector, max_images: int) -> None:
+    """Detect in ``max_images`` down to 1 blank images at once, at each typical padded size."""
     for height, width in typical_detector_sizes(detector.max_side):
         blank = np.zeros((height, width, 3), np.uint8)
         for count in range(max_images, 0, -1):
-            wait()
             detector.detect_batch([blank] * count)
 
 
-def warm_up_embedder(embedder: ChipEmbedder, wait: Callable[[], object] = no_wait) -> None:
-    """Embed ``embedder.batch_size`` down to 1 blank chips at once; ``wait()`` before each run."""
+def warm_up_embedder(embedder: ChipEmbedder) -> None:
+    """Embed ``embedder.batch_size`` down to 1 blank chips at once."""
     side = embedder.chip_side
     for count in range(embedder.batch_size, 0, -1):
-        wait()
         embedder.embed(np.zeros((count, side, side, 3), np.uint8))
 
 
-def warm_up_in_background(pipeline, max_images: int, wait: Callable[[], object] = no_wait) -> threading.Thread:
-    """Start ``pipeline.warm_up(max_images, wait)`` in a thread of its own and return it: a process
-    serves at once (a replica replacing a dead one is not held back); ``wait`` holds each warm-up run
-    back while the process has requests to serve (see :class:`IdleGate`)."""
+def warm_up_in_background(pipeline, max_images: int) -> threading.Thread:
+    """Start ``pipeline.warm_up(max_images)`` in a thread of its own and return it: a process serves at
+    once (a replica replacing a dead one is not held back), its first requests running beside the
+    warm-up, which meets the largest inputs within its first second or so."""
     def run() -> None:
         try:
-            log.info("warm-up finished in %.1f s", pipeline.warm_up(max_images, wait))
+            log.info("warm-up finished in %.1f s", pipeline.warm_up(max_images))
         except Exception:  # an optimisation only: the process serves without it
             log.exception("the warm-up failed")
 
     thread = threading.Thread(target=run, name="pipeline-warm-up", daemon=True)
     thread.start()
     return thread
-
-
-class IdleGate:
-    """Lets a background warm-up run only while a serving process is idle: :meth:`busy` wraps each
-    batch served; :meth:`wait` returns once none is in flight and none ended in the last ``quiet_s``
-    (a steady load leaves gaps between batches too short for a warm-up run)."""
-
-    def __init__(self, quiet_s: float = 0.2):
-        self.quiet_s = quiet_s
-        self._lock = threading.Lock()
-        self._in_flight = 0
-        self._last_busy = 0.0
-
-    @contextmanager
-    def busy(self):
-        with self._lock:
-            self._in_flight += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._in_flight -= 1
-                self._last_busy = time.monotonic()
-
-    def wait(self) -> None:
-        while True:
-            with self._lock:
-                quiet_for = time.monotonic() - self._last_busy
-                if not self._in_flight and quiet_for >= self.quiet_s:
-                    return
-            time.sleep(self.quiet_s if self._in_flight else self.quiet_s - quiet_for)
 
 
 def timed(name: str, warm_up, *args) -> float:

@@ -8,14 +8,12 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from facecore.warmup import IdleGate
 from serve_app.app import EMBEDDER_ENV
 
 PROBE = Path(__file__).with_name("warmup_probe.py")
@@ -50,12 +48,3 @@ def test_after_warm_up_new_batch_sizes_add_no_memory(models_dir, probe_inputs):
     assert all(found >= 1 for found in warm["faces"])
     cold = _probe("cold", models_dir, probe_inputs)
     assert cold["grown"] > 3 * WARM_GROWTH_BOUND, f"a cold pipeline grew by {cold['grown'] / MB:.0f} MB only"
-
-
-def test_the_warm_up_waits_while_batches_are_served():
-    gate = IdleGate(quiet_s=0.05)
-    released = threading.Event()
-    with gate.busy():
-        threading.Thread(target=lambda: (gate.wait(), released.set()), daemon=True).start()
-        assert not released.wait(0.3)
-    assert released.wait(5)
