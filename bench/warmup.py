@@ -3,8 +3,8 @@
 The inference backends compile kernels the first time an input shape appears (OpenVINO's CPU plugin
 caches them per shape): the first run at each embedder batch size (1..``embed_batch`` faces) and at
 each detector batch (1..``detect_batch`` images of one padded size) is slower, and the process's
-memory steps up. Each mode runs in a fresh process with the embedder replicas' environment (the
-same models, compiled models cached on disk beforehand, so every mode pays the same opening cost):
+memory steps up. Each mode runs in a fresh process (the same models, compiled models cached on disk
+beforehand, so every mode pays the same opening cost):
 
 - ``cold``: no warm-up (the replica as it was);
 - ``warm``: :meth:`FacePipeline.warm_up` at the start, as the embedder replica does now: every
@@ -147,10 +147,6 @@ def main() -> None:
     parser.add_argument("--modes", default="cold,warm,buckets")
     args = parser.parse_args()
     from facecore.pipeline import FacePipeline, PipelineConfig
-    from serve_app.app import EMBEDDER_ENV
-
-    for name, value in EMBEDDER_ENV.items():  # the modes' processes run as the embedder replicas do
-        os.environ.setdefault(name, value)
 
     with tempfile.TemporaryDirectory(prefix="warmup-bench-") as models_dir:
         preparing = FacePipeline(PipelineConfig(threads=args.threads, cache_dir=models_dir))  # graphs, compiled cache
