@@ -12,9 +12,7 @@ model, each opened on first use). Per-request parameters
 service's shards (:class:`SubjectSearch`): the faces of every such request of a batch are searched
 with one call per service (:class:`SearchCoalescer`), not one call per request from the ingress.
 Errors are returned per request, so one bad image (or one service's unavailable shard) never fails
-the other requests of its batch. A replica warms its models up in a thread as it starts
-(:mod:`facecore.warmup`): every input shape its batches can have is run once, so neither its memory
-nor its latency steps up when a batch size first arrives.
+the other requests of its batch.
 """
 
 from __future__ import annotations
@@ -33,7 +31,6 @@ from facecore.errors import FaceError
 from facecore.images import encode_jpeg
 from facecore.pipeline import Face, FacePipeline, StageTimer
 from facecore.pipelines import open_pipeline
-from facecore.warmup import warm_up_in_background
 from faces_settings import Settings
 
 
@@ -187,7 +184,6 @@ class Embedder:
 
     def __init__(self, settings: Settings):
         self.pipeline = open_pipeline(settings.pipeline_config(gpu=settings.embedder_num_gpus > 0))
-        warm_up_in_background(self.pipeline, settings.batch_max_size)  # no step in memory or latency later
         shard_groups = RequestShardGroups(settings)
         self.searches = SearchCoalescer(
             lambda search: shard_groups.of(search.service_id, search.shards, search.replicas, search.model))
