@@ -77,9 +77,10 @@ def test_reclustering_heals_a_wrong_split_and_merge_keeping_surviving_ids(server
         get_settings.cache_clear()
 
 
-def test_the_job_searches_the_graph_through_cells_on_ray_workers(server, lfw_faces):
-    """The job's path for a large history (k-means on a worker, cells searched by Ray Data tasks),
-    forced on lfw-dev: its clusters score as the exact graph's do in this process."""
+def test_the_job_searches_the_graph_through_hnsw_on_ray_workers(server, lfw_faces):
+    """The job's path for a large history (the HNSW index built by a task, pickled to the Ray Data
+    tasks that search it), forced on lfw-dev: its clusters score as the exact graph's do in this
+    process."""
     vectors, people, _ = lfw_faces
     threshold = cosine_from_similarity(DEFAULT_RECOGNITION_THRESHOLD)
     labels = cluster_labels(vectors, threshold, approximate=True)
