@@ -213,8 +213,11 @@ def full_recluster(history: tuple[np.ndarray, np.ndarray], threshold: float) -> 
         search = graph_search(vectors)
     with Stopwatch() as graph:
         edges = neighbour_edges(vectors, search=search)
+    print(f"graph of {len(vectors)} sightings: {type(search).__name__}, index {index.seconds:.1f} s, "
+          f"search {graph.seconds:.1f} s", flush=True)
     with Stopwatch() as linkage:
         clusters = graph_average_linkage(vectors, *edges, cosine)
+    print(f"linkage {linkage.seconds:.1f} s", flush=True)
     with Stopwatch() as adoption:
         result = online.adopt(vectors, clusters, np.ones(len(vectors)), previous)
     peak = resident_mib("VmHWM") - before
