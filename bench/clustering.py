@@ -19,10 +19,11 @@ both in this process (:class:`actors.indexed_identities.IndexedIdentities`) and 
 service's identity keeper actor on a local Ray cluster (target <= 5 ms with 1M sightings).
 
 Full re-clustering (``--recluster-sightings N``): time of the nearest-neighbour graph (exact search
-up to 50,000 sightings, through an HNSW graph above: its build's time apart), of the linkage and of the adoption as identities, the peak of
-extra resident memory (``VmHWM``), the clusters' pairwise and BCubed F1 against the synthetic
-identities, and the recall of the neighbour lists against exact search for 1,000 sampled sightings
-(all neighbours, and those at or above the threshold: the edges that can join clusters).
+up to 200,000 sightings, through an HNSW graph above: its build's time apart), of the linkage and of
+the adoption as identities, the peak of extra resident memory (``VmHWM``), the clusters' pairwise
+and BCubed F1 against the synthetic identities, and the recall of the neighbour lists against exact
+search for 1,000 sampled sightings (all neighbours, and those at or above the threshold: the edges
+that can join clusters).
 
     python bench/clustering.py [--threshold 0.95] [--online-sightings 1000000] [--recluster-sightings 1000000]
 """

@@ -9,7 +9,8 @@ Why a graph, not cells: two sightings of one person average cosine ~0.66 and mos
 variation is spread over all dimensions, so partitions by k-means put them in far-apart cells: on
 the synthetic 100,000-sighting history (``bench/clustering.py``) an inverted file probing 2.5% of
 its cells found 76% of the same-person neighbours (84% after a round of neighbours' neighbours),
-where this graph finds 99%, its cost growing as ``n log n``. A person a search misses from one face
+where this graph finds 99%, its cost growing as ``n log n`` (at a million, with these
+settings, far fewer: :mod:`facecore.neighbour_graph`). A person a search misses from one face
 is still joined by the edges found from the others (the linkage reads each edge both ways).
 
 Memory: the vectors again, plus ``2 x LINKS`` int32 links per face (together about 650 MB at a

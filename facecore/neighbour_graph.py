@@ -8,8 +8,9 @@ over Ray workers by ``batch_jobs.recluster``):
 - up to ``EXACT_UP_TO`` faces, :class:`ExactSearch`: each chunk searched exactly against all faces,
   ``O(n^2 d)`` multiply-adds, no neighbour missed;
 - above, :class:`facecore.hnsw_search.HnswSearch`: each face searched through an HNSW graph of all
-  the faces, about ``O(n log n)`` cosines (the neighbour lists' recall against exact search:
-  :func:`neighbour_recall`, reported by ``bench/clustering.py``).
+  the faces, about ``O(n log n)`` cosines, some true neighbours missed (:func:`neighbour_recall`,
+  reported by ``bench/clustering.py``: on its synthetic million-sighting history 43% of the exact
+  lists' neighbours were found, and the clusters' pairwise F1 was 0.975, against 1.0 exact at 100,000).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from facecore.knn_edges import QUERY_CHUNK, Edges, block_edges, joined
 
 NEIGHBOURS = 32        # nearest neighbours per face kept as edges
 EDGE_FLOOR = 0.0       # neighbours at or below this cosine are no edges (counted as 0 by the linkage)
-EXACT_UP_TO = 50_000   # larger histories are searched through an HNSW graph
+EXACT_UP_TO = 200_000  # larger histories are searched through an HNSW graph (exact: hours at 1M)
 
 
 @dataclass(frozen=True)
