@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 FACES_TEST_DATA ?= ../shared/data
 export FACES_TEST_DATA
 
-.PHONY: run test test-cluster bench install install-test clean
+.PHONY: run test bench install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,15 +29,13 @@ install-test: $(VENV)/.installed-test
 run: $(VENV)/.installed
 	$(BIN)/faces serve
 
-# Two pytest processes: the own_cluster tests' driver starts or joins a Ray cluster of its own (pyproject's
-# markers). The multi-node fail-over tests (a head and two worker nodes, each test under a hard time limit)
-# run with `make test-cluster`: not yet part of `make test`, because one of them still fails at times on
-# a loaded 2-core machine (a new service's shards not spread over both workers; README.md).
+# Three pytest processes: the suite; the tests whose driver starts a Ray cluster of its own (pyproject's
+# own_cluster marker: the Serve config deployed with autoscaling); the multi-node fail-over tests (a head
+# and two worker nodes started with `ray start`, each test under a hard time limit), whose driver joins
+# the cluster they start, alone in the last, so that whatever a killed node leaves behind touches no other test.
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest -m own_cluster --ignore=tests/test_multi_node.py
-
-test-cluster: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m own_cluster tests/test_multi_node.py
 
 bench: $(VENV)/.installed-bench

@@ -12,7 +12,9 @@ model, each opened on first use). Per-request parameters
 service's shards (:class:`SubjectSearch`): the faces of every such request of a batch are searched
 with one call per service (:class:`SearchCoalescer`), not one call per request from the ingress.
 Errors are returned per request, so one bad image (or one service's unavailable shard) never fails
-the other requests of its batch.
+the other requests of its batch. A replica warms its models up in a thread as it starts, while
+no batch is being served (:mod:`facecore.warmup`): every input shape its batches can have is run
+once, so neither its memory nor its latency steps up when a batch size first arrives.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from facecore.errors import FaceError
 from facecore.images import encode_jpeg
 from facecore.pipeline import Face, FacePipeline, StageTimer
 from facecore.pipelines import open_pipeline
+from facecore.warmup import IdleGate, warm_up_in_background
 from faces_settings import Settings
 
 
@@ -184,6 +187,8 @@ class Embedder:
 
     def __init__(self, settings: Settings):
         self.pipeline = open_pipeline(settings.pipeline_config(gpu=settings.embedder_num_gpus > 0))
+        self.idle = IdleGate()  # the warm-up runs while no batch is served
+        warm_up_in_background(self.pipeline, settings.batch_max_size, self.idle.wait)
         shard_groups = RequestShardGroups(settings)
         self.searches = SearchCoalescer(
             lambda search: shard_groups.of(search.service_id, search.shards, search.replicas, search.model))
@@ -207,12 +212,14 @@ class Embedder:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def analyze(self, requests: list[FaceRequest]) -> list[FaceResponse]:
-        return await asyncio.to_thread(process_batch, self.pipeline, requests)
+        with self.idle.busy():
+            return await asyncio.to_thread(process_batch, self.pipeline, requests)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def embed_chips(self, chip_sets: list[np.ndarray]) -> list[np.ndarray]:
         """Embeddings of aligned chips cut elsewhere (the video workers align their faces themselves)."""
-        return await asyncio.to_thread(self.pipeline.embedder.embed_groups, chip_sets)
+        with self.idle.busy():
+            return await asyncio.to_thread(self.pipeline.embedder.embed_groups, chip_sets)
 
     async def open_model(self, model: str) -> str:
         """Open embedding model ``model`` now (building its graph if needed), not on a first request;

@@ -8,6 +8,10 @@ durable record: a keeper that (re)starts is empty and refuses work with :class:`
 until it is loaded from there (``actors.unknown_faces`` does both). A call cut off by the keeper's
 death is retried on the restarted keeper, which refuses it until loaded: an assignment lost with the
 old process is never counted twice.
+
+The service's threshold can change at any time (the admin API): every assignment brings the threshold
+in force when its request was made, as every request of the platform reads its service's settings
+anew; the keeper's own (given at its creation) only stands until the first assignment.
 """
 
 from __future__ import annotations
@@ -45,9 +49,11 @@ class IdentityKeeper:
             raise KeeperNotLoaded("the identity keeper is not loaded")
         return self._online
 
-    def assign(self, vectors: np.ndarray, qualities: list[float]) -> list[int]:
-        """The identity each sighting joins or seeds (``facecore.identities.UNASSIGNED``: none)."""
+    def assign(self, vectors: np.ndarray, qualities: list[float], threshold: float) -> list[int]:
+        """The identity each sighting joins or seeds (``facecore.identities.UNASSIGNED``: none), at
+        cosine ``threshold`` (the service's now: it holds for the assignments after it too)."""
         online = self._state()
+        self.threshold = online.threshold = threshold
         return [online.assign(vector, quality) for vector, quality in zip(vectors, qualities)]
 
     def adopt(self, vectors: np.ndarray, labels: np.ndarray, qualities: np.ndarray, previous: np.ndarray) -> list[int]:

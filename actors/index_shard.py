@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 NAMESPACE = "faces"
 SHARD_THREADS = 4
 CALL_TIMEOUT_S = 30.0
+# Ray places an actor that reserves no resource at all on a random node and honours only a hard node
+# affinity for it, never a soft one; a token of memory, which any node has to spare, makes the shards'
+# preferred nodes (spread_placements) count.
+PLACEMENT_MEMORY_BYTES = 2**20
 
 
 class ShardUnavailable(Exception):
@@ -76,7 +80,8 @@ def spread_placements(service_id: int, shards: int, replicas: int = 1) -> list[l
     """Per shard and member (primary, then replicas), a preferred node: the alive nodes with CPUs in
     turn (offset by the service, so that small services do not all start on the same node), so that
     the members of a shard prefer different nodes. Soft: a member whose node is gone starts on any
-    other. Ray's own "SPREAD" places actors that reserve no CPU unevenly."""
+    other. Ray's own "SPREAD" places actors that reserve no CPU unevenly. Honoured for actors that
+    reserve some resource (:data:`PLACEMENT_MEMORY_BYTES`)."""
     nodes = sorted(node["NodeID"] for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU"))
     log.info("the %d shard(s) of service %d (%d member(s) each) prefer nodes in turn of %s", shards, service_id,
              replicas, nodes)
@@ -109,6 +114,7 @@ class ShardGroup:
             return ray.remote(IndexShard).options(
                 name=self.layout.actor_name(shard, replica), namespace=NAMESPACE, get_if_exists=True,
                 lifetime="detached", max_restarts=-1, max_task_retries=-1, num_cpus=num_cpus, num_gpus=num_gpus,
+                memory=PLACEMENT_MEMORY_BYTES,
                 max_concurrency=SHARD_THREADS, enable_task_events=False,  # no per-call event records in the GCS
                 scheduling_strategy=placements[shard][replica],
             ).remote(faces_uri, self.layout.table_name(shard), dim, replica_search if replica else search, upkeep,

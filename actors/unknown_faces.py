@@ -86,24 +86,26 @@ class UnknownFaces:
             raise ShardUnavailable("the identity keeper did not answer in time; retry later") from exc
 
     async def remember(self, faces: list[Face], crops: list[bytes], subjects: list[str | None], source: str,
-                       model: str) -> list[NewSighting]:
-        """Store the faces of one image as sightings; those of no subject get identities."""
+                       model: str, threshold: float) -> list[NewSighting]:
+        """Store the faces of one image as sightings; those of no subject get identities (at the
+        service's recognition ``threshold``, a similarity, as read for this request)."""
         now = datetime.now(timezone.utc)
         sightings = [new_sighting(now, source, box_json(face), float(face.quality.score), subject, face.embedding)
                      for face, subject in zip(faces, subjects)]
-        await self.store_sightings(sightings, crops, model)
+        await self.store_sightings(sightings, crops, model, threshold)
         return sightings
 
-    async def store_sightings(self, sightings: list[NewSighting], crops: list[bytes], model: str) -> None:
+    async def store_sightings(self, sightings: list[NewSighting], crops: list[bytes], model: str,
+                              threshold: float) -> None:
         """Store sightings (one crop each): rows in LanceDB, identities of those of no subject (set on
-        them), then their records."""
+        them, at the service's recognition ``threshold`` now), then their records."""
         await self.shards.add([FaceRecord(face_id=s.id, subject=s.source, embedding=s.embedding, model=model,
                                           crop=crop, source=s.source, created_at=s.seen_at)
                                for s, crop in zip(sightings, crops)])
         unknown = [s for s in sightings if s.subject is None]
         if unknown:
             assigned = await self._keeper("assign", np.stack([s.embedding for s in unknown]),
-                                          [s.quality for s in unknown])
+                                          [s.quality for s in unknown], cosine_from_similarity(threshold))
             for sighting, identity in zip(unknown, assigned):
                 sighting.identity = None if identity == UNASSIGNED else int(identity)
         await self.store.add(self.service.id, sightings)

@@ -96,7 +96,7 @@ class VideoRecorder:
         if key not in self._unknown_faces:
             store = SightingStore((await self._connected()).pool)
             self._unknown_faces[key] = UnknownFaces.open(service, store, self.settings, threshold)
-        await self._unknown_faces[key].store_sightings([sighting], [crop], model)
+        await self._unknown_faces[key].store_sightings([sighting], [crop], model, threshold)
         self._sightings.add(service.id, 1)
         return True
 

@@ -185,7 +185,7 @@ def failover() -> list[str]:
 
 def enrollment_rate(workers: int, s3, dsn: str, photos: Path, data_dir: Path) -> dict:
     """Images/s of a bulk job on a cluster of a CPU-less head and ``workers`` one-CPU workers."""
-    from ray_nodes import ray_temp_dir, start_head, start_worker, wait_for_nodes
+    from ray_nodes import head_node_id, ray_temp_dir, start_head, start_worker, wait_for_nodes
 
     import ray
     from store.control import ControlPlane
@@ -198,8 +198,9 @@ def enrollment_rate(workers: int, s3, dsn: str, photos: Path, data_dir: Path) ->
         nodes = [head]
         try:
             ray.init(address=head.address, log_to_driver=False)
-            wait_for_nodes(["head"])
+            head.node_id = head_node_id()
             nodes += [start_worker(f"worker_{n}", env, head.address) for n in range(workers)]
+            wait_for_nodes({node.label: node.node_id for node in nodes})  # and no node of a failed start
 
             async def create() -> int:
                 control = await ControlPlane.connect(dsn)

@@ -166,16 +166,17 @@ def keeper_assignment(real: np.ndarray, qualities: np.ndarray, history: tuple[np
     vectors, labels = history
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        keeper = identity_keeper(10**9 + os.getpid(), cosine_from_similarity(threshold), 0.5)
+        cosine = cosine_from_similarity(threshold)
+        keeper = identity_keeper(10**9 + os.getpid(), cosine, 0.5)
         with Stopwatch() as load:
             ray.get(keeper.load.remote(vectors, labels, int(labels.max()) + 1, []))
             indexed = ray.get(keeper.settle.remote())
         for vector in vectors[:20]:
-            ray.get(keeper.assign.remote(vector[None], [1.0]))
+            ray.get(keeper.assign.remote(vector[None], [1.0], cosine))
         times = []
         for vector, quality in zip(real, qualities):
             started = time.perf_counter()
-            ray.get(keeper.assign.remote(vector[None], [float(quality)]))
+            ray.get(keeper.assign.remote(vector[None], [float(quality)], cosine))
             times.append((time.perf_counter() - started) * 1000)
         ray.kill(keeper, no_restart=True)
     finally:

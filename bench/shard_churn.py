@@ -1,19 +1,27 @@
 """An IndexShard under steady adds and deletes with a flat face count: RSS, table versions, files, cache.
 
 One add (one commit, as one HTTP enrollment makes) and one delete per round, on a shard that holds
-``--faces`` faces throughout. Every ``--every`` rounds it records the process's RSS, the table's
-versions and files on disk and the bytes in LanceDB's caches: all must level off. With
-``--erase-after-s`` short the erasure pass runs during the run too.
+``--faces`` faces throughout. Every ``--every`` rounds it records the process's RSS and private
+memory (USS), the table's versions and files on disk and the bytes in LanceDB's caches: all must
+level off. With ``--erase-after-s`` short the erasure pass runs during the run too.
 
-    python bench/shard_churn.py [--rounds 20000] [--faces 10000] [--erase-after-s 300]
+``--threads N`` sends the rounds from N threads in turn, as a shard actor's thread pool runs its
+calls (``actors.index_shard.SHARD_THREADS``). ``--trim`` reports, at each sample, how much
+``malloc_trim(0)`` returns to the system (memory freed but held by glibc's arenas).
+``--tracemalloc`` reports the Python allocations that grew from the first sample to the last.
+
+    python bench/shard_churn.py [--rounds 20000] [--faces 10000] [--erase-after-s 300] [--threads 4]
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import sys
 import tempfile
 import time
+import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,6 +41,9 @@ def main() -> None:
     parser.add_argument("--faces", type=int, default=10_000)
     parser.add_argument("--every", type=int, default=2_000)
     parser.add_argument("--erase-after-s", type=float, default=300.0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--trim", action="store_true", help="measure what malloc_trim(0) gives back at each sample")
+    parser.add_argument("--tracemalloc", action="store_true", help="show the Python allocations that grew")
     args = parser.parse_args()
 
     from faceindex.shard import IndexShard
@@ -52,20 +63,44 @@ def main() -> None:
     shard = IndexShard(str(folder), "churn", DIM, upkeep=TableUpkeep(erase_after_s=args.erase_after_s))
     shard.add(faces([f"base-{i}" for i in range(args.faces)]))
     process = psutil.Process()
+    libc = ctypes.CDLL("libc.so.6")
+    pool = ThreadPoolExecutor(args.threads)
+    if args.tracemalloc:
+        tracemalloc.start(8)
+    first_snapshot = None
     rows = []
-    started = time.perf_counter()
-    for round_ in range(1, args.rounds + 1):
-        shard.add(faces([f"face-{round_}"]))
-        shard.delete_ids([f"face-{round_ - 1}" if round_ > 1 else "base-0"])
-        if round_ % args.every == 0:
-            table_dir = folder / "churn.lance"
-            rows.append([round_, round(process.memory_info().rss / 2**20), shard._table.version_count(),
-                         sum(1 for f in table_dir.rglob("*") if f.is_file()),
-                         round(lance_session().size_bytes / 2**20, 1), shard.count(),
-                         round(round_ / (time.perf_counter() - started))])
-    print_table(["rounds", "RSS MiB", "versions", "files", "LanceDB cache MiB", "faces", "rounds/s"], rows)
+    started_cpu = time.process_time()
+
+    def round_(number: int) -> None:
+        shard.add(faces([f"face-{number}"]))
+        shard.delete_ids([f"face-{number - 1}" if number > 1 else "base-0"])
+
+    for start in range(1, args.rounds + 1, args.every):
+        numbers = range(start, min(start + args.every, args.rounds + 1))
+        for number in numbers:  # in order (each round deletes the previous face), each on the next thread
+            pool.submit(round_, number).result()
+        memory = process.memory_full_info()
+        trimmed = None
+        if args.trim:
+            libc.malloc_trim(0)
+            trimmed = round((memory.rss - process.memory_info().rss) / 2**20, 1)
+        table_dir = folder / "churn.lance"
+        rows.append([numbers[-1], round(memory.rss / 2**20), round(memory.uss / 2**20), trimmed,
+                     shard._table.version_count(), sum(1 for f in table_dir.rglob("*") if f.is_file()),
+                     round(lance_session().size_bytes / 2**20, 1), shard.count(), process.num_threads(),
+                     round(numbers[-1] / (time.process_time() - started_cpu))])
+        if args.tracemalloc:
+            first_snapshot = first_snapshot or tracemalloc.take_snapshot()
+    print_table(["rounds", "RSS MiB", "USS MiB", "malloc_trim MiB", "versions", "files", "LanceDB cache MiB",
+                 "faces", "threads", "rounds/CPU s"], rows)
+    if args.tracemalloc:
+        grown = tracemalloc.take_snapshot().compare_to(first_snapshot, "traceback")
+        print("Python allocations grown since the first sample:")
+        for stat in grown[:8]:
+            print(f"  {stat.size_diff / 1024:+.1f} KiB in {stat.count_diff:+d} blocks at {stat.traceback[-1]}")
     path = save_results("shard_churn", {"args": vars(args), "rows": rows})
     print(f"results: {path}")
+    pool.shutdown()
     shard.drop()
 
 

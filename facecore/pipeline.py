@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +22,7 @@ from facecore.embed import (DEFAULT_EMBEDDING_MODEL, AlignedFaces, ChipEmbedder,
                             FusionEmbedder, FusionSpec, embedding_model)
 from facecore.images import ImageLimits, decode_image, reduction_of
 from facecore.quality import Pose, Quality, assess_quality, estimate_pose
+from facecore.warmup import no_wait, timed, warm_up_detector, warm_up_embedder
 
 ImageInput = bytes | bytearray | memoryview | np.ndarray
 DEFAULT_CACHE_DIR = "data/models"
@@ -100,6 +101,8 @@ class StageTimer:
 class FacePipeline:
     """Decode -> detect -> align -> embed, batched."""
 
+    _warm = False  # warm_up was called: embedding models opened later are warmed up when they open
+
     def __init__(self, config: PipelineConfig | None = None):
         self.config = config or PipelineConfig()
         cfg = self.config
@@ -124,8 +127,23 @@ class FacePipeline:
                 embedder = FusionEmbedder(spec, [self.embedder_for(member.name) for member in spec.members])
             else:
                 embedder = ChipEmbedder.from_registry(self.model_options, spec, self.config.embed_batch)
+                if self._warm:
+                    timed(spec.name, warm_up_embedder, embedder)
             self._embedders[model] = embedder
         return self._embedders[model]
+
+    def warm_up(self, max_images: int, wait: Callable[[], object] = no_wait) -> float:
+        """Run the models once at every input shape this process will give them (see
+        :mod:`facecore.warmup`), detecting at most ``max_images`` images at once (and at most
+        ``detect_batch``), calling ``wait()`` before each run; embedding models opened later are
+        warmed up when they open. Seconds taken."""
+        self._warm = True
+        detected = max(1, min(max_images, self.config.detect_batch))
+        seconds = timed("detector", warm_up_detector, self.detector, detected, wait)
+        for name, embedder in list(self._embedders.items()):  # a request may open another meanwhile
+            if isinstance(embedder, ChipEmbedder):
+                seconds += timed(name, warm_up_embedder, embedder, wait)
+        return seconds
 
     def decode(self, images: Sequence[ImageInput], timer: StageTimer | None = None) -> list[np.ndarray]:
         """Bytes are decoded (with the configured limits; large JPEGs at a reduced size, see

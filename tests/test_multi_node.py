@@ -215,10 +215,15 @@ def _kill_during(load: Load, cluster: Cluster, label: str, url: str, api_key: st
 def test_shards_spread_over_both_workers(platform, service):
     import ray
 
+    from actors.index_shard import spread_placements
+
     nodes = wait_for_nodes(platform[1].node_ids())
     placed = _shard_nodes(service["id"], platform[1].head.dashboard_port)
-    assert len(placed) == SHARDS
-    assert {nodes["node_a"], nodes["node_b"]} <= set(placed.values()), f"shards on {placed}; nodes {nodes}"
+    layout = ServiceLayout(service["id"], SHARDS)
+    preferred = {layout.actor_name(shard): node.node_id
+                 for shard, (node,) in enumerate(spread_placements(service["id"], SHARDS))}
+    assert placed == preferred, f"shards on {placed}, preferred {preferred}; nodes {nodes}"
+    assert {nodes["node_a"], nodes["node_b"]} <= set(placed.values())
     assert ray.cluster_resources()["CPU"] == 3
 
 

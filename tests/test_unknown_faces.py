@@ -154,6 +154,24 @@ def test_identities_survive_a_restart_of_the_identity_keeper(seen):
     assert part > max(ids)  # ids are never given twice, even after merges
 
 
+def test_identities_follow_a_threshold_changed_through_the_admin_api(server, admin, data_dir):
+    """The keeper starts with the service's threshold; one changed later holds for the next sighting."""
+    application = admin.create_application("test-unknowns-threshold")
+    service = admin.create_service(application["id"], "unknowns-threshold", "recognition")
+    people = list(_people(data_dir).values())
+    with FaceClient(server.url, api_key=service["api_key"], timeout=60) as client:
+        def identity_of(photo) -> int | None:
+            return client.recognize(photo, limit=1, remember_unknowns=True)["result"][0]["sighting"]["identity"]
+
+        first, second = identity_of(people[0][0]), identity_of(people[1][0])
+        assert None not in (first, second) and first != second  # two people apart at the default threshold
+        admin.update_service(service["id"], similarity_threshold=0.0)  # every face alike enough
+        assert identity_of(people[2][0]) in (first, second)
+        admin.update_service(service["id"], similarity_threshold=1.0)  # no face alike enough
+        assert identity_of(people[0][1]) not in (None, first, second)
+    admin.delete_application(application["id"])
+
+
 def test_bad_and_foreign_ids(seen):
     client, other = seen["client"], seen["other"]
     identity = _identity(seen, seen["strangers"][0])

@@ -156,7 +156,7 @@ async def recognize(request: Request, service: RecognitionService, context: Ctx,
         subjects = [None if item["unknown"] else item["subjects"][0]["subject"] for item in result]
         sightings = await (await context.unknown_faces(service)).remember(
             response.faces, response.crops, subjects, source or f"request:{uuid.uuid4()}",
-            response.model)
+            response.model, context.recognition_threshold(service))
         context.sighting_usage.add(service.id, len(sightings))
         for item, sighting in zip(result, sightings):
             item["sighting"] = {"id": sighting.id, "identity": sighting.identity}
