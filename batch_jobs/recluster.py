@@ -3,11 +3,13 @@ drifted together, splitting ones that grew together wrongly), keeping ids where 
 
 The clustering is the online rule's offline form (average linkage at the service's recognition
 threshold) over the sightings' k-nearest-neighbour graph (:mod:`facecore.graph_linkage`), so memory
-grows with the sightings, not their square. The Ray Data job computes the graph in chunks of query
-sightings, each searched exactly against the whole history (put once in the object store), on as
-many workers as the cluster gives; one task then links the graph's edges into cluster labels (not the
-caller's process). The service's identity keeper turns the labels into identities (it alone chooses
-ids), the result is recorded in PostgreSQL, and the keeper reloaded from it.
+grows with the sightings, not their square. One task chooses the graph's search
+(:func:`facecore.neighbour_graph.graph_search`: exact for a small history; above, an HNSW graph of
+the history, built there); the Ray Data job then computes the graph's edges in chunks of query
+sightings (searched against the whole history, put once in the object store, or through the HNSW
+graph), on as many workers as the cluster gives; one task then links the graph's edges into cluster
+labels (not the caller's process). The service's identity keeper turns the labels into identities
+(it alone chooses ids), the result is recorded in PostgreSQL, and the keeper reloaded from it.
 
     faces unknowns recluster --service NAME
 """
@@ -25,7 +27,7 @@ from store.control import ControlPlane, Service
 
 # Ray and the actors are imported where used, so that importing this module stays cheap.
 
-CHUNKS_PER_TASK = 4  # query chunks (facecore.neighbour_graph.QUERY_CHUNK rows each) per Ray Data batch
+UNITS_PER_TASK = 4  # units of the graph's search (8,192 query sightings each) per Ray Data batch
 
 
 @dataclass
@@ -36,15 +38,24 @@ class ReclusterResult:
     seconds: float
 
 
-def _edges_of_chunks(batch: dict[str, np.ndarray], history: list) -> dict[str, np.ndarray]:
-    """The nearest-neighbour edges of the query chunks starting at ``batch["start"]``."""
+def _edges_of_units(batch: dict[str, np.ndarray], history: list, search: list) -> dict[str, np.ndarray]:
+    """The nearest-neighbour edges found by the search's units ``batch["unit"]``."""
     import ray
 
-    from facecore.neighbour_graph import QUERY_CHUNK, chunk_edges
+    from facecore.knn_edges import joined
+    from facecore.neighbour_graph import EDGE_FLOOR, NEIGHBOURS
 
-    vectors = ray.get(history[0])
-    parts = [chunk_edges(vectors[start:start + QUERY_CHUNK], int(start), vectors) for start in batch["start"]]
-    return {name: np.concatenate(column) for name, column in zip(("row", "neighbour", "cosine"), zip(*parts))}
+    vectors, search = ray.get(history[0]), ray.get(search[0])
+    parts = [search.edges(vectors, int(unit), NEIGHBOURS, EDGE_FLOOR) for unit in batch["unit"]]
+    return dict(zip(("row", "neighbour", "cosine"), joined(parts)))
+
+
+def _search_of(vectors: np.ndarray, approximate: bool | None):
+    """The graph's search and its number of units (the caller needs only the number)."""
+    from facecore.neighbour_graph import graph_search
+
+    search = graph_search(vectors, approximate)
+    return search, search.units
 
 
 def _link(vectors: np.ndarray, edges, threshold: float) -> np.ndarray:
@@ -56,18 +67,19 @@ def _link(vectors: np.ndarray, edges, threshold: float) -> np.ndarray:
     return graph_average_linkage(vectors, row.astype(np.int64), neighbour.astype(np.int64), cosine, threshold)
 
 
-def cluster_labels(vectors: np.ndarray, threshold: float) -> np.ndarray:
-    """Average-linkage labels of unit-length ``vectors`` (cosine ``threshold``), computed by Ray workers."""
+def cluster_labels(vectors: np.ndarray, threshold: float, approximate: bool | None = None) -> np.ndarray:
+    """Average-linkage labels of unit-length ``vectors`` (cosine ``threshold``), computed by Ray workers
+    (the graph through HNSW above a size, or as ``approximate`` says: ``graph_search``)."""
     import ray
-
-    from facecore.neighbour_graph import QUERY_CHUNK
 
     if not len(vectors):
         return np.zeros(0, np.int64)
     history = ray.put(np.ascontiguousarray(vectors, np.float32))
-    starts = np.arange(0, len(vectors), QUERY_CHUNK)
-    edges = ray.data.from_numpy(starts).rename_columns({"data": "start"}).map_batches(
-        _edges_of_chunks, batch_size=CHUNKS_PER_TASK, batch_format="numpy", fn_kwargs={"history": [history]},
+    search, units = ray.remote(num_returns=2)(_search_of).remote(history, approximate)
+    units = np.arange(ray.get(units))
+    edges = ray.data.from_numpy(units).rename_columns({"data": "unit"}).map_batches(
+        _edges_of_units, batch_size=UNITS_PER_TASK, batch_format="numpy",
+        fn_kwargs={"history": [history], "search": [search]},
     ).materialize()
     return ray.get(ray.remote(_link).remote(history, edges, threshold))
 

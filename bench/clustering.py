@@ -18,9 +18,12 @@ lfw-dev faces arrive one by one: milliseconds per sighting to join or seed an id
 both in this process (:class:`actors.indexed_identities.IndexedIdentities`) and through the
 service's identity keeper actor on a local Ray cluster (target <= 5 ms with 1M sightings).
 
-Full re-clustering (``--recluster-sightings N``): time of the nearest-neighbour graph, of the
-linkage and of the adoption as identities, the peak of extra resident memory (``VmHWM``), and the
-clusters' pairwise and BCubed F1 against the synthetic identities.
+Full re-clustering (``--recluster-sightings N``): time of the nearest-neighbour graph (exact search
+up to 200,000 sightings, through an HNSW graph above: its build's time apart), of the linkage and of
+the adoption as identities, the peak of extra resident memory (``VmHWM``), the clusters' pairwise
+and BCubed F1 against the synthetic identities, and the recall of the neighbour lists against exact
+search for 1,000 sampled sightings (all neighbours, and those at or above the threshold: the edges
+that can join clusters).
 
     python bench/clustering.py [--threshold 0.95] [--online-sightings 1000000] [--recluster-sightings 1000000]
 """
@@ -47,6 +50,7 @@ from facecore.similarity import cosine_from_similarity, similarity_from_cosine  
 from faces_cli.main import main as faces  # noqa: E402
 
 CORE_MIN_FACES = 2
+RECALL_SAMPLE = 1000  # sightings whose neighbour lists are checked against exact search
 
 
 def run_faces_cluster(folder: Path, threshold: float) -> tuple[dict, float]:
@@ -117,18 +121,13 @@ def synthetic_history(real: np.ndarray, same_cosine: float, sightings: int,
     identity's centre is drawn from a Gaussian fitted to the ``real`` faces (:mod:`facecore.synthetic`),
     and each sighting is its centre plus isotropic noise scaled so that two sightings of one identity
     average ``same_cosine``, as two real photos of one person do."""
-    from facecore.synthetic import EmbeddingDistribution
+    from facecore.synthetic import EmbeddingDistribution, noisy_sightings
 
     rng = np.random.default_rng(0)
     identities = max(1, sightings // per_identity)
     centres = EmbeddingDistribution.fit(real).sample(identities, rng)
     labels = np.arange(sightings) % identities
-    spread = np.sqrt((1 / same_cosine - 1) / real.shape[1])  # E[cos] of two noisy copies = 1 / (1 + d spread^2)
-    vectors = np.empty((sightings, real.shape[1]), np.float32)
-    for start in range(0, sightings, 100_000):
-        part = slice(start, start + 100_000)
-        noisy = centres[labels[part]] + spread * rng.standard_normal((len(labels[part]), real.shape[1]))
-        vectors[part] = noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
+    vectors = noisy_sightings(centres, labels, same_cosine, rng)
     return vectors, labels + 1
 
 
@@ -196,11 +195,14 @@ def resident_mib(field: str) -> float:
 
 def full_recluster(history: tuple[np.ndarray, np.ndarray], threshold: float) -> dict:
     """Time, peak memory and quality of a full re-clustering of the history, in this process (graph
-    search on every core): the nearest-neighbour graph, the linkage, and the adoption of its clusters
-    as identities (one sighting in 7 not yet assigned)."""
+    search on every core): the nearest-neighbour graph (the search chosen by size, and its index's
+    build, if any), the linkage, and the adoption of its clusters as identities (one sighting in 7
+    not yet assigned); then the neighbour lists' recall against exact search on a sample of sightings."""
+    import faiss
+
     from facecore.graph_linkage import graph_average_linkage
     from facecore.identities import UNASSIGNED, OnlineIdentities
-    from facecore.neighbour_graph import neighbour_edges
+    from facecore.neighbour_graph import graph_search, neighbour_edges, neighbour_recall
 
     vectors, labels = history
     cosine = cosine_from_similarity(threshold)
@@ -209,16 +211,26 @@ def full_recluster(history: tuple[np.ndarray, np.ndarray], threshold: float) -> 
     previous = np.where(np.arange(len(vectors)) % 7 == 0, UNASSIGNED, labels)
     Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) starts again from now
     before = resident_mib("VmRSS")
+    with Stopwatch() as index:
+        search = graph_search(vectors)
     with Stopwatch() as graph:
-        edges = neighbour_edges(vectors)
+        edges = neighbour_edges(vectors, search=search)
+    print(f"graph of {len(vectors)} sightings: {type(search).__name__}, index {index.seconds:.1f} s, "
+          f"search {graph.seconds:.1f} s", flush=True)
     with Stopwatch() as linkage:
         clusters = graph_average_linkage(vectors, *edges, cosine)
+    print(f"linkage {linkage.seconds:.1f} s", flush=True)
     with Stopwatch() as adoption:
         result = online.adopt(vectors, clusters, np.ones(len(vectors)), previous)
+    peak = resident_mib("VmHWM") - before
     scores = cluster_scores(clusters.tolist(), labels.tolist())
-    return {"sightings": len(vectors), "edges": len(edges[0]), "graph_seconds": graph.seconds,
+    sample = np.random.default_rng(1).choice(len(vectors), min(len(vectors), RECALL_SAMPLE), replace=False)
+    return {"sightings": len(vectors), "search": type(search).__name__, "threads": faiss.omp_get_max_threads(),
+            "edges": len(edges[0]), "index_seconds": index.seconds, "graph_seconds": graph.seconds,
             "linkage_seconds": linkage.seconds, "adopt_seconds": adoption.seconds,
-            "peak_extra_mib": resident_mib("VmHWM") - before, "history_mib": vectors.nbytes / 2**20,
+            "neighbour_recall": neighbour_recall(vectors, edges, sample),
+            "recall_above_threshold": neighbour_recall(vectors, edges, sample, min_cosine=cosine),
+            "peak_extra_mib": peak, "history_mib": vectors.nbytes / 2**20,
             "identities": len(online), "ids_kept": len(set(result.tolist()) & set(labels.tolist())),
             "pairwise_f1": scores.pairwise_f1, "bcubed_f1": scores.bcubed_f1}
 
@@ -257,9 +269,13 @@ def main() -> None:
     same_cosine = same_person_cosine(real, people)
     results["same_person_cosine"] = same_cosine
     if args.online_sightings:
-        history = synthetic_history(real, same_cosine, args.online_sightings, args.per_identity)
+        with Stopwatch() as made:
+            history = synthetic_history(real, same_cosine, args.online_sightings, args.per_identity)
+        results["history_seconds"] = made.seconds
+        print(f"history of {args.online_sightings} sightings made in {made.seconds:.1f} s")
         results["online"] = [online_assignment(real, qualities, history, args.threshold),
                              keeper_assignment(real, qualities, history, args.threshold)]
+        del history  # the re-clustering's peak memory counts its own history only
         print_table(["assigned in", "history sightings", "identities", "indexed", "arrivals", "ms p50", "ms p99",
                      "ms mean", "load + index s"],
                     [[run["where"], run["sightings"], run["identities"], run["indexed"], run["arrivals"], run["ms_p50"],
@@ -268,11 +284,13 @@ def main() -> None:
         again = full_recluster(synthetic_history(real, same_cosine, args.recluster_sightings, args.per_identity),
                                args.threshold)
         results["recluster"] = again
-        print_table(["sightings re-clustered", "edges", "graph s", "linkage s", "adopt s", "peak extra MiB",
-                     "history MiB", "identities", "ids kept", "pairwise F1", "BCubed F1"],
-                    [[again[key] for key in ("sightings", "edges", "graph_seconds", "linkage_seconds",
-                                             "adopt_seconds", "peak_extra_mib", "history_mib", "identities",
-                                             "ids_kept", "pairwise_f1", "bcubed_f1")]])
+        print_table(["sightings re-clustered", "search", "threads", "edges", "index s",
+                     "graph s", "linkage s", "adopt s", "neighbour recall", "recall above threshold",
+                     "peak extra MiB", "history MiB", "identities", "ids kept", "pairwise F1", "BCubed F1"],
+                    [[again[key] for key in ("sightings", "search", "threads", "edges", "index_seconds", "graph_seconds", "linkage_seconds",
+                                             "adopt_seconds", "neighbour_recall", "recall_above_threshold",
+                                             "peak_extra_mib", "history_mib", "identities", "ids_kept",
+                                             "pairwise_f1", "bcubed_f1")]])
     print(f"results: {save_results('clustering', results)}")
 
 

@@ -145,13 +145,15 @@ class OnlineIdentities:
             if label not in kept and old not in taken:
                 kept[label] = old
                 taken.add(old)
-        result = np.full(len(vectors), UNASSIGNED, np.int64)
-        for label in np.unique(labels):
-            members = labels == label
+        clusters, member_of = np.unique(labels, return_inverse=True)  # grouped once, not scanned per cluster
+        may_seed = np.bincount(member_of, np.asarray(qualities) >= self.min_quality, len(clusters)) > 0
+        identity_of = np.full(len(clusters), UNASSIGNED, np.int64)
+        for position, label in enumerate(clusters.tolist()):
             if label in kept:
-                result[members] = kept[label]
-            elif (np.asarray(qualities)[members] >= self.min_quality).any():
-                result[members] = self._fresh_id()
+                identity_of[position] = kept[label]
+            elif may_seed[position]:
+                identity_of[position] = self._fresh_id()
+        result = identity_of[member_of]
         self.rebuild(vectors, result)
         return result
 

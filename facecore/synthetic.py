@@ -38,3 +38,18 @@ class EmbeddingDistribution:
             draws = self.mean + rng.standard_normal((size, len(self.mean))) @ self.factor.T
             out[start:start + size] = draws / np.linalg.norm(draws, axis=1, keepdims=True)
         return out
+
+
+def noisy_sightings(centres: np.ndarray, labels: np.ndarray, same_cosine: float, rng: np.random.Generator,
+                    chunk: int = 100_000) -> np.ndarray:
+    """Unit-length sightings of the identities ``labels`` (rows of the unit-length ``centres``): each is
+    its centre plus isotropic noise scaled so that two sightings of one identity average ``same_cosine``
+    (as two real photos of one person do)."""
+    dim = centres.shape[1]
+    spread = np.sqrt((1 / same_cosine - 1) / dim)  # E[cos] of two noisy copies = 1 / (1 + dim spread^2)
+    out = np.empty((len(labels), dim), np.float32)
+    for start in range(0, len(labels), chunk):
+        part = slice(start, start + chunk)
+        noisy = centres[labels[part]] + spread * rng.standard_normal((len(labels[part]), dim))
+        out[part] = noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
+    return out

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
-from batch_jobs.recluster import recluster
+from batch_jobs.recluster import cluster_labels, recluster
+from facecore.cluster_scores import cluster_scores
+from facecore.graph_linkage import cluster_faces
+from facecore.similarity import DEFAULT_RECOGNITION_THRESHOLD, cosine_from_similarity
 from faces_cli.main import main
 from faces_settings import get_settings
 from serve_app.client import FaceApiError, FaceClient
@@ -72,3 +75,15 @@ def test_reclustering_heals_a_wrong_split_and_merge_keeping_surviving_ids(server
         assert main(["unknowns", "recluster", "--service", "no-such-service"]) == 2
     finally:
         get_settings.cache_clear()
+
+
+def test_the_job_searches_the_graph_through_hnsw_on_ray_workers(server, lfw_faces):
+    """The job's path for a large history (the HNSW index built by a task, pickled to the Ray Data
+    tasks that search it), forced on lfw-dev: its clusters score as the exact graph's do in this
+    process."""
+    vectors, people, _ = lfw_faces
+    threshold = cosine_from_similarity(DEFAULT_RECOGNITION_THRESHOLD)
+    labels = cluster_labels(vectors, threshold, approximate=True)
+    assert len(labels) == len(vectors)
+    assert cluster_scores(labels.tolist(), people.tolist()) == cluster_scores(
+        cluster_faces(vectors, threshold).tolist(), people.tolist())
