@@ -35,7 +35,7 @@ from faceindex.migration import replace_rows
 from faceindex.replica import ChangeOrder, FollowedTable
 from faceindex.rows import MIN_CAPACITY, ShardRows, unit_rows
 from faceindex.upkeep import TableKeeper, TableUpkeep
-from store.faces import FaceRecord, FaceTable
+from store.faces import FaceRecord, FaceTable, use_system_allocator_for_arrow
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class IndexShard:
                  upkeep: TableUpkeep = TableUpkeep(), replica: bool = False):
         if search.mode not in ("auto", "exact", "ann"):
             raise ValueError(f"unknown search mode {search.mode!r}: auto, exact or ann")
+        use_system_allocator_for_arrow()  # a shard writes for the life of its process
         self.dim = int(dim)
         self.table_name = table_name
         self.search = search
