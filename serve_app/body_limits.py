@@ -4,8 +4,12 @@ Each request gets the limit of its route class: routes that take images (multipa
 in JSON) may carry their images plus multipart overhead; every other route a small JSON body
 (``FACES_MAX_JSON_BYTES``). A declared ``Content-Length`` over the limit is answered 413 at once,
 before a byte of the body is read; a body without one (chunked) is counted as it streams in and
-answered 413 as soon as it passes the limit. The 413 closes the connection, so the rest of the body
-is never read, and the application behind sees the request end as a client disconnect.
+answered 413 as soon as it passes the limit. The application behind sees the request end as a client
+disconnect, and never a byte past the limit. The 413's status line goes out at once; before its body
+ends the answer and closes the connection, what the client is still sending is read and dropped, for
+at most ``DRAIN_BYTES`` or ``DRAIN_SECONDS`` (a lingering close): a server that closes a connection
+with unread bytes resets it, and the client's kernel then drops the part of the answer the client has
+not read yet (a client that sends its whole body before reading saw a 413's headers without its body).
 
 Serve's own HTTP proxy (when requests go through it rather than HAProxy) reads each body ahead into
 memory as fast as the client sends it, so the proxy gets the same layer too, through Serve's
@@ -15,6 +19,7 @@ every route: the largest that any route takes (``FACES_PROXY_MAX_BODY_BYTES``, s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -28,6 +33,10 @@ from serve_app.context import get_context
 from serve_app.errors import BODY_TOO_LARGE
 from serve_app.proxy_unanswered import AnswerUnanswered
 from serve_app.uploads import image_fields, image_upload_limit
+
+# After a 413's status line, the most of the refused body read and dropped before the answer ends
+DRAIN_BYTES = 32 * 2**20
+DRAIN_SECONDS = 3.0
 
 
 def _image_routes(openapi: dict) -> list[tuple[re.Pattern, str, int]]:
@@ -84,7 +93,7 @@ class BodyLimits:
         limit = self.limit_for(scope)
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            await _refuse(send, limit)
+            await _refuse(send, receive, limit)
             return
         received = 0
         refused = responded = False
@@ -99,7 +108,7 @@ class BodyLimits:
                 if received > limit:
                     refused = True
                     if not responded:
-                        await _refuse(send, limit)
+                        await _refuse(send, receive if message.get("more_body") else None, limit)
                     return {"type": "http.disconnect"}
             return message
 
@@ -124,13 +133,32 @@ def _content_length(scope) -> int | None:
     return None
 
 
-async def _refuse(send, limit: int) -> None:
+async def _refuse(send, receive, limit: int) -> None:
+    """Answer 413; ``receive``: the rest of the body to drop before the answer ends (None: none left)."""
     body = json.dumps({"message": f"the request body is larger than {limit} bytes, the limit of this endpoint",
                        "code": BODY_TOO_LARGE}).encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
+    if receive is not None:
+        await _drop_the_rest(receive)
     await send({"type": "http.response.body", "body": body})
+
+
+async def _drop_the_rest(receive) -> None:
+    """Read and drop the body the client is still sending, for at most ``DRAIN_BYTES`` or
+    ``DRAIN_SECONDS`` (see the module doc)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DRAIN_SECONDS
+    dropped = 0
+    while dropped <= DRAIN_BYTES:
+        try:
+            message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+        except asyncio.TimeoutError:
+            return
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+        dropped += len(message.get("body", b""))
 
 
 def proxy_middlewares() -> list[Middleware]:
