@@ -183,7 +183,7 @@ def test_faces_enroll_prints_its_own_lines_only_and_counts_the_stored_faces(cli_
     own = re.compile(r"job \d+: enrolling |\d+ inputs in |  \S+ +\d+$|  faces stored +\d+$|report: ")
     assert [line for line in cli_job["stdout"].splitlines() if line and not own.match(line)] == [], screen
     redraws = [part for line in cli_job["stderr"].splitlines() for part in line.split("\r")]
-    assert [part for part in redraws if part.strip() and not re.search(r"img/s\]|s/img", part)] == [], screen
+    assert [part for part in redraws if part.strip() and not re.search(r"img/s[,\]]|s/img[,\]]", part)] == [], screen
     assert int(re.search(r"faces stored\s+(\d+)", cli_job["stdout"]).group(1)) == 4
     assert re.search(r"4/4 \[.*faces=4", cli_job["stderr"]), cli_job["stderr"]
 
