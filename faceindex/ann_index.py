@@ -30,6 +30,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from faceindex.packed_ids import PackedIds
 from store.object_storage import read_uri, write_uri
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,14 @@ def scan_parts(faces: int, scan_threads: int) -> int:
 
 
 class AnnIndex:
-    """An immutable PQ fast-scan index over ``face_ids``."""
+    """An immutable PQ fast-scan index over ``face_ids``.
 
-    def __init__(self, parts: list[faiss.Index], face_ids: np.ndarray, build_seconds: float):
+    Saved as one uncompressed npz: ``part<i>`` (each part as faiss serializes it) and the ids packed
+    (:class:`~faceindex.packed_ids.PackedIds`: ``id_text`` and ``id_lengths``). A file of the older
+    layout, with the ids as a numpy unicode array ``ids``, is read too.
+    """
+
+    def __init__(self, parts: list[faiss.Index], face_ids: PackedIds, build_seconds: float):
         self.parts = parts  # rows of face_ids in order: part 0's, then part 1's, ...
         if len(parts) == 1:
             self.index = parts[0]
@@ -74,7 +80,7 @@ class AnnIndex:
             parts.append(part)
         elapsed = time.perf_counter() - started
         log.info("built PQ%dx%dfs over %d faces in %d parts in %.1f s", SUB_QUANTIZERS, BITS, n, len(parts), elapsed)
-        return cls(parts, np.asarray(face_ids, dtype=object), elapsed)
+        return cls(parts, PackedIds.pack(face_ids), elapsed)
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -85,17 +91,16 @@ class AnnIndex:
         return [row[row >= 0] for row in found]
 
     def memory_bytes(self) -> int:
-        """Codes plus the id array (a Python str object per face included)."""
-        sample = self.face_ids[:1000]
-        per_id = sum(len(f) + 57 for f in sample) / max(1, len(sample))
-        return int(len(self) * (SUB_QUANTIZERS * BITS / 8 + 8 + per_id))
+        """Codes plus the packed ids."""
+        return int(len(self) * SUB_QUANTIZERS * BITS / 8) + self.face_ids.nbytes()
 
     def save(self, uri: str | Path) -> None:
         """Write the index and its ids as one file (a local path or an object-store URI), atomically
         replacing an older one."""
         parts = {f"part{i}": faiss.serialize_index(part) for i, part in enumerate(self.parts)}
         buffer = io.BytesIO()
-        np.savez(buffer, ids=self.face_ids.astype(str), **parts)
+        np.savez(buffer, id_text=np.frombuffer(self.face_ids.text, dtype=np.uint8),
+                 id_lengths=self.face_ids.lengths, **parts)
         write_uri(str(uri), buffer.getbuffer())
 
     @classmethod
@@ -109,7 +114,8 @@ class AnnIndex:
             with np.load(io.BytesIO(data), allow_pickle=False) as saved:
                 count = sum(1 for key in saved.files if key.startswith("part"))
                 parts = [faiss.deserialize_index(saved[f"part{i}"]) for i in range(count)]
-                face_ids = saved["ids"].astype(object)
+                face_ids = (PackedIds(saved["id_text"].tobytes(), saved["id_lengths"]) if "id_text" in saved.files
+                            else PackedIds.pack(saved["ids"].tolist()))
         except (RuntimeError, OSError, ValueError, KeyError) as exc:
             log.warning("ignoring unreadable index %s: %s", path, exc)
             return None

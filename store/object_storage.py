@@ -12,11 +12,14 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
+READ_PIECE_BYTES = 64 * 2**20  # a larger file is read in pieces of this size, in parallel
+READ_THREADS = 8
 
 
 def uri_scheme(uri: str) -> str:
@@ -62,18 +65,45 @@ def join_uri(root: str, *parts: str) -> str:
     return posixpath.join(root.rstrip("/"), *parts) if uri_scheme(root) else os.path.join(root, *parts)
 
 
-def read_uri(uri: str) -> bytes | None:
-    """The bytes of the file at ``uri``, or None when there is none."""
+def read_uri(uri: str) -> bytes | bytearray | None:
+    """The bytes of the file at ``uri`` (a bytearray when read in pieces), or None when there is none.
+
+    Read as a random-access file of known size: one read per ``READ_PIECE_BYTES`` piece, which an
+    object store answers with one ranged GET, the pieces of a large file in parallel. (Read as a
+    stream, pyarrow fetches an object of unknown size in 256 KiB reads, one GET each: a 57 MiB saved
+    index took 228 sequential GETs, 10-20 s from a local S3 server that copies the whole object for
+    each range, instead of 0.3 s.)
+    """
     filesystem, path = filesystem_for(uri)
     try:
-        with filesystem.open_input_stream(path) as stream:
-            return stream.read()
+        with filesystem.open_input_file(path) as file:
+            return _read_whole(file)
     except FileNotFoundError:
         return None
     except OSError as exc:
         if "not found" in str(exc).lower() or "no such file" in str(exc).lower():
             return None
         raise
+
+
+def _read_whole(file) -> bytes | bytearray:
+    """All bytes of an open random-access ``file``, large ones in parallel pieces."""
+    size = file.size()
+    if size <= READ_PIECE_BYTES:
+        return file.read_at(size, 0)
+    whole = bytearray(size)
+
+    def read_piece(offset: int) -> None:
+        length = min(READ_PIECE_BYTES, size - offset)
+        piece = file.read_at(length, offset)
+        if len(piece) != length:
+            raise OSError(f"short read: {len(piece)} of {length} bytes at {offset}")
+        whole[offset:offset + length] = piece
+
+    offsets = range(0, size, READ_PIECE_BYTES)
+    with ThreadPoolExecutor(min(READ_THREADS, len(offsets))) as pool:
+        list(pool.map(read_piece, offsets))
+    return whole
 
 
 def write_uri(uri: str, data: bytes) -> None:

@@ -50,6 +50,21 @@ def test_files_round_trip_on_s3_and_locally(s3, tmp_path, where):
     assert child_names(f"{root}/nothing-here") == []
 
 
+@pytest.mark.parametrize("where", ["s3", "local"])
+def test_a_large_file_is_read_whole_in_parallel_pieces(s3, tmp_path, where, monkeypatch):
+    import store.object_storage as object_storage
+
+    monkeypatch.setattr(object_storage, "READ_PIECE_BYTES", 4096)  # 10 pieces and a short last one
+    data = np.random.default_rng(5).integers(0, 256, 9 * 4096 + 123, dtype=np.uint8).tobytes()
+    uri = s3.uri("pieces", "blob.bin") if where == "s3" else str(tmp_path / "blob.bin")
+    write_uri(uri, data)
+    assert read_uri(uri) == data
+    write_uri(uri, data[:4096])  # exactly one piece
+    assert read_uri(uri) == data[:4096]
+    write_uri(uri, b"")
+    assert read_uri(uri) == b""
+
+
 def test_event_media_on_s3_are_read_by_another_reader_and_deleted_per_stream(s3):
     writer, reader = EventMedia(s3.uri("media", "video")), EventMedia(s3.uri("media", "video"))
     relative = writer.save(7, "event-1-crop", b"\xff\xd8jpeg")

@@ -1,10 +1,13 @@
 """Approximate search inside a shard: agreement with exact search on realistic vectors, deletes,
-subject filters, the unindexed tail, persistence, memory budget, and a kill during a rebuild."""
+subject filters, the unindexed tail, persistence and the saved file's layouts, memory budget, and a kill
+during a rebuild."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ import pytest
 from faceindex.ann_index import AnnIndex
 from faceindex.budget import ShardFull
 from faceindex.config import SearchConfig
+from faceindex.packed_ids import PackedIds
 from faceindex.shard import IndexShard
 from facecore.synthetic import EmbeddingDistribution
 from store.faces import FaceRecord
@@ -240,3 +244,81 @@ def test_erasure_replaces_a_saved_index_that_holds_deleted_faces(tmp_path):
         assert time.monotonic() < deadline, "the saved index still holds the deleted face"
         time.sleep(0.5)
     assert len(AnnIndex.load(saved).face_ids) == len(ids) - 1
+
+
+
+@pytest.fixture(scope="module")
+def saved_index(tmp_path_factory) -> tuple[Path, list[str], np.ndarray]:
+    """A folder holding table "saved" of 3000 random faces and its saved index (indexes/saved.ivf.npz)."""
+    folder = tmp_path_factory.mktemp("saved")
+    rng = np.random.default_rng(9)
+    vectors = rng.standard_normal((3000, 128)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [f"face-{i}-é" for i in range(len(vectors))]  # not ASCII: packed as UTF-8, counted in characters
+    shard = IndexShard(str(folder), "saved", 128, saved_search(folder))
+    shard.add(records(ids, [f"s{i % 300}" for i in range(len(ids))], vectors))
+    shard.build_index()
+    return folder, ids, vectors
+
+
+def saved_search(folder: Path) -> SearchConfig:
+    return SearchConfig(mode="ann", candidates=64, index_dir=str(folder / "indexes"))
+
+
+def copy_of(saved_index, tmp_path: Path) -> Path:
+    """A copy of the saved_index folder of its own for one test."""
+    shutil.copytree(saved_index[0], tmp_path / "copy")
+    return tmp_path / "copy"
+
+
+def test_packed_ids_keep_every_id_and_its_boundaries():
+    ids = ["a", "bc", "ü-1", "😀x", "d\x00e", "\udcff"]
+    packed = PackedIds.pack(ids)
+    assert packed.unpack() == ids and list(packed) == ids and len(packed) == 6
+    assert packed.equals(ids) and not packed.equals(ids[:5]) and not packed.equals(["ab", "c", *ids[2:]])
+    assert not packed.equals(["a", "bc", "ü-2", *ids[3:]])
+    with pytest.raises(ValueError, match="do not add up"):
+        PackedIds(packed.text, packed.lengths + 1)
+
+
+def test_a_restarted_shard_restores_its_saved_index_with_packed_ids(saved_index, tmp_path):
+    _, ids, vectors = saved_index
+    folder = copy_of(saved_index, tmp_path)
+    with np.load(folder / "indexes" / "saved.ivf.npz") as layout:
+        assert sorted(layout.files) == ["id_lengths", "id_text", "part0"]
+        assert layout["id_text"].nbytes <= 12 * len(ids)  # "face-<i>-é": at most 12 bytes of UTF-8 each
+    restarted = IndexShard(str(folder), "saved", 128, saved_search(folder))  # rows in the saved order
+    restarted.delete_ids(ids[:5])  # the next restart's rows no longer begin with the saved ids
+    for shard in (restarted, IndexShard(str(folder), "saved", 128, saved_search(folder))):
+        stats = shard.stats()
+        assert (stats["search"], stats["indexed_faces"], stats["unindexed_faces"]) == ("ann", len(ids), 0)
+        assert stats["last_build_seconds"] == 0.0  # loaded, not built
+        assert [hits[0][0] for hits in shard.search_faces(vectors[5:2000], 1)] == ids[5:2000]
+        assert not {hits[0][0] for hits in shard.search_faces(vectors[:5], 1)} & set(ids[:5])
+
+
+def test_an_index_saved_in_the_older_layout_is_still_read(saved_index, tmp_path):
+    _, ids, vectors = saved_index
+    folder = copy_of(saved_index, tmp_path)
+    saved = folder / "indexes" / "saved.ivf.npz"
+    with np.load(saved) as layout:
+        parts = {key: layout[key] for key in layout.files if key.startswith("part")}
+    np.savez(saved, ids=np.array(ids, dtype=str), **parts)  # the ids as a numpy unicode array
+    restarted = IndexShard(str(folder), "saved", 128, saved_search(folder))
+    stats = restarted.stats()
+    assert (stats["search"], stats["indexed_faces"], stats["last_build_seconds"]) == ("ann", len(ids), 0.0)
+    assert [hits[0][0] for hits in restarted.search_faces(vectors[:2000], 1)] == ids[:2000]
+
+
+def test_a_saved_index_whose_ids_do_not_add_up_is_ignored(saved_index, tmp_path):
+    _, ids, vectors = saved_index
+    folder = copy_of(saved_index, tmp_path)
+    saved = folder / "indexes" / "saved.ivf.npz"
+    with np.load(saved) as layout:
+        arrays = {key: layout[key] for key in layout.files}
+    arrays["id_lengths"][-1] += 1  # text and lengths disagree: a damaged or foreign file
+    np.savez(saved, **arrays)
+    assert AnnIndex.load(saved) is None
+    restarted = IndexShard(str(folder), "saved", 128, saved_search(folder))
+    assert (restarted.stats()["search"], restarted.stats()["indexed_faces"]) == ("exact", 0)
+    assert [hits[0][0] for hits in restarted.search_faces(vectors[:2000], 1)] == ids[:2000]
