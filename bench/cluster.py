@@ -1,8 +1,9 @@
 """Cluster figures on one machine, with the data on a local S3 server (moto) or a real one.
 
 1. Shard recovery from object storage: an IndexShard actor over N faces (table and saved approximate
-   index on S3) is killed; seconds until it answers a search again (table load plus saved index), and
-   the same with no saved index (table load plus a rebuild), as the baseline.
+   index on S3) is killed; seconds until it answers a search again and until it searches with its
+   approximate index (table load plus saved index), and the same with no saved index (exact answers
+   after the table load, then a rebuild), as the baseline.
 2. Fail-over under load: the multi-node test (tests/test_multi_node.py: head and two workers, a worker
    SIGKILLed during an add-face load and during a recognize load); its failed requests and seconds
    until every shard answers again.
@@ -16,6 +17,7 @@
     python bench/cluster.py [--faces 1000000] [--images 400] [--replica-faces 100000] [--skip-failover]
     python bench/cluster.py --faces 20000 --images 40 --replica-faces 5000   # small, for a quick check
     python bench/cluster.py --only replicas --replica-faces 100000            # figure 4 alone
+    python bench/cluster.py --only recovery-steps --faces 1000000             # figure 1's restart, step by step
 
 Prints one table per figure and writes bench/results/cluster.json.
 """
@@ -99,13 +101,53 @@ def shard_recovery(s3, faces: int) -> list[dict]:
         os.kill(pid, signal.SIGKILL)  # the process dies as in a crash; Ray restarts the actor
         killed = time.perf_counter()
         ray.get(actor.search_faces.remote(query, 1))
+        answered = time.perf_counter() - killed
         assert ray.get(actor.__ray_call__.remote(_pid)) != pid
-        if not saved:  # serving exactly at once; the approximate index is rebuilt in the background
-            while ray.get(actor.stats.remote())["search"] != "ann":
-                time.sleep(0.1)
-        rows.append({"faces": faces, "saved index": saved, "kill to ann serving s": time.perf_counter() - killed})
+        while ray.get(actor.stats.remote())["search"] != "ann":  # without a saved index: exact until rebuilt
+            time.sleep(0.1)
+        rows.append({"faces": faces, "saved index": saved, "kill to first answer s": round(answered, 1),
+                     "kill to ann serving s": round(time.perf_counter() - killed, 1)})
         ray.kill(actor, no_restart=True)
     return rows
+
+
+def recovery_steps(s3, faces: int) -> list[dict]:
+    """Seconds of each step of a shard's restart from S3 in this process (no Ray), twice each."""
+    from faceindex.ann_index import AnnIndex
+    from faceindex.config import SearchConfig
+    from faceindex.rows import ShardRows
+    from faceindex.shard import IndexShard
+    from store.faces import FaceTable
+    from store.object_storage import join_uri, read_uri
+
+    _fill(s3.uri("lancedb"), "steps", faces)
+    search = SearchConfig(mode="ann", index_dir=s3.uri("indexes"), memory_budget_bytes=None)
+    IndexShard(s3.uri("lancedb"), "steps", DIM, search).build_index()
+    saved = join_uri(search.index_dir, "steps.ivf.npz")
+    steps: list[dict] = []
+
+    def timed(step: str, work, note: str = ""):
+        started = time.perf_counter()
+        result = work()
+        steps.append({"faces": faces, "step": step, "s": round(time.perf_counter() - started, 2), "note": note})
+        return result
+
+    for _ in range(2):
+        ids, subjects, vectors = timed("table scan (ids, subjects, embeddings)",
+                                       FaceTable.open(s3.uri("lancedb"), "steps", DIM).scan_index_columns)
+        rows = ShardRows(DIM)
+        timed("rows in memory (id map, subject codes, norms)", lambda: rows.load(ids, subjects, vectors, "steps"))
+        size = len(timed("saved index download", lambda: read_uri(saved)))
+        steps[-1]["note"] = f"{size / 2**20:.1f} MiB"
+        index = timed("saved index download and parse", lambda: AnnIndex.load(saved))
+        same = timed("ids mapped: one comparison (rows in saved order)",
+                     lambda: index.face_ids.equals(rows.ids[:len(index)]))
+        steps[-1]["note"] = "applies" if same else "does not apply"
+        timed("ids mapped: unpacked, one look-up each (otherwise)", lambda: rows.rows_now(index.face_ids.unpack()))
+        del ids, subjects, vectors, rows, index
+        timed("whole restart: IndexShard() until it searches",
+              lambda: IndexShard(s3.uri("lancedb"), "steps", DIM, search))
+    return steps
 
 
 def read_availability(s3, faces: int, replicas: int, clients: int, seconds: float) -> dict:
@@ -238,7 +280,7 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=2, help="members of the replicated shard (figure 4)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent searches during the kill (figure 4)")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the search load (figure 4)")
-    parser.add_argument("--only", choices=["recovery", "enrollment", "replicas", "failover"],
+    parser.add_argument("--only", choices=["recovery", "recovery-steps", "enrollment", "replicas", "failover"],
                         help="measure one figure only")
     args = parser.parse_args()
     wanted = {args.only} if args.only else {"recovery", "enrollment", "replicas"} | (
@@ -251,6 +293,9 @@ def main() -> None:
     results: dict = {}
     with s3_server() as s3, tempfile.TemporaryDirectory(prefix="faces-bench-cluster-") as work:
         os.chmod(work, 0o755)  # the embedded PostgreSQL runs as its own user
+        if "recovery-steps" in wanted:  # in this process, no Ray
+            results["recovery_steps"] = recovery_steps(s3, args.faces)
+            print_table(list(results["recovery_steps"][0]), [list(row.values()) for row in results["recovery_steps"]])
         if wanted & {"recovery", "replicas"}:
             ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
             try:
