@@ -198,8 +198,7 @@ def full_recluster(history: tuple[np.ndarray, np.ndarray], threshold: float) -> 
     search on every core): the nearest-neighbour graph (the search chosen by size, and its index's
     build, if any), the linkage, and the adoption of its clusters as identities (one sighting in 7
     not yet assigned); then the neighbour lists' recall against exact search on a sample of sightings."""
-    import faiss
-
+    from facecore.faiss_runtime import faiss
     from facecore.graph_linkage import graph_average_linkage
     from facecore.identities import UNASSIGNED, OnlineIdentities
     from facecore.neighbour_graph import graph_search, neighbour_edges, neighbour_recall

@@ -22,9 +22,9 @@ from __future__ import annotations
 import logging
 import time
 
-import faiss
 import numpy as np
 
+from facecore.faiss_runtime import faiss
 from facecore.knn_edges import QUERY_CHUNK, Edges, found_edges
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,9 @@ edges with :func:`found_edges`.
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
+
+from facecore.faiss_runtime import faiss
 
 Edges = tuple[np.ndarray, np.ndarray, np.ndarray]  # rows (int32), neighbours (int32), cosines (float32)
 QUERY_CHUNK = 8192  # query faces searched at once: a graph search's unit of work

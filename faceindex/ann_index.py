@@ -27,9 +27,9 @@ import logging
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
 
+from facecore.faiss_runtime import faiss
 from faceindex.packed_ids import PackedIds
 from store.object_storage import read_uri, write_uri
 
