@@ -61,7 +61,12 @@ def plan_pool(settings: Settings, total: dict[str, float], available: dict[str, 
     (decode, align, crops), which another actor's inference fills (measured on 2 cores: 2 actors x 1
     thread 79-84 images/s, 1 actor x 2 threads 67-70). An actor never reserves more than its share of
     the free CPUs, so a busy cluster (Serve's embedder holds a CPU) still runs the job.
-    ``enroll_embedders`` > 0 fixes the number of actors; a single actor uses every core of its node.
+    ``enroll_embedders`` > 0 fixes the number of actors.
+
+    An actor runs as many inference threads as the CPUs it asks for (``enroll_embedder_num_cpus``,
+    at least one; ``threads`` overrides): a node started with ``--num-cpus=1`` on a larger machine gets
+    one core's work, not every core of the machine (a lone actor on such a node took both cores of a
+    two-core machine, so one worker node ran as fast as two).
     """
     free_cpus = available.get("CPU", 0.0)
     wanted = settings.enroll_embedder_num_cpus
@@ -77,7 +82,7 @@ def plan_pool(settings: Settings, total: dict[str, float], available: dict[str, 
     if num_cpus < wanted:
         log.warning("only %.2f CPUs are free for %d embedder(s); each reserves %.2f instead of %.2f", free_cpus,
                     actors, num_cpus, wanted)
-    threads = settings.threads or (None if actors == 1 and not num_gpus else max(1, round(wanted)))
+    threads = settings.threads or max(1, round(wanted))
     return PoolPlan(actors, num_cpus, num_gpus, threads)
 
 

@@ -388,8 +388,13 @@ def test_the_embedder_pool_is_sized_to_the_cluster_and_uses_gpus_where_present()
     assert (sixteen.actors, sixteen.num_cpus, sixteen.threads) == (14, 1.0, 1)  # two CPUs left to the rest
     gpus = plan_pool(settings, {"CPU": 16, "GPU": 2}, {"CPU": 16, "GPU": 2})
     assert (gpus.actors, gpus.num_gpus) == (8, 0.25)
-    single = plan_pool(settings.model_copy(update={"enroll_embedders": 1}), {"CPU": 2}, {"CPU": 2})
-    assert (single.actors, single.threads) == (1, None)  # one actor: every core
+    # a lone actor runs the threads of the CPUs it reserves, never every core of the machine: on a node
+    # started with --num-cpus=1 it took both cores of a two-core machine
+    one_cpu_node = plan_pool(settings, {"CPU": 1}, {"CPU": 1})
+    assert (one_cpu_node.actors, one_cpu_node.num_cpus, one_cpu_node.threads) == (1, 1.0, 1)
+    single = plan_pool(settings.model_copy(update={"enroll_embedders": 1, "enroll_embedder_num_cpus": 4}),
+                       {"CPU": 16}, {"CPU": 16})
+    assert (single.actors, single.num_cpus, single.threads) == (1, 4.0, 4)
 
 
 def test_manifest_paths_resolve_against_the_manifest_and_its_filesystem(tmp_path):
