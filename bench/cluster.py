@@ -8,7 +8,10 @@
    SIGKILLed during an add-face load and during a recognize load); its failed requests and seconds
    until every shard answers again.
 3. Bulk enrollment on one worker node vs two (`ray start --num-cpus=1` each, a head with no CPU):
-   images/s of `faces enroll` (`python -m faces_cli.main enroll`) over the same images, and the ratio.
+   images/s of `faces enroll` (`python -m faces_cli.main enroll`) over the same images (lfw-dev,
+   cycled beyond its 522), end to end and in the steady state (10%-90% of the inputs, from the job's
+   recorded progress), and the ratios; where the embedder actors and tasks ran; CPU ms per image of
+   each node's processes, the driver, PostgreSQL and the S3 server (this process), by role.
 4. Read availability during a primary kill: a one-shard service with ``--replicas`` members over
    ``--replica-faces`` faces on S3, searched by ``--clients`` concurrent callers through its
    ShardGroup while the primary's process is SIGKILLed; searches, failed and wrong answers, latency
@@ -225,14 +228,85 @@ def failover() -> list[str]:
     return lines
 
 
-def enrollment_rate(workers: int, s3, dsn: str, photos: Path, data_dir: Path) -> dict:
-    """Images/s of a bulk job on a cluster of a CPU-less head and ``workers`` one-CPU workers."""
+def _job_placement(dashboard_port: int, labels: dict[str, str]) -> dict:
+    """Where the job ran: its embedder actors (node and CPUs reserved) and its tasks per node."""
+    from ray.util.state import list_actors, list_tasks
+
+    address = f"http://127.0.0.1:{dashboard_port}"
+    actors = [actor for actor in list_actors(address=address, limit=1000, detail=True)
+              if "MapWorker" in actor.class_name]
+    tasks: dict[str, int] = {}
+    for task in list_tasks(address=address, limit=10_000, detail=True):
+        if task.type == "NORMAL_TASK":
+            key = f"{task.func_or_class_name}@{labels.get(task.node_id, task.node_id)}"
+            tasks[key] = tasks.get(key, 0) + 1
+    return {"embedders": sorted(f"{labels.get(actor.node_id, actor.node_id)} "
+                                f"{actor.required_resources.get('CPU', 0):g} CPU" for actor in actors),
+            "tasks": dict(sorted(tasks.items()))}
+
+
+def _cpu_table(spent: dict[str, dict[str, float]], images: int) -> dict[str, dict]:
+    """Per process group: CPU ms per image in all and by its three largest roles."""
+    return {group: {"ms/image": round(sum(roles.values()) / images * 1000, 1),
+                    "top": {role: round(seconds / images * 1000, 1) for role, seconds in list(roles.items())[:3]}}
+            for group, roles in spent.items()}
+
+
+def _between(first: dict, last: dict) -> dict[str, dict[str, float]]:
+    """CPU seconds per group and role spent from one sample to a later one."""
+    return {group: dict(sorted(((role, seconds - first.get(group, {}).get(role, 0.0))
+                                for role, seconds in roles.items()), key=lambda item: -item[1]))
+            for group, roles in last.items()}
+
+
+async def _watch(job: subprocess.Popen, dsn: str, service_id: int, meter, every_s: float = 0.5) -> list[dict]:
+    """Until the job's process ends: its progress (the job row's ``processed``) and the CPU spent so
+    far, every ``every_s``."""
+    import asyncpg
+
+    marks = []
+    connection = await asyncpg.connect(dsn)
+    try:
+        while job.poll() is None:
+            row = await connection.fetchrow("SELECT processed, total FROM jobs WHERE service_id = $1 "
+                                            "ORDER BY id DESC LIMIT 1", service_id)
+            marks.append({"t": time.perf_counter(), "processed": row["processed"] if row else 0,
+                          "total": row["total"] if row else None, "cpu": meter.sample()})
+            await asyncio.sleep(every_s)
+    finally:
+        await connection.close()
+    return marks
+
+
+def _steady(marks: list[dict], images: int) -> tuple[float | None, dict[str, dict[str, float]], int]:
+    """Images/s between the samples nearest 10% and 90% of the inputs done, the CPU seconds spent
+    meanwhile, and the images done meanwhile."""
+    first = min(marks, key=lambda mark: abs(mark["processed"] - 0.1 * images))
+    last = min(marks, key=lambda mark: abs(mark["processed"] - 0.9 * images))
+    done = last["processed"] - first["processed"]
+    if done <= 0:
+        return None, {}, 0
+    return done / (last["t"] - first["t"]), _between(first["cpu"], last["cpu"]), done
+
+
+def _progress(marks: list[dict], started: float) -> list[tuple[float, int]]:
+    """(seconds since the job's start, inputs done) at each change of the job's recorded progress."""
+    changes = [mark for n, mark in enumerate(marks) if n == 0 or mark["processed"] != marks[n - 1]["processed"]]
+    return [(round(mark["t"] - started, 1), mark["processed"]) for mark in changes]
+
+
+def enrollment_rate(workers: int, s3, dsn: str, postgres_pid: int | None, photos: Path, data_dir: Path) -> dict:
+    """Images/s of a bulk job on a cluster of a CPU-less head and ``workers`` one-CPU workers, end to end
+    and in the steady state (10%-90% of the inputs, from the job's recorded progress); where its
+    embedder actors and tasks ran; the CPU spent per image by each node's processes, the job's driver,
+    PostgreSQL and this process (the S3 server), over the whole job and in the steady state."""
     from ray_nodes import head_node_id, ray_temp_dir, start_head, start_worker, wait_for_nodes
 
     import ray
+    from bench.cpu_split import GroupCpu
     from store.control import ControlPlane
 
-    with ray_temp_dir() as ray_tmp:  # a Ray folder of its own (tests/ray_nodes.py)
+    with ray_temp_dir() as ray_tmp, tempfile.TemporaryFile("w+") as output:  # a Ray folder of its own
         env = {**os.environ, **s3.environment, "RAY_AUTH_MODE": "disabled", "FACES_POSTGRES_DSN": dsn,
                "FACES_LANCEDB_URI": s3.uri(f"enroll-{workers}", "lancedb"), "FACES_MEDIA_URI": s3.uri(f"enroll-{workers}"),
                "FACES_DATA_DIR": str(data_dir), **ray_tmp}
@@ -254,17 +328,38 @@ def enrollment_rate(workers: int, s3, dsn: str, photos: Path, data_dir: Path) ->
                     await control.close()
 
             service_id = asyncio.run(create())
+            meter = GroupCpu({node.label: [node.process.pid] for node in nodes}
+                             | ({"postgres": [postgres_pid]} if postgres_pid else {}))
+            own_cpu = time.process_time()
             started = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "faces_cli.main", "enroll", str(photos), "--service", str(service_id),
-                                   "--quiet"], env={**env, "FACES_RAY_ADDRESS": head.address},
-                                  capture_output=True, text=True, timeout=1800)
+            job = subprocess.Popen([sys.executable, "-m", "faces_cli.main", "--verbose", "enroll", str(photos),
+                                    "--service", str(service_id), "--quiet"],
+                                   env={**env, "FACES_RAY_ADDRESS": head.address}, stdout=output,
+                                   stderr=subprocess.STDOUT, text=True)
+            meter.add("driver", [job.pid])
+            marks = asyncio.run(_watch(job, dsn, service_id, meter))
             seconds = time.perf_counter() - started
-            if done.returncode != 0:
-                raise RuntimeError(done.stdout[-2000:] + done.stderr[-2000:])
-            rate = re.search(r"\(([\d.]+) images/s\)", done.stdout + done.stderr)
+            spent = meter.sample()
+            spent["bench (S3 server)"] = {"python": time.process_time() - own_cpu}
+            output.seek(0)
+            log = output.read()
+            if job.returncode != 0:
+                raise RuntimeError(log[-4000:])
+            rate = re.search(r"\(([\d.]+) images/s\)", log)
+            plan = re.search(r"job \d+: (\d+ embedder actor.*)", log)
             images = sum(1 for _ in photos.glob("*/*.jpg"))
+            steady_rate, steady_cpu, steady_images = _steady(marks, images)
             return {"worker nodes": workers, "images": images, "job s": seconds,
-                    "images/s (job summary)": float(rate.group(1)) if rate else None}
+                    "images/s (job summary)": float(rate.group(1)) if rate else None,
+                    "steady images/s": steady_rate,
+                    "cpu ms/image": round(sum(sum(roles.values()) for roles in spent.values()) / images * 1000, 1),
+                    "steady cpu ms/image": round(sum(sum(roles.values()) for roles in steady_cpu.values())
+                                                 / steady_images * 1000, 1) if steady_images else None,
+                    "pool": plan.group(1) if plan else None,
+                    "cpu": _cpu_table(spent, images),
+                    "steady cpu": _cpu_table(steady_cpu, steady_images) if steady_images else {},
+                    "progress": _progress(marks, started),
+                    **_job_placement(head.dashboard_port, {node.node_id: node.label for node in nodes})}
         finally:
             ray.shutdown()
             for node in reversed(nodes):
@@ -318,22 +413,41 @@ def main() -> None:
 
 
 def enrollment(args, s3, work: str, results: dict) -> None:
-    """Figure 3: the bulk job on one worker node and on two."""
+    """Figure 3: the bulk job on one worker node and on two, over ``--images`` images (lfw-dev cycled
+    under distinct names beyond its 522: every input a new face)."""
     from store.embedded_pg import resolve_dsn
 
     photos = Path(work) / "photos"
-    for image in lfw_images(limit=args.images):
+    sources = lfw_images()
+    for n in range(args.images):
+        image = sources[n % len(sources)]
         (photos / image.parent.name).mkdir(parents=True, exist_ok=True)
-        (photos / image.parent.name / image.name).symlink_to(image)
+        (photos / image.parent.name / f"{n // len(sources)}-{image.name}").symlink_to(image)
     dsn, embedded = resolve_dsn(None, Path(work) / "data")
     try:
-        results["enrollment"] = [enrollment_rate(workers, s3, dsn, photos, Path(work) / "data") for workers in (1, 2)]
+        results["enrollment"] = [enrollment_rate(workers, s3, dsn, embedded.pid, photos, Path(work) / "data")
+                                 for workers in (1, 2)]
     finally:
         embedded.stop()
-    one, two = (row["job s"] for row in results["enrollment"])
-    print_table(list(results["enrollment"][0]), [list(row.values()) for row in results["enrollment"]])
-    print(f"two worker nodes vs one: {one / two:.2f}x (job time)")
-    results["enrollment_ratio"] = one / two
+    rows = results["enrollment"]
+    shown = ["worker nodes", "images", "job s", "images/s (job summary)", "steady images/s", "cpu ms/image",
+             "steady cpu ms/image"]
+    print_table(shown, [[row[key] for key in shown] for row in rows])
+    for row in rows:
+        print(f"{row['worker nodes']} worker node(s): {row['pool']}; embedders on {row['embedders']}; "
+              f"tasks {row['tasks']}")
+        print_table(["process group", "cpu ms/image (job)", "steady", "largest roles, steady (ms/image)"],
+                    [[group, cpu["ms/image"], row["steady cpu"].get(group, {}).get("ms/image"),
+                      ", ".join(f"{role} {ms}" for role, ms in row["steady cpu"].get(group, {}).get("top", {}).items())]
+                     for group, cpu in row["cpu"].items()])
+    one, two = rows
+    results["enrollment_ratio"] = one["job s"] / two["job s"]
+    print(f"two worker nodes vs one: {results['enrollment_ratio']:.2f}x (job time)", end="")
+    if one["steady images/s"] and two["steady images/s"]:
+        results["enrollment_steady_ratio"] = two["steady images/s"] / one["steady images/s"]
+        print(f", {results['enrollment_steady_ratio']:.2f}x (steady state, 10%-90% of the inputs)")
+    else:
+        print()
 
 
 if __name__ == "__main__":

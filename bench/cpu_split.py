@@ -44,3 +44,26 @@ def cpu_split(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, 
     for pid, (role, seconds) in after.items():
         spent[role] = spent.get(role, 0.0) + seconds - before.get(pid, (role, 0.0))[1]
     return dict(sorted(((role, s) for role, s in spent.items() if s >= 0.005), key=lambda item: -item[1]))
+
+
+
+class GroupCpu:
+    """CPU seconds per group of process trees (a group: the trees of its root pids, e.g. one Ray node
+    started with ``ray start``) since it was made. Call :meth:`sample` often (every second or so): each
+    process's last reading is kept, so processes that exit meanwhile (Ray Data's workers and actors)
+    still count. Groups added later (a driver started after it) count from zero."""
+
+    def __init__(self, groups: dict[str, list[int]]):
+        self.groups = dict(groups)
+        self.before = {group: cpu_seconds(roots) for group, roots in self.groups.items()}
+        self.last = {group: dict(seen) for group, seen in self.before.items()}
+
+    def add(self, group: str, roots: list[int]) -> None:
+        self.groups[group] = roots
+        self.before[group], self.last[group] = {}, {}
+
+    def sample(self) -> dict[str, dict[str, float]]:
+        """CPU seconds spent so far per group, and per role within it."""
+        for group, roots in self.groups.items():
+            self.last[group].update(cpu_seconds(roots))
+        return {group: cpu_split(self.before[group], self.last[group]) for group in self.groups}
