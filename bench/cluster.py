@@ -10,14 +10,15 @@
 3. Bulk enrollment on one worker node vs two (`ray start --num-cpus=1` each, a head with no CPU):
    images/s of `faces enroll` (`python -m faces_cli.main enroll`) over the same images (lfw-dev,
    cycled beyond its 522), end to end and in the steady state (10%-90% of the inputs, from the job's
-   recorded progress), and the ratios; where the embedder actors and tasks ran; CPU ms per image of
-   each node's processes, the driver, PostgreSQL and the S3 server (this process), by role.
+   recorded progress), and the ratios; when the first batch reached the driver; where the embedder
+   actors and tasks ran; CPU ms per image of each node's processes, the driver, PostgreSQL and the S3
+   server (this process), by role.
 4. Read availability during a primary kill: a one-shard service with ``--replicas`` members over
    ``--replica-faces`` faces on S3, searched by ``--clients`` concurrent callers through its
    ShardGroup while the primary's process is SIGKILLed; searches, failed and wrong answers, latency
    percentiles before and after the kill, the longest wait, and seconds until writes succeed again.
 
-    python bench/cluster.py [--faces 1000000] [--images 400] [--replica-faces 100000] [--skip-failover]
+    python bench/cluster.py [--faces 1000000] [--images 2000] [--replica-faces 100000] [--skip-failover]
     python bench/cluster.py --faces 20000 --images 40 --replica-faces 5000   # small, for a quick check
     python bench/cluster.py --only replicas --replica-faces 100000            # figure 4 alone
     python bench/cluster.py --only recovery-steps --faces 1000000             # figure 1's restart, step by step
@@ -238,7 +239,7 @@ def _job_placement(dashboard_port: int, labels: dict[str, str]) -> dict:
     tasks: dict[str, int] = {}
     for task in list_tasks(address=address, limit=10_000, detail=True):
         if task.type == "NORMAL_TASK":
-            key = f"{task.func_or_class_name}@{labels.get(task.node_id, task.node_id)}"
+            key = f"{task.name}@{labels.get(task.node_id, task.node_id)}"
             tasks[key] = tasks.get(key, 0) + 1
     return {"embedders": sorted(f"{labels.get(actor.node_id, actor.node_id)} "
                                 f"{actor.required_resources.get('CPU', 0):g} CPU" for actor in actors),
@@ -252,16 +253,9 @@ def _cpu_table(spent: dict[str, dict[str, float]], images: int) -> dict[str, dic
             for group, roles in spent.items()}
 
 
-def _between(first: dict, last: dict) -> dict[str, dict[str, float]]:
-    """CPU seconds per group and role spent from one sample to a later one."""
-    return {group: dict(sorted(((role, seconds - first.get(group, {}).get(role, 0.0))
-                                for role, seconds in roles.items()), key=lambda item: -item[1]))
-            for group, roles in last.items()}
-
-
 async def _watch(job: subprocess.Popen, dsn: str, service_id: int, meter, every_s: float = 0.5) -> list[dict]:
-    """Until the job's process ends: its progress (the job row's ``processed``) and the CPU spent so
-    far, every ``every_s``."""
+    """Until the job's process ends: its progress (the job row's ``processed``) every ``every_s``, with
+    a CPU reading of ``meter`` each time (processes that exit meanwhile still count)."""
     import asyncpg
 
     marks = []
@@ -271,22 +265,21 @@ async def _watch(job: subprocess.Popen, dsn: str, service_id: int, meter, every_
             row = await connection.fetchrow("SELECT processed, total FROM jobs WHERE service_id = $1 "
                                             "ORDER BY id DESC LIMIT 1", service_id)
             marks.append({"t": time.perf_counter(), "processed": row["processed"] if row else 0,
-                          "total": row["total"] if row else None, "cpu": meter.sample()})
+                          "total": row["total"] if row else None})
+            meter.sample()
             await asyncio.sleep(every_s)
     finally:
         await connection.close()
     return marks
 
 
-def _steady(marks: list[dict], images: int) -> tuple[float | None, dict[str, dict[str, float]], int]:
-    """Images/s between the samples nearest 10% and 90% of the inputs done, the CPU seconds spent
-    meanwhile, and the images done meanwhile."""
+def _steady(marks: list[dict], images: int) -> float | None:
+    """Images/s between the samples nearest 10% and 90% of the inputs done (the job's recorded progress,
+    which moves by a batch or more at a time)."""
     first = min(marks, key=lambda mark: abs(mark["processed"] - 0.1 * images))
     last = min(marks, key=lambda mark: abs(mark["processed"] - 0.9 * images))
     done = last["processed"] - first["processed"]
-    if done <= 0:
-        return None, {}, 0
-    return done / (last["t"] - first["t"]), _between(first["cpu"], last["cpu"]), done
+    return done / (last["t"] - first["t"]) if done > 0 else None
 
 
 def _progress(marks: list[dict], started: float) -> list[tuple[float, int]]:
@@ -297,9 +290,9 @@ def _progress(marks: list[dict], started: float) -> list[tuple[float, int]]:
 
 def enrollment_rate(workers: int, s3, dsn: str, postgres_pid: int | None, photos: Path, data_dir: Path) -> dict:
     """Images/s of a bulk job on a cluster of a CPU-less head and ``workers`` one-CPU workers, end to end
-    and in the steady state (10%-90% of the inputs, from the job's recorded progress); where its
-    embedder actors and tasks ran; the CPU spent per image by each node's processes, the job's driver,
-    PostgreSQL and this process (the S3 server), over the whole job and in the steady state."""
+    and in the steady state (10%-90% of the inputs, from the job's recorded progress), and when its
+    first batch reached the driver; where its embedder actors and tasks ran; the CPU spent per image by
+    each node's processes, the job's driver, PostgreSQL and this process (the S3 server)."""
     from ray_nodes import head_node_id, ray_temp_dir, start_head, start_worker, wait_for_nodes
 
     import ray
@@ -348,16 +341,13 @@ def enrollment_rate(workers: int, s3, dsn: str, postgres_pid: int | None, photos
             rate = re.search(r"\(([\d.]+) images/s\)", log)
             plan = re.search(r"job \d+: (\d+ embedder actor.*)", log)
             images = sum(1 for _ in photos.glob("*/*.jpg"))
-            steady_rate, steady_cpu, steady_images = _steady(marks, images)
             return {"worker nodes": workers, "images": images, "job s": seconds,
                     "images/s (job summary)": float(rate.group(1)) if rate else None,
-                    "steady images/s": steady_rate,
+                    "first batch s": next((round(mark["t"] - started, 1) for mark in marks if mark["processed"]), None),
+                    "steady images/s": _steady(marks, images),
                     "cpu ms/image": round(sum(sum(roles.values()) for roles in spent.values()) / images * 1000, 1),
-                    "steady cpu ms/image": round(sum(sum(roles.values()) for roles in steady_cpu.values())
-                                                 / steady_images * 1000, 1) if steady_images else None,
                     "pool": plan.group(1) if plan else None,
-                    "cpu": _cpu_table(spent, images),
-                    "steady cpu": _cpu_table(steady_cpu, steady_images) if steady_images else {},
+                    "cpu": _cpu_table(spent, images),  # the whole job, start-up included
                     "progress": _progress(marks, started),
                     **_job_placement(head.dashboard_port, {node.node_id: node.label for node in nodes})}
         finally:
@@ -369,7 +359,8 @@ def enrollment_rate(workers: int, s3, dsn: str, postgres_pid: int | None, photos
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--faces", type=int, default=1_000_000, help="faces of the recovered shard")
-    parser.add_argument("--images", type=int, default=400, help="images of the bulk job")
+    parser.add_argument("--images", type=int, default=2000,
+                        help="images of the bulk job (lfw-dev cycled beyond its 522)")
     parser.add_argument("--skip-failover", action="store_true", help="leave out the multi-node test")
     parser.add_argument("--replica-faces", type=int, default=100_000, help="faces of the replicated shard (figure 4)")
     parser.add_argument("--replicas", type=int, default=2, help="members of the replicated shard (figure 4)")
@@ -430,15 +421,14 @@ def enrollment(args, s3, work: str, results: dict) -> None:
     finally:
         embedded.stop()
     rows = results["enrollment"]
-    shown = ["worker nodes", "images", "job s", "images/s (job summary)", "steady images/s", "cpu ms/image",
-             "steady cpu ms/image"]
+    shown = ["worker nodes", "images", "job s", "first batch s", "images/s (job summary)", "steady images/s",
+             "cpu ms/image"]
     print_table(shown, [[row[key] for key in shown] for row in rows])
     for row in rows:
         print(f"{row['worker nodes']} worker node(s): {row['pool']}; embedders on {row['embedders']}; "
               f"tasks {row['tasks']}")
-        print_table(["process group", "cpu ms/image (job)", "steady", "largest roles, steady (ms/image)"],
-                    [[group, cpu["ms/image"], row["steady cpu"].get(group, {}).get("ms/image"),
-                      ", ".join(f"{role} {ms}" for role, ms in row["steady cpu"].get(group, {}).get("top", {}).items())]
+        print_table(["process group", "cpu ms/image (whole job)", "largest roles (ms/image)"],
+                    [[group, cpu["ms/image"], ", ".join(f"{role} {ms}" for role, ms in cpu["top"].items())]
                      for group, cpu in row["cpu"].items()])
     one, two = rows
     results["enrollment_ratio"] = one["job s"] / two["job s"]
