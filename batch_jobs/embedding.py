@@ -51,7 +51,8 @@ class PoolPlan:
     threads: int | None
 
 
-def plan_pool(settings: Settings, total: dict[str, float], available: dict[str, float]) -> PoolPlan:
+def plan_pool(settings: Settings, total: dict[str, float], available: dict[str, float],
+              batches: int | None = None) -> PoolPlan:
     """Size the pool to the cluster.
 
     With GPUs: one actor per ``enroll_embedder_num_gpus`` of the cluster's GPUs. CPU only: one
@@ -61,7 +62,10 @@ def plan_pool(settings: Settings, total: dict[str, float], available: dict[str, 
     (decode, align, crops), which another actor's inference fills (measured on 2 cores: 2 actors x 1
     thread 79-84 images/s, 1 actor x 2 threads 67-70). An actor never reserves more than its share of
     the free CPUs, so a busy cluster (Serve's embedder holds a CPU) still runs the job.
-    ``enroll_embedders`` > 0 fixes the number of actors.
+    ``enroll_embedders`` > 0 fixes the number of actors. Sized to the cluster, the pool has no more
+    actors than the job has ``batches`` (when known): each actor loads its models, and one started
+    for a batch that another actor takes first is start-up work for nothing (a 6-image job on a 3-CPU
+    cluster started 6 actors, of which the first ones did all the work).
 
     An actor runs as many inference threads as the CPUs it asks for (``enroll_embedder_num_cpus``,
     at least one; ``threads`` overrides): a node started with ``--num-cpus=1`` on a larger machine gets
@@ -78,6 +82,8 @@ def plan_pool(settings: Settings, total: dict[str, float], available: dict[str, 
         num_gpus = 0.0
         cpus = total.get("CPU", 0.0)
         actors = settings.enroll_embedders or max(1, math.floor(cpus / wanted + 1e-9) - math.floor(cpus / 8))
+    if batches is not None and not settings.enroll_embedders:
+        actors = max(1, min(actors, batches))
     num_cpus = min(wanted, free_cpus / actors)
     if num_cpus < wanted:
         log.warning("only %.2f CPUs are free for %d embedder(s); each reserves %.2f instead of %.2f", free_cpus,

@@ -45,7 +45,7 @@ from batch_jobs.outcomes import OnMultiple, Outcome
 from batch_jobs.rebuild_index import rebuild_indexes
 from batch_jobs.report import REPORT_SCHEMA, ReportWriter
 from batch_jobs.runtime import BLOCK_BYTES, dataset_batches
-from batch_jobs.sources import Inputs, manifest_inputs, tree_inputs
+from batch_jobs.sources import manifest_inputs, tree_inputs
 from batch_jobs.tracking import JobTracker
 from faces_settings import Settings
 from gallery.service_gallery import Gallery
@@ -142,14 +142,15 @@ class EnrollSink:
         self._waiting = []
 
 
-def build_dataset(settings: Settings, service: Service, spec: EnrollSpec, job_id: int) -> tuple[Inputs, Dataset]:
-    """The input rows, and the whole pipeline over them (inputs -> read -> embed)."""
+def build_dataset(settings: Settings, service: Service, spec: EnrollSpec, job_id: int) -> tuple[int, Dataset]:
+    """How many input rows, and the whole pipeline over them (inputs -> read -> embed)."""
     location = check_input(spec.input, spec.manifest, spec.outbound)
     batch = settings.enroll_batch_size
     inputs = manifest_inputs(location, batch) if spec.manifest else tree_inputs(location, batch)
+    total = inputs.count()
     locator = Locator(location, base_is_folder=location.info().type == pafs.FileType.Directory,
                       policy=spec.outbound)
-    plan = plan_pool(settings, ray.cluster_resources(), ray.available_resources())
+    plan = plan_pool(settings, ray.cluster_resources(), ray.available_resources(), batches=-(-total // batch))
     log.info("job %d: %d embedder actor(s), %.2f CPU and %.2f GPU each, threads %s", job_id, plan.actors,
              plan.num_cpus, plan.num_gpus, plan.threads or "all")
     fetched = inputs.dataset.map_batches(
@@ -164,7 +165,7 @@ def build_dataset(settings: Settings, service: Service, spec: EnrollSpec, job_id
                                "on_multiple": spec.on_multiple.value})
     embedded.set_name(f"enroll-job-{job_id}")
     embedded.context.target_max_block_size = BLOCK_BYTES
-    return inputs, embedded
+    return total, embedded
 
 
 async def refresh_indexes(settings: Settings, service: Service, shards: ShardGroup) -> None:
@@ -180,8 +181,7 @@ async def run_enroll(settings: Settings, control: ControlPlane, tracker: JobTrac
                      spec: EnrollSpec) -> EnrollResult:
     """Run one enrollment job (Ray must be connected); progress and outcome go through ``tracker``."""
     started = time.perf_counter()
-    inputs, dataset = build_dataset(settings, service, spec, tracker.job_id)
-    total = inputs.count()
+    total, dataset = build_dataset(settings, service, spec, tracker.job_id)
     report_uri = allowed(spec.report, spec.outbound) if spec.report else default_report(settings, tracker.job_id)
     shards = ShardGroup.of(service, settings)
     report = ReportWriter(report_uri)

@@ -396,6 +396,13 @@ def test_the_embedder_pool_is_sized_to_the_cluster_and_uses_gpus_where_present()
     single = plan_pool(settings.model_copy(update={"enroll_embedders": 1, "enroll_embedder_num_cpus": 4}),
                        {"CPU": 16}, {"CPU": 16})
     assert (single.actors, single.num_cpus, single.threads) == (1, 4.0, 4)
+    # no more actors than the job has batches (each loads its models), unless the count is set
+    three_batches = plan_pool(settings, {"CPU": 16}, {"CPU": 16}, batches=3)
+    assert (three_batches.actors, three_batches.num_cpus) == (3, 1.0)
+    assert plan_pool(settings, {"CPU": 3}, {"CPU": 2.5}, batches=1).actors == 1
+    assert plan_pool(settings, {"CPU": 16}, {"CPU": 16}, batches=0).actors == 1  # an empty job still plans one
+    fixed = plan_pool(settings.model_copy(update={"enroll_embedders": 4}), {"CPU": 16}, {"CPU": 16}, batches=1)
+    assert fixed.actors == 4
 
 
 def test_a_folder_tree_reaches_the_readers_in_several_blocks(server, data_dir):
