@@ -46,7 +46,6 @@ def cpu_split(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, 
     return dict(sorted(((role, s) for role, s in spent.items() if s >= 0.005), key=lambda item: -item[1]))
 
 
-
 class GroupCpu:
     """CPU seconds per group of process trees (a group: the trees of its root pids, e.g. one Ray node
     started with ``ray start``) since it was made. Call :meth:`sample` often (every second or so): each
