@@ -7,7 +7,6 @@ image outside any subject folder, a manifest row without a subject).
 
 from __future__ import annotations
 
-import functools
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,13 +42,10 @@ def _rows(sources: list[str], subjects: list[str], reasons: list[str | None]) ->
 class TreeListing(Datasource):
     """The images of a folder-per-subject tree (``ROOT/SUBJECT/.../IMAGE``), listed lazily.
 
-    The root's entries are listed where the dataset is planned; each read task then walks
-    ``rows_per_block`` of them (subject folders, or images directly under the root) and yields their
-    rows, so the listing streams (memory flat) and never passes through the driver. One block per
-    task: Ray Data merges the blocks a task yields up to its target block size (1 MiB, tens of
-    thousands of rows), so a single task walking the whole tree handed the read stage one block, read
-    by one task whatever ``enroll_readers`` said. Images directly under the root are listed with a
-    reason (they have no subject); files whose names do not end in an image extension and hidden
+    One read task walks the tree subject folder by subject folder and yields blocks of
+    ``rows_per_block`` rows, so the listing streams (memory flat), never passes through the driver,
+    and the read stage gets one small block per task. Images directly under the root are listed with
+    a reason (they have no subject); files whose names do not end in an image extension and hidden
     entries are ignored.
     """
 
@@ -63,46 +59,35 @@ class TreeListing(Datasource):
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
                        data_context=None) -> list[ReadTask]:
         metadata = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=None)
-        top = self._top()
-        groups = [top[start:start + self.rows_per_block] for start in range(0, len(top), self.rows_per_block)]
-        return [ReadTask(functools.partial(self._read, group), metadata, schema=INPUT_SCHEMA)
-                for group in groups or [[]]]
+        return [ReadTask(self._read, metadata, schema=INPUT_SCHEMA)]
 
     def _uri(self, path: str) -> str:
         return f"{self.root.scheme}://{path}" if self.root.scheme else path
 
-    def _top(self) -> list[tuple[str, bool]]:
-        """(path, is a folder) of the root's entries that may hold inputs, in name order."""
-        entries = sorted(self.root.filesystem.get_file_info(pafs.FileSelector(self.root.path)),
-                         key=lambda info: info.path)
-        return [(entry.path, entry.type == pafs.FileType.Directory) for entry in entries
-                if not entry.base_name.startswith(".")
-                and (entry.type == pafs.FileType.Directory
-                     or (entry.type == pafs.FileType.File and is_image_name(entry.path)))]
-
-    def _walk(self, entries: list[tuple[str, bool]] | None = None) -> Iterator[tuple[str, str, str | None]]:
-        """(source, subject, reason) of the inputs under ``entries`` (of :meth:`_top`; None: all of them)."""
+    def _walk(self) -> Iterator[tuple[str, str, str | None]]:
         filesystem = self.root.filesystem
-        for path, is_folder in self._top() if entries is None else entries:
-            if not is_folder:
-                yield self._uri(path), "", NOT_IN_SUBJECT_FOLDER
+        top = sorted(filesystem.get_file_info(pafs.FileSelector(self.root.path)), key=lambda info: info.path)
+        for entry in top:
+            if entry.base_name.startswith("."):
                 continue
-            subject = posixpath.basename(path.rstrip("/"))
-            inside = filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
-            for info in sorted(inside, key=lambda info: info.path):
-                hidden = any(part.startswith(".") for part in info.path[len(path):].split("/"))
-                if info.type == pafs.FileType.File and is_image_name(info.path) and not hidden:
-                    yield self._uri(info.path), subject, None
+            if entry.type == pafs.FileType.File and is_image_name(entry.path):
+                yield self._uri(entry.path), "", NOT_IN_SUBJECT_FOLDER
+            elif entry.type == pafs.FileType.Directory:
+                inside = filesystem.get_file_info(pafs.FileSelector(entry.path, recursive=True))
+                for info in sorted(inside, key=lambda info: info.path):
+                    hidden = any(part.startswith(".") for part in info.path[len(entry.path):].split("/"))
+                    if info.type == pafs.FileType.File and is_image_name(info.path) and not hidden:
+                        yield self._uri(info.path), entry.base_name, None
 
     def count(self) -> int:
         """How many input rows the listing yields (the tree walked once, in this process)."""
         return sum(1 for _ in self._walk())
 
-    def _read(self, entries: list[tuple[str, bool]]) -> Iterator[pa.Table]:
+    def _read(self) -> Iterator[pa.Table]:
         sources: list[str] = []
         subjects: list[str] = []
         reasons: list[str | None] = []
-        for source, subject, reason in self._walk(entries):
+        for source, subject, reason in self._walk():
             sources.append(source)
             subjects.append(subject)
             reasons.append(reason)
@@ -237,8 +222,7 @@ class Inputs:
 def tree_inputs(root: Location, rows_per_block: int) -> Inputs:
     """Input rows of a folder-per-subject tree (checked by :func:`batch_jobs.locations.check_input`)."""
     listing = TreeListing(root, rows_per_block)
-    # one listing task at a time: each is short, and they reserve no CPU that would bound them
-    return Inputs(ray.data.read_datasource(listing, num_cpus=0, concurrency=1), listing)
+    return Inputs(ray.data.read_datasource(listing, num_cpus=0, override_num_blocks=1), listing)
 
 
 def manifest_inputs(manifest: Location, rows_per_block: int) -> Inputs:

@@ -34,8 +34,7 @@ from batch_jobs.face_ids import face_id
 from batch_jobs.locations import Locator, resolve
 from batch_jobs.outcomes import OnMultiple
 from batch_jobs.report import read_report
-from batch_jobs.runtime import BLOCK_BYTES, control_plane
-from batch_jobs.sources import tree_inputs
+from batch_jobs.runtime import control_plane
 from bulk_helpers import enroll_in_process, stored_faces, wait_for_job
 from facecore.models import SFACE
 from faces_cli.service_names import resolve_service
@@ -403,18 +402,6 @@ def test_the_embedder_pool_is_sized_to_the_cluster_and_uses_gpus_where_present()
     assert plan_pool(settings, {"CPU": 16}, {"CPU": 16}, batches=0).actors == 1  # an empty job still plans one
     fixed = plan_pool(settings.model_copy(update={"enroll_embedders": 4}), {"CPU": 16}, {"CPU": 16}, batches=1)
     assert fixed.actors == 4
-
-
-def test_a_folder_tree_reaches_the_readers_in_several_blocks(server, data_dir):
-    """The read stage runs a task per input block, ``enroll_readers`` at a time: a tree listed by one
-    task came as one block (Ray Data merges a task's blocks up to 1 MiB), read by a single task."""
-    inputs = tree_inputs(resolve(str(lfw_tree(data_dir))), 64)
-    dataset = inputs.dataset
-    dataset.context.target_max_block_size = BLOCK_BYTES  # as the job sets it
-    listed = dataset.materialize()
-    assert listed.num_blocks() >= 3  # 163 subject folders, 64 to a listing task
-    sources = [row["source"] for row in listed.take_all()]
-    assert len(sources) == len(set(sources)) == inputs.count() == len(list(lfw_tree(data_dir).glob("*/*.jpg")))
 
 
 def test_manifest_paths_resolve_against_the_manifest_and_its_filesystem(tmp_path):
