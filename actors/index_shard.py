@@ -33,7 +33,7 @@ from actors.shard_reads import HEDGE_AFTER_S, MemberReads
 from facecore.embed import DEFAULT_EMBEDDING_MODEL, embedding_model
 from faceindex.config import SearchConfig
 from faceindex.layout import ServiceLayout
-from faceindex.shard import IndexShard
+from faceindex.shard import SHARD_ENV, IndexShard
 from faceindex.upkeep import TableUpkeep
 from faces_settings import Settings
 from store.control import Service
@@ -116,6 +116,7 @@ class ShardGroup:
                 lifetime="detached", max_restarts=-1, max_task_retries=-1, num_cpus=num_cpus, num_gpus=num_gpus,
                 memory=PLACEMENT_MEMORY_BYTES,
                 max_concurrency=SHARD_THREADS, enable_task_events=False,  # no per-call event records in the GCS
+                runtime_env={"env_vars": SHARD_ENV},
                 scheduling_strategy=placements[shard][replica],
             ).remote(faces_uri, self.layout.table_name(shard), dim, replica_search if replica else search, upkeep,
                      replica=replica > 0)

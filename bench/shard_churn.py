@@ -9,6 +9,10 @@ level off. With ``--erase-after-s`` short the erasure pass runs during the run t
 calls (``actors.index_shard.SHARD_THREADS``). ``--trim`` reports, at each sample, how much
 ``malloc_trim(0)`` returns to the system (memory freed but held by glibc's arenas).
 ``--tracemalloc`` reports the Python allocations that grew from the first sample to the last.
+``--shard-env`` runs it in the environment the shard actors start with (``faceindex.shard.SHARD_ENV``;
+it re-executes itself with it, as the C allocator reads it when the process starts). The ``LanceDB
+threads`` column counts the threads of LanceDB's runtime (``lancedb-tokio-w``): its blocking file
+operations run on threads it keeps while work keeps reaching them.
 
     python bench/shard_churn.py [--rounds 20000] [--faces 10000] [--erase-after-s 300] [--threads 4]
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import os
 import sys
 import tempfile
 import time
@@ -35,6 +40,12 @@ from bench.common import print_table, save_results  # noqa: E402
 DIM = 128
 
 
+def lance_threads() -> int:
+    """Threads of this process that LanceDB's runtime started (named ``lancedb-tokio-w...``)."""
+    return sum(1 for task in Path("/proc/self/task").iterdir()
+               if (task / "comm").read_text().startswith("lancedb-tokio"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20_000)
@@ -44,7 +55,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--trim", action="store_true", help="measure what malloc_trim(0) gives back at each sample")
     parser.add_argument("--tracemalloc", action="store_true", help="show the Python allocations that grew")
+    parser.add_argument("--shard-env", action="store_true",
+                        help="run with the environment the shard actors start with (faceindex.shard.SHARD_ENV)")
     args = parser.parse_args()
+    if args.shard_env:
+        from faceindex.shard import SHARD_ENV
+
+        if any(os.environ.get(name) != value for name, value in SHARD_ENV.items()):
+            os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **SHARD_ENV})
 
     from faceindex.shard import IndexShard
     from faceindex.upkeep import TableUpkeep
@@ -88,11 +106,12 @@ def main() -> None:
         rows.append([numbers[-1], round(memory.rss / 2**20), round(memory.uss / 2**20), trimmed,
                      shard._table.version_count(), sum(1 for f in table_dir.rglob("*") if f.is_file()),
                      round(lance_session().size_bytes / 2**20, 1), shard.count(), process.num_threads(),
+                     lance_threads(),
                      round(numbers[-1] / (time.process_time() - started_cpu))])
         if args.tracemalloc:
             first_snapshot = first_snapshot or tracemalloc.take_snapshot()
     print_table(["rounds", "RSS MiB", "USS MiB", "malloc_trim MiB", "versions", "files", "LanceDB cache MiB",
-                 "faces", "threads", "rounds/CPU s"], rows)
+                 "faces", "threads", "LanceDB threads", "rounds/CPU s"], rows)
     if args.tracemalloc:
         grown = tracemalloc.take_snapshot().compare_to(first_snapshot, "traceback")
         print("Python allocations grown since the first sample:")

@@ -10,9 +10,10 @@ enrolls one photo of each lfw-dev person, then:
    PostgreSQL's backends and its server processes apart, and PostgreSQL in all as PSS: its shared
    buffers counted once) and PostgreSQL's connections (pg_stat_activity: how many, held by which application,
    how many opened since; and the server's max_connections);
-3. reports the answers by status (zero 5xx expected), memory per process role with its growth from
-   the first sample after the warm-up (``--warmup-minutes``; < 5% expected) to the end, and the
-   connections over time.
+3. ends the warm-up (``--warmup-minutes``) with a PostgreSQL ``CHECKPOINT`` (:func:`checkpoint`: the
+   checkpointer's first touch of the dirtied shared buffers falls inside the warm-up);
+4. reports the answers by status (zero 5xx expected), memory per process role with its growth from
+   the first sample after the warm-up (< 5% expected) to the end, and the connections over time.
 
 One cycle of a client: add a face, recognize 6 photos, list a page of faces, delete the face it
 added, so the gallery keeps its size. The load runs in a process of its own and stops by itself.
@@ -152,9 +153,28 @@ def memory_by_role(pgdata: Path, load_pid: int | None) -> dict[str, dict[str, fl
     return dict(sorted(totals.items()))
 
 
-async def postgres_backends(dsn: str) -> tuple[dict[int, str], int]:
+async def checkpoint(dsn: str) -> None:
+    """Have PostgreSQL write every dirty shared buffer out now (``CHECKPOINT``, as a superuser).
+
+    A checkpoint comes every ``checkpoint_timeout`` (5 minutes): the first one makes the checkpointer
+    touch every shared buffer the load dirtied, which then counts in its RSS (and in PostgreSQL's
+    PSS where it was the only process to map them), a one-time step within ``shared_buffers`` and
+    not growth. Forced at the end of the warm-up, that step falls inside the warm-up wherever the
+    timer would have put it; checkpoints after it still run on their timer during the soak.
+    """
+    import asyncpg
+
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute("CHECKPOINT")
+    finally:
+        await connection.close()
+
+
+async def postgres_backends(dsn: str) -> tuple[dict[int, str], int, int]:
     """PostgreSQL's client backends (this query's own left out): process id -> the application that
-    holds the connection (``application_name``); and the server's ``max_connections``."""
+    holds the connection (``application_name``); the server's ``max_connections``; and how many
+    checkpoints it has made since it started (timed and requested)."""
     import asyncpg
 
     connection = await asyncpg.connect(dsn)
@@ -162,7 +182,11 @@ async def postgres_backends(dsn: str) -> tuple[dict[int, str], int]:
         rows = await connection.fetch("SELECT pid, application_name FROM pg_stat_activity "
                                       "WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'")
         limit = int(await connection.fetchval("SHOW max_connections"))
-        return {row["pid"]: row["application_name"] or "?" for row in rows}, limit
+        version = int(await connection.fetchval("SHOW server_version_num"))
+        checkpoints = await connection.fetchval(  # PostgreSQL 17 moved them to pg_stat_checkpointer
+            "SELECT num_timed + num_requested FROM pg_stat_checkpointer" if version >= 170000
+            else "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
+        return {row["pid"]: row["application_name"] or "?" for row in rows}, limit, int(checkpoints)
     finally:
         await connection.close()
 
@@ -209,10 +233,15 @@ def main() -> None:
         samples: list[dict] = []
         seen_backends: set[int] = set()
         print("  minute, PostgreSQL connections (+ opened since the last sample), MB per process: RSS/private")
+        checkpointed_at = None
         while True:
             elapsed = time.monotonic() - started
+            if checkpointed_at is None and elapsed >= warmup * 60:
+                asyncio.run(checkpoint(platform.settings.postgres_dsn))
+                checkpointed_at = round(elapsed / 60, 2)
+                print(f"  {checkpointed_at:6.2f} min  end of the warm-up: CHECKPOINT", flush=True)
             memory = memory_by_role(pgdata, soak_process.pid)
-            backends, max_connections = asyncio.run(postgres_backends(platform.settings.postgres_dsn))
+            backends, max_connections, checkpoints = asyncio.run(postgres_backends(platform.settings.postgres_dsn))
             sample = {"minute": round(elapsed / 60, 2),
                       "rss_mb": {role: round(mb["rss"], 1) for role, mb in memory.items()},
                       "private_mb": {role: round(mb["private"], 1) for role, mb in memory.items()},
@@ -222,6 +251,7 @@ def main() -> None:
                       "postgres_connections": len(backends),
                       "postgres_by_application": dict(Counter(backends.values())),
                       "postgres_max_connections": max_connections,
+                      "postgres_checkpoints": checkpoints,
                       # connections opened since the previous sample (churn: each costs PostgreSQL a process)
                       "postgres_new_connections": len(set(backends) - seen_backends) if samples else 0}
             seen_backends = set(backends)
@@ -239,7 +269,7 @@ def main() -> None:
         if "error" in run:
             raise SystemExit(f"the load stopped: {run['error']}")
 
-    report(args, peak_rate, target, soak, samples, warmup)
+    report(args, peak_rate, target, soak, samples, warmup, checkpointed_at)
 
 
 def memory_growth(first: dict[str, float], last: dict[str, float]) -> dict[str, float]:
@@ -247,7 +277,8 @@ def memory_growth(first: dict[str, float], last: dict[str, float]) -> dict[str, 
     return {role: (last.get(role, 0.0) - mb) / mb for role, mb in first.items() if mb}
 
 
-def report(args, peak_rate: float, target: float, soak: dict, samples: list[dict], warmup: float) -> None:
+def report(args, peak_rate: float, target: float, soak: dict, samples: list[dict], warmup: float,
+           checkpointed_at: float | None) -> None:
     counts = Counter(soak["counts"])
     by_status = Counter()
     for name, n in counts.items():
@@ -260,7 +291,9 @@ def report(args, peak_rate: float, target: float, soak: dict, samples: list[dict
     after_warmup = [s for s in samples if s["minute"] >= warmup] or samples[-1:]
     first, last = after_warmup[0], samples[-1]
     growth = {kind: memory_growth(first[kind], last[kind]) for kind in ("rss_mb", "private_mb")}
-    print(f"\nMemory (MB) per process role, from minute {first['minute']:g} (after the warm-up) to "
+    checkpoint_note = (f", PostgreSQL's CHECKPOINT at minute {checkpointed_at:g}" if checkpointed_at is not None
+                       else ", no CHECKPOINT (the soak ended within the warm-up)")
+    print(f"\nMemory (MB) per process role, from minute {first['minute']:g} (after the warm-up{checkpoint_note}) to "
           f"{last['minute']:g}; private: USS (PostgreSQL's RSS counts the shared buffers its backends touched)\n")
     roles = sorted(set(first["rss_mb"]) | set(last["rss_mb"]))
     print_table(["process", "RSS after warm-up", "RSS end", "RSS growth", "private after warm-up", "private end",
@@ -274,7 +307,9 @@ def report(args, peak_rate: float, target: float, soak: dict, samples: list[dict
     postgres_growth = (postgres[1] - postgres[0]) / postgres[0]
     print(f"\nPostgreSQL in all (PSS summed over its processes: the shared buffers counted once, not once per "
           f"process that touched them; they fill up to shared_buffers): {postgres[0]:g} -> {postgres[1]:g} MB "
-          f"({postgres_growth:+.1%}, < {GROWTH_TARGET:.0%}: {'yes' if postgres_growth < GROWTH_TARGET else 'NO'})")
+          f"({postgres_growth:+.1%}, < {GROWTH_TARGET:.0%}: {'yes' if postgres_growth < GROWTH_TARGET else 'NO'}); "
+          f"{last['postgres_checkpoints'] - first['postgres_checkpoints']} checkpoint(s) made in that window "
+          f"(they come every checkpoint_timeout)")
     connections = [s["postgres_connections"] for s in samples]
     opened = sum(s["postgres_new_connections"] for s in samples)
     holders = ", ".join(f"{name} {n}" for name, n in sorted(samples[-1]["postgres_by_application"].items()))
@@ -283,7 +318,7 @@ def report(args, peak_rate: float, target: float, soak: dict, samples: list[dict
     results = {"minutes": args.minutes, "clients": args.clients, "fraction": args.fraction, "peak_rps": peak_rate,
                "target_rps": target, "achieved_rps": sum(counts.values()) / soak["seconds"],
                "counts": dict(counts), "by_status": dict(by_status), "errors_5xx": errors,
-               "warmup_minutes": warmup, "rss_growth": growth["rss_mb"], "private_growth": growth["private_mb"],
+               "warmup_minutes": warmup, "checkpoint_minute": checkpointed_at, "rss_growth": growth["rss_mb"], "private_growth": growth["private_mb"],
                "postgres_pss_growth": postgres_growth, "postgres_connections_opened": opened, "samples": samples}
     print(f"results: {save_results('soak', results)}")
 

@@ -40,6 +40,12 @@ from store.faces import FaceRecord, FaceTable, use_system_allocator_for_arrow
 logger = logging.getLogger(__name__)
 
 WRITES = frozenset({"add", "delete_ids", "delete_subject", "delete_all", "rename_subject"})
+# The environment a shard's process must start with (glibc reads it then; actors.index_shard gives it
+# to the shard actors). LanceDB runs every local file operation as a blocking task of its runtime,
+# on threads it keeps while work keeps reaching them (up to 512, which nothing in LanceDB 0.40 sets
+# lower), and glibc gave each of those threads an arena of its own: 15 arenas after one add, delete
+# and erasure. With 2, a shard under add/delete churn with erasures stays lower (docs/architecture.md).
+SHARD_ENV = {"MALLOC_ARENA_MAX": "2"}
 
 
 class IndexShard:
