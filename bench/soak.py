@@ -318,7 +318,8 @@ def report(args, peak_rate: float, target: float, soak: dict, samples: list[dict
     results = {"minutes": args.minutes, "clients": args.clients, "fraction": args.fraction, "peak_rps": peak_rate,
                "target_rps": target, "achieved_rps": sum(counts.values()) / soak["seconds"],
                "counts": dict(counts), "by_status": dict(by_status), "errors_5xx": errors,
-               "warmup_minutes": warmup, "checkpoint_minute": checkpointed_at, "rss_growth": growth["rss_mb"], "private_growth": growth["private_mb"],
+               "warmup_minutes": warmup, "checkpoint_minute": checkpointed_at, "rss_growth": growth["rss_mb"],
+               "private_growth": growth["private_mb"],
                "postgres_pss_growth": postgres_growth, "postgres_connections_opened": opened, "samples": samples}
     print(f"results: {save_results('soak', results)}")
 
