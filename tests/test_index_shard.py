@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from faceindex.layout import ServiceLayout
-from faceindex.rows import MIN_CAPACITY
+from faceindex.rows import MIN_CAPACITY, ShardRows
 from faceindex.shard import IndexShard
 from store.faces import CACHE_BYTES, FaceRecord, FaceTable, face_schema, lance_session, sql_string
 
@@ -248,6 +248,22 @@ def test_delete_ids(filled, uri):
     kept = [i for i in range(2000) if ids[i] not in gone]
     top = shard.search_faces(vectors[kept[-1]], 1)[0][0]
     assert top[0] == ids[kept[-1]] and top[2] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_loaded_rows_count_their_ids_in_memory_before_and_after_changes():
+    """A load leaves the ids' bytes unsummed until memory is asked for; they count all the same."""
+    rng = np.random.default_rng(3)
+    vectors = unit(rng, 2000)
+    short, long = ShardRows(DIM), ShardRows(DIM)
+    short.load([f"f{i}" for i in range(2000)], ["s"] * 2000, vectors.copy(), "short")
+    long.load([f"f{i}" + "x" * 100 for i in range(2000)], ["s"] * 2000, vectors.copy(), "long")
+    for rows, new_id in ((short, "new"), (long, "new" + "x" * 100)):  # changes before memory is asked for
+        rows.remove([0])
+        rows.append([new_id], ["s"], vectors[:1])
+    assert long.memory_bytes() - short.memory_bytes() == 2000 * 100
+    for rows in (short, long):  # and after
+        rows.remove([5])
+    assert long.memory_bytes() - short.memory_bytes() == 1999 * 100
 
 
 def test_add_and_delete_churn_leaves_memory_where_it_was(uri):
