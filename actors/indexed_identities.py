@@ -91,7 +91,7 @@ class IndexedIdentities(OnlineIdentities):
 
     @staticmethod
     def _built(means: np.ndarray, ids: np.ndarray) -> tuple[AnnIndex, np.ndarray]:
-        return AnnIndex.build(means, ids.tolist()), ids
+        return AnnIndex.build(means, [str(identity) for identity in ids.tolist()]), ids  # an index's ids are strings
 
     def _install_build(self) -> None:
         """Install the index a background build finished: what changed since its snapshot stays
