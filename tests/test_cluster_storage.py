@@ -14,7 +14,7 @@ from faceindex.shard import IndexShard
 from batch_jobs.enroll import default_report
 from batch_jobs.report import ReportWriter, read_report
 from faces_settings import Settings
-from object_store import s3_server
+from object_store import ranged_reads, s3_server
 from store.event_media import EventMedia
 from store.faces import FaceRecord
 from store.object_storage import child_names, delete_tree, delete_uri, read_uri, write_uri
@@ -63,6 +63,33 @@ def test_a_large_file_is_read_whole_in_parallel_pieces(s3, tmp_path, where, monk
     assert read_uri(uri) == data[:4096]
     write_uri(uri, b"")
     assert read_uri(uri) == b""
+
+
+def test_the_test_server_answers_ranges_by_reading_them(s3):
+    """Ranged GETs read only the range (tests/object_store.py) and answer exactly as S3 does."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    client = boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1")
+    data = np.random.default_rng(6).integers(0, 256, 6 * 2**20 + 7, dtype=np.uint8).tobytes()  # spills to disk
+    client.put_object(Bucket=s3.bucket, Key="ranges/blob.bin", Body=data)
+    served = ranged_reads["served"]
+    for wanted, first, last in [("bytes=0-0", 0, 0), ("bytes=5-4096", 5, 4096),
+                                (f"bytes={len(data) - 10}-{len(data) + 99}", len(data) - 10, len(data) - 1),
+                                ("bytes=3000000-", 3_000_000, len(data) - 1)]:
+        answer = client.get_object(Bucket=s3.bucket, Key="ranges/blob.bin", Range=wanted)
+        assert answer["Body"].read() == data[first:last + 1]
+        assert answer["ContentRange"] == f"bytes {first}-{last}/{len(data)}"
+        assert answer["ContentLength"] == last - first + 1
+    assert ranged_reads["served"] == served + 4
+    suffix = client.get_object(Bucket=s3.bucket, Key="ranges/blob.bin", Range="bytes=-100")  # moto's own path
+    assert suffix["Body"].read() == data[-100:]
+    with pytest.raises(ClientError) as beyond:
+        client.get_object(Bucket=s3.bucket, Key="ranges/blob.bin", Range=f"bytes={len(data)}-")
+    assert beyond.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416
+    with pytest.raises(ClientError) as missing:
+        client.get_object(Bucket=s3.bucket, Key="ranges/none.bin", Range="bytes=0-9")
+    assert missing.value.response["Error"]["Code"] == "NoSuchKey"
 
 
 def test_event_media_on_s3_are_read_by_another_reader_and_deleted_per_stream(s3):
