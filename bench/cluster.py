@@ -14,7 +14,7 @@
    cycled beyond its 522), end to end and in the steady state (10%-90% of the inputs, from the job's
    recorded progress), and the ratios; when the first batch reached the driver; where the embedder
    actors and tasks ran; CPU ms per image of each node's processes, the driver, PostgreSQL and the S3
-   server (this process), by role.
+   server (this process), by role, over the whole job and in the steady state.
 4. Read availability during a primary kill: a one-shard service with ``--replicas`` members over
    ``--replica-faces`` faces on S3, searched by ``--clients`` concurrent callers through its
    ShardGroup while the primary's process is SIGKILLed; searches, failed and wrong answers, latency
@@ -257,15 +257,23 @@ def _job_placement(dashboard_port: int, labels: dict[str, str]) -> dict:
 
 
 def _cpu_table(spent: dict[str, dict[str, float]], images: int) -> dict[str, dict]:
-    """Per process group: CPU ms per image in all and by its three largest roles."""
+    """Per process group: CPU ms per image in all and by its four largest roles."""
     return {group: {"ms/image": round(sum(roles.values()) / images * 1000, 1),
-                    "top": {role: round(seconds / images * 1000, 1) for role, seconds in list(roles.items())[:3]}}
+                    "top": {role: round(seconds / images * 1000, 1) for role, seconds in list(roles.items())[:4]}}
             for group, roles in spent.items()}
+
+
+def _cpu_between(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """CPU seconds per group and role spent between two readings of :meth:`GroupCpu.sample`, largest first."""
+    return {group: dict(sorted(((role, seconds - before.get(group, {}).get(role, 0.0))
+                                for role, seconds in roles.items()), key=lambda item: -item[1]))
+            for group, roles in after.items()}
 
 
 async def _watch(job: subprocess.Popen, dsn: str, service_id: int, meter, every_s: float = 0.5) -> list[dict]:
     """Until the job's process ends: its progress (the job row's ``processed``) every ``every_s``, with
-    a CPU reading of ``meter`` each time (processes that exit meanwhile still count)."""
+    a CPU reading of ``meter`` each time (processes that exit meanwhile still count) and of this
+    process (the S3 server)."""
     import asyncpg
 
     marks = []
@@ -275,21 +283,33 @@ async def _watch(job: subprocess.Popen, dsn: str, service_id: int, meter, every_
             row = await connection.fetchrow("SELECT processed, total FROM jobs WHERE service_id = $1 "
                                             "ORDER BY id DESC LIMIT 1", service_id)
             marks.append({"t": time.perf_counter(), "processed": row["processed"] if row else 0,
-                          "total": row["total"] if row else None})
-            meter.sample()
+                          "total": row["total"] if row else None,
+                          "cpu": meter.sample() | {"bench (S3 server)": {"python": time.process_time()}}})
             await asyncio.sleep(every_s)
     finally:
         await connection.close()
     return marks
 
 
+def _steady_window(marks: list[dict], images: int) -> tuple[dict, dict]:
+    """The samples nearest 10% and 90% of the inputs done (the job's recorded progress, which moves by
+    a batch or more at a time)."""
+    return (min(marks, key=lambda mark: abs(mark["processed"] - 0.1 * images)),
+            min(marks, key=lambda mark: abs(mark["processed"] - 0.9 * images)))
+
+
 def _steady(marks: list[dict], images: int) -> float | None:
-    """Images/s between the samples nearest 10% and 90% of the inputs done (the job's recorded progress,
-    which moves by a batch or more at a time)."""
-    first = min(marks, key=lambda mark: abs(mark["processed"] - 0.1 * images))
-    last = min(marks, key=lambda mark: abs(mark["processed"] - 0.9 * images))
+    """Images/s in the steady window (:func:`_steady_window`)."""
+    first, last = _steady_window(marks, images)
     done = last["processed"] - first["processed"]
     return done / (last["t"] - first["t"]) if done > 0 else None
+
+
+def _steady_cpu(marks: list[dict], images: int) -> dict[str, dict] | None:
+    """CPU ms per image done in the steady window, per process group and by its largest roles."""
+    first, last = _steady_window(marks, images)
+    done = last["processed"] - first["processed"]
+    return _cpu_table(_cpu_between(first["cpu"], last["cpu"]), done) if done > 0 else None
 
 
 def _progress(marks: list[dict], started: float) -> list[tuple[float, int]]:
@@ -358,6 +378,8 @@ def enrollment_rate(workers: int, s3, dsn: str, postgres_pid: int | None, photos
                     "cpu ms/image": round(sum(sum(roles.values()) for roles in spent.values()) / images * 1000, 1),
                     "pool": plan.group(1) if plan else None,
                     "cpu": _cpu_table(spent, images),  # the whole job, start-up included
+                    "steady cpu": (steady := _steady_cpu(marks, images)),
+                    "steady cpu ms/image": round(sum(cpu["ms/image"] for cpu in steady.values()), 1) if steady else None,
                     "progress": _progress(marks, started),
                     **_job_placement(head.dashboard_port, {node.node_id: node.label for node in nodes})}
         finally:
@@ -413,6 +435,10 @@ def main() -> None:
     print(f"results: {save_results('cluster', results)}")
 
 
+def _roles(cpu: dict | None) -> str:
+    return ", ".join(f"{role} {ms}" for role, ms in cpu["top"].items()) if cpu else ""
+
+
 def enrollment(args, s3, work: str, results: dict) -> None:
     """Figure 3: the bulk job on one worker node and on two, over ``--images`` images (lfw-dev cycled
     under distinct names beyond its 522: every input a new face)."""
@@ -432,14 +458,16 @@ def enrollment(args, s3, work: str, results: dict) -> None:
         embedded.stop()
     rows = results["enrollment"]
     shown = ["worker nodes", "images", "job s", "first batch s", "images/s (job summary)", "steady images/s",
-             "cpu ms/image"]
+             "cpu ms/image", "steady cpu ms/image"]
     print_table(shown, [[row[key] for key in shown] for row in rows])
     for row in rows:
         print(f"{row['worker nodes']} worker node(s): {row['pool']}; embedders on {row['embedders']}; "
               f"tasks {row['tasks']}")
-        print_table(["process group", "cpu ms/image (whole job)", "largest roles (ms/image)"],
-                    [[group, cpu["ms/image"], ", ".join(f"{role} {ms}" for role, ms in cpu["top"].items())]
-                     for group, cpu in row["cpu"].items()])
+        steady = row["steady cpu"] or {}
+        print_table(["process group", "cpu ms/image (whole job)", "largest roles (ms/image)", "cpu ms/image (steady)",
+                     "largest roles, steady (ms/image)"],
+                    [[group, cpu["ms/image"], _roles(cpu), steady.get(group, {}).get("ms/image"),
+                      _roles(steady.get(group))] for group, cpu in row["cpu"].items()])
     one, two = rows
     results["enrollment_ratio"] = one["job s"] / two["job s"]
     print(f"two worker nodes vs one: {results['enrollment_ratio']:.2f}x (job time)", end="")

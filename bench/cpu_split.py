@@ -48,21 +48,30 @@ def cpu_split(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, 
 
 class GroupCpu:
     """CPU seconds per group of process trees (a group: the trees of its root pids, e.g. one Ray node
-    started with ``ray start``) since it was made. Call :meth:`sample` often (every second or so): each
-    process's last reading is kept, so processes that exit meanwhile (Ray Data's workers and actors)
-    still count. Groups added later (a driver started after it) count from zero."""
+    started with ``ray start``) since it was made, by role. Call :meth:`sample` often (every second or
+    so): the CPU a process spent since its last reading counts for the role it has now, so a Ray
+    worker's time goes to the tasks and actors it ran rather than all to its last title (a worker that
+    ran read tasks and waits again is ``IDLE``), and processes that exit meanwhile (Ray Data's workers
+    and actors) still count. Groups added later (a driver started after it) count from zero."""
 
     def __init__(self, groups: dict[str, list[int]]):
         self.groups = dict(groups)
-        self.before = {group: cpu_seconds(roots) for group, roots in self.groups.items()}
-        self.last = {group: dict(seen) for group, seen in self.before.items()}
+        self.seen = {group: cpu_seconds(roots) for group, roots in self.groups.items()}
+        self.spent: dict[str, dict[str, float]] = {group: {} for group in self.groups}
 
     def add(self, group: str, roots: list[int]) -> None:
         self.groups[group] = roots
-        self.before[group], self.last[group] = {}, {}
+        self.seen[group], self.spent[group] = {}, {}
 
     def sample(self) -> dict[str, dict[str, float]]:
-        """CPU seconds spent so far per group, and per role within it."""
+        """CPU seconds spent so far per group, and per role within it, largest first."""
         for group, roots in self.groups.items():
-            self.last[group].update(cpu_seconds(roots))
-        return {group: cpu_split(self.before[group], self.last[group]) for group in self.groups}
+            seen, spent = self.seen[group], self.spent[group]
+            for pid, (role, seconds) in cpu_seconds(roots).items():
+                known = seen.get(pid, (role, 0.0))[0]
+                if len(role) < len(known) and known.startswith(role):  # a title read cut to the 15 bytes of
+                    role = known  # the process's name (its command line was being rewritten): the same role
+                spent[role] = spent.get(role, 0.0) + seconds - seen.get(pid, (role, 0.0))[1]
+                seen[pid] = (role, seconds)
+        return {group: dict(sorted(((role, s) for role, s in spent.items() if s >= 0.005), key=lambda item: -item[1]))
+                for group, spent in self.spent.items()}
