@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import lancedb
 import numpy as np
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    import lancedb
 
 logger = logging.getLogger(__name__)
 
@@ -30,15 +33,23 @@ SCAN_BATCH_ROWS = 65536
 # a long-lived writer's cache grew by about 26 KB per add and delete (100 MB in 4,000 of each), toward a
 # default limit far above what one face table needs. Search runs on the shard's in-memory copy.
 CACHE_BYTES = 8 * 2**20
+# LanceDB is imported when a table is first opened, not with this module: its import costs about 0.6 s
+# of CPU (mostly its namespace client's generated API), and most processes that import this module
+# never open a table (a bulk job's driver, its read tasks and embedder actors reach the shards
+# through their actors).
 
 
 @lru_cache(maxsize=1)
 def lance_session() -> lancedb.Session:
     """The process's one LanceDB session, its index and metadata caches bounded by ``CACHE_BYTES`` each."""
+    import lancedb
+
     return lancedb.Session(index_cache_size_bytes=CACHE_BYTES, metadata_cache_size_bytes=CACHE_BYTES)
 
 
 def _connect(db_uri: str, read_consistency_interval: timedelta | None = None):
+    import lancedb
+
     return lancedb.connect(db_uri, read_consistency_interval=read_consistency_interval, session=lance_session())
 
 

@@ -404,6 +404,20 @@ def test_the_embedder_pool_is_sized_to_the_cluster_and_uses_gpus_where_present()
     assert fixed.actors == 4
 
 
+# What a bulk job's driver, read tasks and embedder actors import: they reach the shards through
+# the shard actors and never open a table themselves.
+JOB_MODULES = ("batch_jobs.enroll", "batch_jobs.fetch", "batch_jobs.embedding")
+
+
+def test_a_jobs_driver_read_tasks_and_embedders_do_not_import_lancedb():
+    # LanceDB's import costs about 0.6 s of CPU, paid by every such process of every job
+    done = subprocess.run([sys.executable, "-c", f"import sys, {', '.join(JOB_MODULES)}; "
+                           "print(sorted({name.split('.')[0] for name in sys.modules} & {'lancedb', 'lance'}))"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 def test_manifest_paths_resolve_against_the_manifest_and_its_filesystem(tmp_path):
     manifest = resolve(str(tmp_path / "lists" / "m.csv"))
     locator = Locator(manifest, base_is_folder=False)
