@@ -33,7 +33,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 from ray import serve
 
-from actors.embedder import FaceRequest, FaceResponse
+from actors.face_batch import FaceRequest, FaceResponse
 from actors.index_shard import CALL_TIMEOUT_S, ShardGroup
 from actors.unknown_faces import new_sighting
 from actors.video_recorder import ensure_recorder

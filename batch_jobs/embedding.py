@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from actors.embedder import FaceRequest, FaceResponse, process_batch
+from actors.face_batch import FaceRequest, FaceResponse, process_batch
 from batch_jobs.outcomes import OnMultiple, Outcome
 from facecore.errors import InvalidImage
 from facecore.pipeline import PipelineConfig

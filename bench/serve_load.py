@@ -35,7 +35,7 @@ def ceiling(paths: list[Path], seconds: float) -> dict:
     :func:`actors.embedder.process_batch` on a pipeline opened as an embedder replica opens it (the
     same settings, backend and inference threads), each image as the request recognize sends (no
     quality, no crops). Images/s, and CPU ms per image (all threads of this process)."""
-    from actors.embedder import FaceRequest, process_batch
+    from actors.face_batch import FaceRequest, process_batch
     from facecore.pipelines import open_pipeline
     from faces_settings import Settings
 

@@ -6,7 +6,7 @@ import asyncio
 
 import numpy as np
 
-from actors.embedder import FaceRequest, FaceResponse, SubjectSearch
+from actors.face_batch import FaceRequest, FaceResponse, SubjectSearch
 from actors.index_shard import CALL_TIMEOUT_S
 from facecore.errors import NoFaceFound
 from facecore.embed import DEFAULT_EMBEDDING_MODEL, embedding_model

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import ray
 
-from actors.embedder import SearchCoalescer, SubjectSearch
+from actors.embedder import SearchCoalescer
+from actors.face_batch import SubjectSearch
 from faceindex.config import SearchConfig
 from actors.index_shard import ShardGroup, ShardUnavailable
 from store.faces import FaceRecord

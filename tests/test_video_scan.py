@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from actors.embedder import FaceRequest, process_batch
+from actors.face_batch import FaceRequest, process_batch
 from facecore.align import align_face
 from facevideo.config import ProcessingOptions
 from facevideo.processor import LocalBackend, MatrixWatchlist, StreamProcessor

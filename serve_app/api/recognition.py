@@ -9,7 +9,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
-from actors.embedder import SubjectSearch
+from actors.face_batch import SubjectSearch
 from facecore.context_crop import thumbnail_jpeg
 from facecore.similarity import similarity_from_cosine
 from serve_app.api.params import DetProbThreshold, FacePlugins, Limit, PredictionCount, Status, Threshold
