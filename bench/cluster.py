@@ -355,10 +355,14 @@ def enrollment_rate(workers: int, s3, dsn: str, postgres_pid: int | None, photos
                              | ({"postgres": [postgres_pid]} if postgres_pid else {}))
             own_cpu = time.process_time()
             started = time.perf_counter()
+            # The driver has the environment of a driver of `ray job submit` on this cluster: the head's
+            # `ray start --disable-usage-stats` sets RAY_USAGE_STATS_ENABLED=0 for the processes it starts,
+            # the Jobs API's drivers among them, and with it Ray Data starts no usage-collection actor on
+            # the head (a worker process, about 1 s of CPU at a cluster's first job).
             job = subprocess.Popen([sys.executable, "-m", "faces_cli.main", "--verbose", "enroll", str(photos),
                                     "--service", str(service_id), "--quiet"],
-                                   env={**env, "FACES_RAY_ADDRESS": head.address}, stdout=output,
-                                   stderr=subprocess.STDOUT, text=True)
+                                   env={**env, "FACES_RAY_ADDRESS": head.address, "RAY_USAGE_STATS_ENABLED": "0"},
+                                   stdout=output, stderr=subprocess.STDOUT, text=True)
             meter.add("driver", [job.pid])
             marks = asyncio.run(_watch(job, dsn, service_id, meter))
             seconds = time.perf_counter() - started
