@@ -1,7 +1,7 @@
 """The embedding stage of enrollment: an actor pool running the face pipeline on fetched images.
 
 Each actor holds one :class:`FacePipeline` (the torch one on CUDA for actors given a GPU fraction,
-see :mod:`facecore.pipelines`) and runs :func:`actors.embedder.process_batch` (the same
+see :mod:`facecore.pipelines`) and runs :func:`actors.face_batch.process_batch` (the same
 batch core as the Serve embedder) on batches of images, then applies the policy for images with
 several faces. Errors stay per image: one bad file never fails its batch.
 """

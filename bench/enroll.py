@@ -41,7 +41,7 @@ MB = 2**20
 
 def ceiling(paths: list[Path], settings, batch: int, passes: int = 2) -> dict:
     """Images/s and faces/s of the bulk job's own pipeline work over ``passes`` passes of the images:
-    :func:`actors.embedder.process_batch` on batches of ``batch`` images, each image as the job sends
+    :func:`actors.face_batch.process_batch` on batches of ``batch`` images, each image as the job sends
     it (the largest face, its crop, no quality), in one process with the platform's threads."""
     from actors.face_batch import FaceRequest, process_batch
     from facecore.pipelines import open_pipeline

@@ -32,7 +32,7 @@ from bench.stack_profile import SAMPLES_PER_S, hottest, record  # noqa: E402
 
 def ceiling(paths: list[Path], seconds: float) -> dict:
     """The served recognize's own pipeline work in a plain loop, one image at a time, in one process:
-    :func:`actors.embedder.process_batch` on a pipeline opened as an embedder replica opens it (the
+    :func:`actors.face_batch.process_batch` on a pipeline opened as an embedder replica opens it (the
     same settings, backend and inference threads), each image as the request recognize sends (no
     quality, no crops). Images/s, and CPU ms per image (all threads of this process)."""
     from actors.face_batch import FaceRequest, process_batch
