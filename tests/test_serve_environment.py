@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 from faces_settings import Settings
-from serve_app.platform import HAPROXY_ENV, LISTENER_PORTS, PROXY_START_ENV, SERVE_THROUGHPUT_ENV, serve_environment
+from serve_app.platform import (HAPROXY_ENV, LISTENER_PORTS, PROXY_START_ENV, RAYLET_ALLOCATOR_ENV, SERVE_THROUGHPUT_ENV,
+                                serve_environment)
 
 
 def test_haproxy_and_throughput_mode_are_the_default_on_linux():
@@ -35,3 +36,10 @@ def test_the_switch_turns_haproxy_off_and_keeps_serves_throughput_settings(monke
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "0" and env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0"
     assert {k: env[k] for k in SERVE_THROUGHPUT_ENV} == SERVE_THROUGHPUT_ENV
     assert {k: env[k] for k in PROXY_START_ENV} == PROXY_START_ENV
+
+
+def test_the_raylets_allocator_settings_go_with_either_ingress(monkeypatch):
+    for haproxy in ("true", "false"):
+        monkeypatch.setenv("FACES_HAPROXY", haproxy)
+        env = serve_environment(Settings())
+        assert {k: env[k] for k in RAYLET_ALLOCATOR_ENV} == RAYLET_ALLOCATOR_ENV
