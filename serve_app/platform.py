@@ -53,9 +53,9 @@ HAPROXY_ENV = {
 PROXY_START_ENV = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60"}
 # The raylet allocates from the jemalloc Ray preloads into its C++ processes, where each of its ~25 threads
 # kept a cache of the memory it freed: idle, its live heap stayed at 5.2 MB while those caches (4.7 MB after
-# 15 minutes, 6.9 MB beside a running platform) and its resident memory kept growing (+2 MB in 13 minutes).
-# Without thread caches it stays flat. Ray hands RAY_JEMALLOC_CONF to the processes RAY_JEMALLOC_PROFILE
-# names as their MALLOC_CONF: the raylet's only (docs/operations.md).
+# 15 minutes of Ray alone, 6.9 MB under an idle platform) and its resident memory kept growing (+2 MB from
+# minute 2 to 15). Without thread caches it stays flat (bench/raylet_memory.py). Ray hands RAY_JEMALLOC_CONF
+# to the processes RAY_JEMALLOC_PROFILE names as their MALLOC_CONF: the raylet's only (docs/operations.md).
 RAYLET_ALLOCATOR_ENV = {"RAY_JEMALLOC_CONF": "tcache:false", "RAY_JEMALLOC_PROFILE": "raylet"}
 # HAProxy's command: it installs the API's error page, then runs HAProxy (serve_app/ingress_error_page.py).
 ERROR_PAGE_COMMAND = os.path.join(sysconfig.get_path("scripts"), "faces-haproxy")
