@@ -57,7 +57,8 @@ PROXY_START_ENV = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60"}
 # minute 2 to 15). Without thread caches it stays flat (bench/raylet_memory.py). Ray hands RAY_JEMALLOC_CONF
 # to the processes RAY_JEMALLOC_PROFILE names as their MALLOC_CONF: the raylet's only (docs/operations.md).
 RAYLET_ALLOCATOR_ENV = {"RAY_JEMALLOC_CONF": "tcache:false", "RAY_JEMALLOC_PROFILE": "raylet"}
-# HAProxy's command: it installs the API's error page, then runs HAProxy (serve_app/ingress_error_page.py).
+# HAProxy's command: it installs the API's error page and the platform's global HAProxy settings, then runs
+# HAProxy (serve_app/ingress_error_page.py, serve_app/haproxy_global.py).
 ERROR_PAGE_COMMAND = os.path.join(sysconfig.get_path("scripts"), "faces-haproxy")
 
 
