@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Stopwatch, lfw_images, print_table, save_results  # noqa: E402
+from bench.common import Stopwatch, free_port, lfw_images, print_table, save_results  # noqa: E402
 from bench.cpu_split import cpu_seconds, cpu_split, process_trees  # noqa: E402
 
 MB = 2**20
@@ -214,14 +214,6 @@ async def _add_faces(url: str, key: str, paths: list[Path], clients: int) -> flo
         return len(bodies) / (time.perf_counter() - started)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--inputs", type=int, default=20_000, help="manifest rows (lfw-dev images cycled)")
@@ -242,7 +234,7 @@ def main() -> None:
         data_dir.mkdir()
         if models.is_dir():
             (data_dir / "models").symlink_to(models, target_is_directory=True)
-        settings = Settings(data_dir=data_dir, port=_free_port(), admin_token="bench",
+        settings = Settings(data_dir=data_dir, port=free_port(), admin_token="bench",
                             enroll_embedders=args.embedders)
         before = ceiling(paths, settings, settings.enroll_batch_size)
         manifest = write_manifest(paths, args.inputs, Path(folder))

@@ -39,6 +39,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import free_port, print_table  # noqa: E402
+
 TOP_K = 10
 
 
@@ -270,7 +272,7 @@ def serving(args) -> dict:
     for replicas in args.replicas:
         with tempfile.TemporaryDirectory() as data_dir:
             (Path(data_dir) / "models").symlink_to(Path(args.cache).resolve(), target_is_directory=True)
-            settings = Settings(data_dir=Path(data_dir), port=_free_port(), admin_token="bench",
+            settings = Settings(data_dir=Path(data_dir), port=free_port(), admin_token="bench",
                                 embedder_replicas=replicas, embedder_num_gpus=gpu_fraction,
                                 batch_max_size=args.serve_batch)
             platform_ = start_platform(settings, ray_init_options={"log_to_driver": False})
@@ -303,7 +305,7 @@ def bulk_enrollment(args) -> dict:
     paths = lfw_paths(args.data)
     with tempfile.TemporaryDirectory() as data_dir:
         (Path(data_dir) / "models").symlink_to(Path(args.cache).resolve(), target_is_directory=True)
-        settings = Settings(data_dir=Path(data_dir), port=_free_port(), admin_token="bench",
+        settings = Settings(data_dir=Path(data_dir), port=free_port(), admin_token="bench",
                             embedder_num_gpus=0.25 if args.device.startswith("cuda") else 0.0)
         platform_ = start_platform(settings, ray_init_options={"log_to_driver": False})
         try:
@@ -317,14 +319,6 @@ def bulk_enrollment(args) -> dict:
     return {"inputs": result["inputs"], "plan": result["plan"], "seconds": result["seconds"],
             "images_per_s": result["inputs"] / result["seconds"], "steady_images_per_s": result["steady_images_per_s"],
             "faces": result["faces"]}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 SECTIONS = [("environment", environment), ("embedding", embedding), ("detection", detection),
@@ -444,8 +438,6 @@ def main(argv=None) -> dict:
               f"{'error' if 'error' in results[name] else 'done'}", flush=True)
     results["total_s"] = round(time.perf_counter() - started, 1)
     args.out.write_text(json.dumps(results, indent=2, default=str))
-
-    from bench.common import print_table
 
     env = results.get("environment", {})
     print(f"\n{env.get('gpu', args.device)}, torch {env.get('torch', '?')}, nvJPEG {env.get('nvjpeg', '?')}; "

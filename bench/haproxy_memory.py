@@ -51,6 +51,13 @@ def mapping_kb(pid: int) -> dict[str, int]:
     return kinds
 
 
+def process_memory(process: psutil.Process) -> dict[str, float]:
+    """MB of a process: RSS, private (USS), and resident by kind of mapping (heap, anon, file)."""
+    memory = process.memory_full_info()
+    return {"rss": memory.rss / 2**20, "private": memory.uss / 2**20,
+            **{kind: kb / 1024 for kind, kb in mapping_kb(process.pid).items()}}
+
+
 def haproxy_counters(process: psutil.Process) -> dict[str, float]:
     """Pools (MB allocated, used) and requests so far, from the stats socket its config names."""
     arguments = process.cmdline()
@@ -67,10 +74,9 @@ def sample(root: psutil.Process) -> list[str]:
         try:
             if process.name() not in WATCHED:
                 continue
-            memory = process.memory_full_info()
-            kinds = mapping_kb(process.pid)
-            line = (f"{process.name()} {process.pid}: RSS {memory.rss / 2**20:.2f} MB, private {memory.uss / 2**20:.2f}"
-                    f" (heap {kinds['heap'] / 1024:.2f}, anon {kinds['anon'] / 1024:.2f}, file {kinds['file'] / 1024:.2f})")
+            memory = process_memory(process)
+            line = (f"{process.name()} {process.pid}: RSS {memory['rss']:.2f} MB, private {memory['private']:.2f}"
+                    f" (heap {memory['heap']:.2f}, anon {memory['anon']:.2f}, file {memory['file']:.2f})")
             if process.name() == "haproxy":
                 counters = haproxy_counters(process)
                 line += (f"; pools {counters['pools_mb']:.2f} MB allocated, {counters['pools_used_mb']:.2f} used;"

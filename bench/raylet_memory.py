@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -31,13 +30,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.haproxy_memory import mapping_kb  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from bench.common import free_port  # noqa: E402
+from bench.haproxy_memory import process_memory  # noqa: E402
 
 
 @contextmanager
@@ -67,10 +61,7 @@ def raylet() -> psutil.Process:
 
 
 def sample(process: psutil.Process) -> dict[str, float]:
-    memory = process.memory_full_info()
-    kinds = mapping_kb(process.pid)
-    return {"rss": memory.rss / 2**20, "private": memory.uss / 2**20,
-            **{kind: kb / 1024 for kind, kb in kinds.items()}, "threads": process.num_threads()}
+    return {**process_memory(process), "threads": process.num_threads()}
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import io
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -31,17 +30,11 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import data_dir, print_table, save_results  # noqa: E402
+from bench.common import data_dir, free_port, print_table, save_results  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 BATCH = 5000
 OWNER = ("owner@bench.example", "bench-password")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _crop(photo: Path) -> bytes:
@@ -203,7 +196,7 @@ def main() -> None:
         models = Path("data/models").resolve()
         if models.is_dir():
             (data / "models").symlink_to(models, target_is_directory=True)
-        settings = Settings(data_dir=data, port=_free_port(), admin_token="bench")
+        settings = Settings(data_dir=data, port=free_port(), admin_token="bench")
         platform = start_platform(settings, ray_init_options={"num_cpus": 2, "log_to_driver": False})
         try:
             admin = FaceClient(platform.url, admin_token="bench")

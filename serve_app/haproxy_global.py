@@ -32,15 +32,20 @@ global
 FILE_NAME = "faces-global.cfg"
 
 
-def install_global_settings(config: Path) -> Path:
-    """Write :data:`GLOBAL_SETTINGS` next to ``config`` (atomically: a reload never reads half a
-    file); the path of the written file."""
-    path = config.with_name(FILE_NAME)
-    if path.is_file() and path.read_text() == GLOBAL_SETTINGS:
-        return path
+def install_file(path: Path, content: bytes) -> None:
+    """Make ``path`` hold ``content``, atomically (a reload of HAProxy never reads half a file);
+    a file that already holds it is left alone."""
+    if path.is_file() and path.read_bytes() == content:
+        return
     partial = path.with_name(f".{path.name}.{os.getpid()}")
-    partial.write_text(GLOBAL_SETTINGS)
+    partial.write_bytes(content)
     os.replace(partial, path)
+
+
+def install_global_settings(config: Path) -> Path:
+    """Write :data:`GLOBAL_SETTINGS` next to ``config``; the path of the written file."""
+    path = config.with_name(FILE_NAME)
+    install_file(path, GLOBAL_SETTINGS.encode())
     return path
 
 

@@ -21,7 +21,7 @@ import re
 import sys
 from pathlib import Path
 
-from serve_app.haproxy_global import install_global_settings, with_config_file
+from serve_app.haproxy_global import install_file, install_global_settings, with_config_file
 
 BINARY_ENV = "RAY_SERVE_HAPROXY_BINARY_PATH"
 UNAVAILABLE = 31  # the application code of every 503 ("code" in error bodies)
@@ -65,11 +65,7 @@ def install_error_pages(config: Path) -> None:
     reload never reads half a page)."""
     page = error_page()
     for path in error_files(config.read_text()):
-        if path.is_file() and path.read_bytes() == page:
-            continue
-        partial = path.with_name(f".{path.name}.{os.getpid()}")
-        partial.write_bytes(page)
-        os.replace(partial, path)
+        install_file(path, page)
 
 
 def haproxy_binary() -> str:
