@@ -48,7 +48,7 @@ class PoolPlan:
     actors: int
     num_cpus: float
     num_gpus: float
-    threads: int | None
+    threads: int
 
 
 def plan_pool(settings: Settings, total: dict[str, float], available: dict[str, float],

@@ -152,7 +152,7 @@ def build_dataset(settings: Settings, service: Service, spec: EnrollSpec, job_id
                       policy=spec.outbound)
     plan = plan_pool(settings, ray.cluster_resources(), ray.available_resources(), batches=-(-total // batch))
     log.info("job %d: %d embedder actor(s), %.2f CPU and %.2f GPU each, threads %s", job_id, plan.actors,
-             plan.num_cpus, plan.num_gpus, plan.threads or "all")
+             plan.num_cpus, plan.num_gpus, plan.threads)
     fetched = inputs.dataset.map_batches(
         fetch_images, batch_format="pyarrow", batch_size=batch, num_cpus=0,
         compute=ray.data.TaskPoolStrategy(size=settings.enroll_readers),

@@ -188,7 +188,7 @@ def run_job(platform, service_id: int, manifest: Path, inputs: int) -> dict:
     (t90, n90) = min(progress, key=lambda p: abs(p[1] - 0.9 * inputs))
     # at 95%, not 100%: Ray Data stops idle embedder actors while the last batches finish
     memory = {f"{int(f * 100)}%": sampler.at(f, inputs) for f in (0.25, 0.5, 0.75, 0.95)}
-    return {"inputs": inputs, "plan": f"{plan.actors} embedder actor(s) x {plan.threads or 'all'} thread(s)",
+    return {"inputs": inputs, "plan": f"{plan.actors} embedder actor(s) x {plan.threads} thread(s)",
             "seconds": watch.seconds, "faces": faces, "counts": result.counts,
             "faces_per_s": faces / watch.seconds, "steady_images_per_s": (n90 - n10) / (t90 - t10),
             "memory": memory, "samples": sampler.samples, "cpu_seconds": cpu,
