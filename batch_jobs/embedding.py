@@ -3,7 +3,10 @@
 Each actor holds one :class:`FacePipeline` (the torch one on CUDA for actors given a GPU fraction,
 see :mod:`facecore.pipelines`) and runs :func:`actors.face_batch.process_batch` (the same
 batch core as the Serve embedder) on batches of images, then applies the policy for images with
-several faces. Errors stay per image: one bad file never fails its batch.
+several faces. Errors stay per image: one bad file never fails its batch. A batch
+(``enroll_batch_size`` images, 256 by default) is processed :data:`IMAGES_AT_ONCE` images at a time,
+so that large batches spread Ray Data's per-task work over more images while an actor holds no more
+decoded images than a small batch would.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ from facecore.pipelines import open_pipeline
 from faces_settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Images an embedder actor decodes and runs through the pipeline at once: decoded photos are the
+# large part of an actor's memory (a 12-megapixel JPEG is still over 5 MB decoded at reduced size).
+IMAGES_AT_ONCE = 64
 
 
 def embedded_schema(dim: int) -> pa.Schema:
@@ -112,11 +119,16 @@ class EmbedImages:
         self.schema = embedded_schema(self.dim)
 
     def _run(self, requests: list[FaceRequest]) -> list[FaceResponse]:
-        """:func:`process_batch`, redone image by image if the batch raises anything unexpected."""
+        """:meth:`_run_chunk` over the requests, :data:`IMAGES_AT_ONCE` at a time."""
+        return [response for start in range(0, len(requests), IMAGES_AT_ONCE)
+                for response in self._run_chunk(requests[start:start + IMAGES_AT_ONCE])]
+
+    def _run_chunk(self, requests: list[FaceRequest]) -> list[FaceResponse]:
+        """:func:`process_batch`, redone image by image if the chunk raises anything unexpected."""
         try:
             return process_batch(self.pipeline, requests)
         except Exception:
-            log.exception("a batch of %d images failed; retrying them one by one", len(requests))
+            log.exception("a chunk of %d images failed; retrying them one by one", len(requests))
         responses = []
         for request in requests:
             try:

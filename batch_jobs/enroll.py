@@ -44,7 +44,7 @@ from batch_jobs.locations import Locator, allowed, check_input
 from batch_jobs.outcomes import OnMultiple, Outcome
 from batch_jobs.rebuild_index import rebuild_indexes
 from batch_jobs.report import REPORT_SCHEMA, ReportWriter
-from batch_jobs.runtime import BLOCK_BYTES, dataset_batches
+from batch_jobs.runtime import dataset_batches, set_block_size
 from batch_jobs.sources import manifest_inputs, tree_inputs
 from batch_jobs.tracking import JobTracker
 from faces_settings import Settings
@@ -164,7 +164,7 @@ def build_dataset(settings: Settings, service: Service, spec: EnrollSpec, job_id
                                "det_prob_threshold": settings.det_prob_threshold,
                                "on_multiple": spec.on_multiple.value})
     embedded.set_name(f"enroll-job-{job_id}")
-    embedded.context.target_max_block_size = BLOCK_BYTES
+    set_block_size(embedded, settings)
     return total, embedded
 
 

@@ -51,7 +51,7 @@ from actors.index_shard import ShardGroup
 from batch_jobs.embedding import pipeline_config, plan_pool
 from batch_jobs.model_choice import embedding_models
 from batch_jobs.reshard import SWITCH_GRACE_SECONDS, catch_up, open_layout_tables
-from batch_jobs.runtime import BLOCK_BYTES, dataset_batches
+from batch_jobs.runtime import dataset_batches, set_block_size
 from batch_jobs.tracking import JobTracker
 from facecore.context_crop import chips_of_crops
 from facecore.embed import AlignedFaces, Embedder, embedding_model, model_members, open_embedder
@@ -262,7 +262,7 @@ def _reembedded(settings: Settings, tables: list[tuple[str, int, int]], model: s
         num_gpus=plan.num_gpus or None,
         fn_constructor_kwargs={"model": model, "config": pipeline_config(settings, plan)})
     dataset.set_name(f"migrate-job-{job_id}")
-    dataset.context.target_max_block_size = BLOCK_BYTES
+    set_block_size(dataset, settings)
     return dataset
 
 

@@ -17,10 +17,14 @@ from faces_settings import Settings
 from store.control import ControlPlane, Service
 from store.embedded_pg import resolve_dsn
 
-# Ray Data coalesces a task's output into blocks of up to 128 MiB by default, so a whole input block
-# of images would reach the next stage (and the driver) at once. Jobs set this smaller target on
-# their datasets to keep every stage, and the commits, streaming.
-BLOCK_BYTES = 1 << 20
+def set_block_size(dataset: Dataset, settings: Settings) -> None:
+    """Give a job's dataset blocks of ``job_block_bytes``. Ray Data coalesces a task's output into
+    blocks of up to 128 MiB by default, so a whole input block of images would reach the next stage
+    (and the driver) at once: jobs keep every stage, and the commits, streaming with a small target.
+    Not too small: every block is an object of its own, which its task reports and waits on the
+    executor for, so blocks of 1 MiB (a quarter of a batch of 256 images and their faces) cost the
+    embedder actors 0.4-0.6 ms per image (docs/benchmarks.md)."""
+    dataset.context.target_max_block_size = settings.job_block_bytes
 
 
 def connect_ray(settings: Settings, ray_init_options: dict | None = None) -> bool:

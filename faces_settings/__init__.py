@@ -121,8 +121,11 @@ class Settings(BaseSettings):
     enroll_embedder_num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per bulk-job embedder actor")
     enroll_embedder_num_gpus: float = Field(0.25, gt=0, le=1,
                                             description="GPU fraction per bulk-job embedder actor (GPU clusters)")
-    enroll_batch_size: int = Field(64, ge=1, description="images per bulk-job embedder call")
+    enroll_batch_size: int = Field(256, ge=1, description="images per bulk-job read task and embedder call "
+                                   "(an embedder decodes 64 at a time)")
     enroll_readers: int = Field(2, ge=1, description="concurrent read tasks of a bulk job")
+    job_block_bytes: int = Field(4 << 20, ge=1 << 16, description="target size of a bulk job's Ray Data blocks "
+                                 "(about one batch of photos, or its faces and crops, per block)")
     enroll_commit_faces: int = Field(2000, ge=1, description="faces per batched commit of a bulk job")
     file_roots: list[Path] = Field([], description="folders whose files the admin may name as video sources and "
                                    "job inputs or reports (JSON list; none: no local files)")

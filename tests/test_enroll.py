@@ -21,13 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from batch_jobs.embedding import plan_pool
+from batch_jobs.embedding import IMAGES_AT_ONCE, EmbedImages, PoolPlan, pipeline_config, plan_pool
 from batch_jobs.enroll import EnrollSpec
 from batch_jobs.errors import JobInputError
 from batch_jobs.face_ids import face_id
@@ -402,6 +403,36 @@ def test_the_embedder_pool_is_sized_to_the_cluster_and_uses_gpus_where_present()
     assert plan_pool(settings, {"CPU": 16}, {"CPU": 16}, batches=0).actors == 1  # an empty job still plans one
     fixed = plan_pool(settings.model_copy(update={"enroll_embedders": 4}), {"CPU": 16}, {"CPU": 16}, batches=1)
     assert fixed.actors == 4
+
+
+def test_an_embedder_runs_a_large_batch_in_chunks_and_answers_every_image_in_its_place(data_dir):
+    # a batch larger than IMAGES_AT_ONCE: the pipeline never holds more decoded images than that, and
+    # every row gets its own answer (a broken file among them, and a row the read stage already settled)
+    settings = Settings()
+    embedder = EmbedImages(pipeline_config(settings, PoolPlan(1, 1.0, 0.0, 1)), settings.det_prob_threshold, "largest")
+    at_once: list[int] = []
+    detect_decoded = embedder.pipeline.detect_decoded
+
+    def counted(decoded, *args):
+        at_once.append(len(decoded))
+        return detect_decoded(decoded, *args)
+
+    embedder.pipeline.detect_decoded = counted
+    photos = [path.read_bytes() for path in sorted((data_dir / "lfw-dev").glob("*/*.jpg"))[:IMAGES_AT_ONCE + 10]]
+    images = [*photos[:IMAGES_AT_ONCE], b"not a jpeg", *photos[IMAGES_AT_ONCE:], b""]
+    rows = len(images)
+    out = embedder(pa.table({"source": [f"s{n}" for n in range(rows)], "subject": ["x"] * rows,
+                             "face_id": pa.array([None] * rows, pa.string()),
+                             "status": [None] * (rows - 1) + ["already_enrolled"],
+                             "reason": pa.array([None] * rows, pa.string()), "image": pa.array(images, pa.binary())}))
+    assert max(at_once) <= IMAGES_AT_ONCE and sum(at_once) == len(photos)
+    assert out.column("source").to_pylist() == [f"s{n}" for n in range(rows)]
+    statuses = out.column("status").to_pylist()
+    assert statuses[IMAGES_AT_ONCE] == "invalid" and statuses[-1] == "already_enrolled"
+    assert statuses.count("enrolled") == len(photos)
+    # each answer is its own image's: the same embedding as the image run alone
+    alone = embedder.pipeline.analyze([photos[-1]], limit=1)[0][0].embedding
+    assert np.dot(out.column("embeddings")[rows - 2].as_py()[0], alone) > 0.999
 
 
 # What a bulk job's driver, read tasks and embedder actors import: they reach the shards through the
