@@ -14,14 +14,18 @@
    cycled beyond its 522), end to end and in the steady state (10%-90% of the inputs, from the job's
    recorded progress), and the ratios; when the first batch reached the driver; where the embedder
    actors and tasks ran; CPU ms per image of each node's processes, the driver, PostgreSQL and the S3
-   server (this process), by role, over the whole job and in the steady state.
+   server (this process), by role, over the whole job and in the steady state; the machine's idle
+   share in the steady state. With the platform's settings and, as the baseline, those it had
+   before (:data:`BEFORE`: batches of 64 images, blocks of 1 MiB), ``--repeats`` times, one node and
+   two taking turns: one run's steady ratio varies by about 10% on a 2-core machine, so the medians
+   are the figures.
 4. Read availability during a primary kill: a one-shard service with ``--replicas`` members over
    ``--replica-faces`` faces on S3, searched by ``--clients`` concurrent callers through its
    ShardGroup while the primary's process is SIGKILLed; searches, failed and wrong answers, latency
    percentiles before and after the kill, the longest wait, and seconds until writes succeed again.
 
-    python bench/cluster.py [--faces 1000000] [--images 2000] [--replica-faces 100000] [--skip-failover]
-    python bench/cluster.py --faces 20000 --images 40 --replica-faces 5000   # small, for a quick check
+    python bench/cluster.py [--faces 1000000] [--images 6000] [--repeats 3] [--replica-faces 100000] [--skip-failover]
+    python bench/cluster.py --faces 20000 --images 40 --repeats 1 --replica-faces 5000   # small, for a quick check
     python bench/cluster.py --only replicas --replica-faces 100000            # figure 4 alone
     python bench/cluster.py --only recovery-steps --faces 1000000             # figure 1's restart, step by step
 
@@ -35,6 +39,7 @@ import asyncio
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,6 +49,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -53,6 +59,11 @@ from bench.common import lfw_images, print_table, save_results  # noqa: E402
 
 DIM = 128
 CHUNK = 100_000
+
+# Figure 3's settings: the platform's, and (the baseline) those of bulk jobs before the batches and
+# blocks grew.
+BEFORE = {"FACES_ENROLL_BATCH_SIZE": "64", "FACES_JOB_BLOCK_BYTES": str(1 << 20)}
+CONFIGS = {"platform": {}, "before": BEFORE}
 
 
 def _vectors(count: int, rng: np.random.Generator) -> np.ndarray:
@@ -284,7 +295,8 @@ async def _watch(job: subprocess.Popen, dsn: str, service_id: int, meter, every_
                                             "ORDER BY id DESC LIMIT 1", service_id)
             marks.append({"t": time.perf_counter(), "processed": row["processed"] if row else 0,
                           "total": row["total"] if row else None,
-                          "cpu": meter.sample() | {"bench (S3 server)": {"python": time.process_time()}}})
+                          "cpu": meter.sample() | {"bench (S3 server)": {"python": time.process_time()}},
+                          "machine": psutil.cpu_times()})
             await asyncio.sleep(every_s)
     finally:
         await connection.close()
@@ -312,14 +324,23 @@ def _steady_cpu(marks: list[dict], images: int) -> dict[str, dict] | None:
     return _cpu_table(_cpu_between(first["cpu"], last["cpu"]), done) if done > 0 else None
 
 
+def _steady_idle(marks: list[dict], images: int) -> float | None:
+    """The machine's idle share of its CPU time in the steady window (all cores, every process)."""
+    first, last = _steady_window(marks, images)
+    total = sum(last["machine"]) - sum(first["machine"])
+    return round((last["machine"].idle - first["machine"].idle) / total, 3) if total > 0 else None
+
+
 def _progress(marks: list[dict], started: float) -> list[tuple[float, int]]:
     """(seconds since the job's start, inputs done) at each change of the job's recorded progress."""
     changes = [mark for n, mark in enumerate(marks) if n == 0 or mark["processed"] != marks[n - 1]["processed"]]
     return [(round(mark["t"] - started, 1), mark["processed"]) for mark in changes]
 
 
-def enrollment_rate(workers: int, s3, dsn: str, postgres_pid: int | None, photos: Path, data_dir: Path) -> dict:
-    """Images/s of a bulk job on a cluster of a CPU-less head and ``workers`` one-CPU workers, end to end
+def enrollment_rate(workers: int, config: str, s3, dsn: str, postgres_pid: int | None, photos: Path,
+                    data_dir: Path) -> dict:
+    """Images/s of a bulk job (with the settings of ``config``, see :data:`CONFIGS`) on a cluster of a
+    CPU-less head and ``workers`` one-CPU workers, end to end
     and in the steady state (10%-90% of the inputs, from the job's recorded progress), and when its
     first batch reached the driver; where its embedder actors and tasks ran; the CPU spent per image by
     each node's processes, the job's driver, PostgreSQL and this process (the S3 server)."""
@@ -329,10 +350,11 @@ def enrollment_rate(workers: int, s3, dsn: str, postgres_pid: int | None, photos
     from bench.cpu_split import GroupCpu
     from store.control import ControlPlane
 
+    run = f"enroll-{workers}-{time.time_ns()}"
     with ray_temp_dir() as ray_tmp, tempfile.TemporaryFile("w+") as output:  # a Ray folder of its own
         env = {**os.environ, **s3.environment, "RAY_AUTH_MODE": "disabled", "FACES_POSTGRES_DSN": dsn,
-               "FACES_LANCEDB_URI": s3.uri(f"enroll-{workers}", "lancedb"), "FACES_MEDIA_URI": s3.uri(f"enroll-{workers}"),
-               "FACES_DATA_DIR": str(data_dir), **ray_tmp}
+               "FACES_LANCEDB_URI": s3.uri(run, "lancedb"), "FACES_MEDIA_URI": s3.uri(run),
+               "FACES_DATA_DIR": str(data_dir), **CONFIGS[config], **ray_tmp}
         head = start_head(env, num_cpus=0)
         nodes = [head]
         try:
@@ -344,7 +366,7 @@ def enrollment_rate(workers: int, s3, dsn: str, postgres_pid: int | None, photos
             async def create() -> int:
                 control = await ControlPlane.connect(dsn)
                 try:
-                    application = await control.create_application(f"bench-{workers}")
+                    application = await control.create_application(run)
                     service, _ = await control.create_service(application.id, "bulk", "recognition")
                     return service.id
                 finally:
@@ -375,7 +397,7 @@ def enrollment_rate(workers: int, s3, dsn: str, postgres_pid: int | None, photos
             rate = re.search(r"\(([\d.]+) images/s\)", log)
             plan = re.search(r"job \d+: (\d+ embedder actor.*)", log)
             images = sum(1 for _ in photos.glob("*/*.jpg"))
-            return {"worker nodes": workers, "images": images, "job s": seconds,
+            return {"settings": config, "worker nodes": workers, "images": images, "job s": seconds,
                     "images/s (job summary)": float(rate.group(1)) if rate else None,
                     "first batch s": next((round(mark["t"] - started, 1) for mark in marks if mark["processed"]), None),
                     "steady images/s": _steady(marks, images),
@@ -384,6 +406,7 @@ def enrollment_rate(workers: int, s3, dsn: str, postgres_pid: int | None, photos
                     "cpu": _cpu_table(spent, images),  # the whole job, start-up included
                     "steady cpu": (steady := _steady_cpu(marks, images)),
                     "steady cpu ms/image": round(sum(cpu["ms/image"] for cpu in steady.values()), 1) if steady else None,
+                    "steady machine idle": _steady_idle(marks, images),
                     "progress": _progress(marks, started),
                     **_job_placement(head.dashboard_port, {node.node_id: node.label for node in nodes})}
         finally:
@@ -395,8 +418,9 @@ def enrollment_rate(workers: int, s3, dsn: str, postgres_pid: int | None, photos
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--faces", type=int, default=1_000_000, help="faces of the recovered shard")
-    parser.add_argument("--images", type=int, default=2000,
+    parser.add_argument("--images", type=int, default=6000,
                         help="images of the bulk job (lfw-dev cycled beyond its 522)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each batch size and node count (figure 3)")
     parser.add_argument("--skip-failover", action="store_true", help="leave out the multi-node test")
     parser.add_argument("--replica-faces", type=int, default=100_000, help="faces of the replicated shard (figure 4)")
     parser.add_argument("--replicas", type=int, default=2, help="members of the replicated shard (figure 4)")
@@ -445,7 +469,8 @@ def _roles(cpu: dict | None) -> str:
 
 def enrollment(args, s3, work: str, results: dict) -> None:
     """Figure 3: the bulk job on one worker node and on two, over ``--images`` images (lfw-dev cycled
-    under distinct names beyond its 522: every input a new face)."""
+    under distinct names beyond its 522: every input a new face), for each of ``--batch-sizes``,
+    ``--repeats`` times; the median steady ratio per batch size."""
     from store.embedded_pg import resolve_dsn
 
     photos = Path(work) / "photos"
@@ -455,32 +480,43 @@ def enrollment(args, s3, work: str, results: dict) -> None:
         (photos / image.parent.name).mkdir(parents=True, exist_ok=True)
         (photos / image.parent.name / f"{n // len(sources)}-{image.name}").symlink_to(image)
     dsn, embedded = resolve_dsn(None, Path(work) / "data")
+    rows = results["enrollment"] = []
     try:
-        results["enrollment"] = [enrollment_rate(workers, s3, dsn, embedded.pid, photos, Path(work) / "data")
-                                 for workers in (1, 2)]
+        for _ in range(args.repeats):
+            for config in CONFIGS:
+                rows += [enrollment_rate(workers, config, s3, dsn, embedded.pid, photos, Path(work) / "data")
+                         for workers in (1, 2)]
     finally:
         embedded.stop()
-    rows = results["enrollment"]
-    shown = ["worker nodes", "images", "job s", "first batch s", "images/s (job summary)", "steady images/s",
-             "cpu ms/image", "steady cpu ms/image"]
+    shown = ["settings", "worker nodes", "images", "job s", "first batch s", "images/s (job summary)", "steady images/s",
+             "cpu ms/image", "steady cpu ms/image", "steady machine idle"]
     print_table(shown, [[row[key] for key in shown] for row in rows])
-    for row in rows:
-        print(f"{row['worker nodes']} worker node(s): {row['pool']}; embedders on {row['embedders']}; "
-              f"tasks {row['tasks']}")
+    for row in rows[-2 * len(CONFIGS):]:  # the last repeat's
+        print(f"{row['settings']} settings, {row['worker nodes']} worker node(s): {row['pool']}; embedders on "
+              f"{row['embedders']}; tasks {row['tasks']}")
         steady = row["steady cpu"] or {}
         print_table(["process group", "cpu ms/image (whole job)", "largest roles (ms/image)", "cpu ms/image (steady)",
                      "largest roles, steady (ms/image)"],
                     [[group, cpu["ms/image"], _roles(cpu), steady.get(group, {}).get("ms/image"),
                       _roles(steady.get(group))] for group, cpu in row["cpu"].items()])
-    one, two = rows
-    results["enrollment_ratio"] = one["job s"] / two["job s"]
-    print(f"two worker nodes vs one: {results['enrollment_ratio']:.2f}x (job time)", end="")
-    if one["steady images/s"] and two["steady images/s"]:
-        results["enrollment_steady_ratio"] = two["steady images/s"] / one["steady images/s"]
-        print(f", {results['enrollment_steady_ratio']:.2f}x (steady state, 10%-90% of the inputs)")
-    else:
-        print()
+    results["enrollment_ratios"] = summary = [_ratios(config, [row for row in rows if row["settings"] == config])
+                                              for config in CONFIGS]
+    print_table(list(summary[0]), [list(line.values()) for line in summary])
 
+
+def _ratios(config: str, rows: list[dict]) -> dict:
+    """Two worker nodes against one with the settings of ``config``: each repeat's ratios and the medians."""
+    ones = [row for row in rows if row["worker nodes"] == 1]
+    twos = [row for row in rows if row["worker nodes"] == 2]
+    steady = [two["steady images/s"] / one["steady images/s"] for one, two in zip(ones, twos)
+              if one["steady images/s"] and two["steady images/s"]]
+    job = [one["job s"] / two["job s"] for one, two in zip(ones, twos)]
+    return {"settings": config,
+            "steady images/s, 1 node (median)": round(statistics.median(row["steady images/s"] or 0 for row in ones)),
+            "steady images/s, 2 nodes (median)": round(statistics.median(row["steady images/s"] or 0 for row in twos)),
+            "steady ratio per repeat": ", ".join(f"{ratio:.2f}" for ratio in steady),
+            "steady ratio (median)": round(statistics.median(steady), 2) if steady else None,
+            "job-time ratio (median)": round(statistics.median(job), 2)}
 
 if __name__ == "__main__":
     main()
