@@ -17,6 +17,7 @@ from faces_settings import Settings
 from store.control import ControlPlane, Service
 from store.embedded_pg import resolve_dsn
 
+
 def set_block_size(dataset: Dataset, settings: Settings) -> None:
     """Give a job's dataset blocks of ``job_block_bytes``. Ray Data coalesces a task's output into
     blocks of up to 128 MiB by default, so a whole input block of images would reach the next stage

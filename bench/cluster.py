@@ -420,7 +420,7 @@ def main() -> None:
     parser.add_argument("--faces", type=int, default=1_000_000, help="faces of the recovered shard")
     parser.add_argument("--images", type=int, default=6000,
                         help="images of the bulk job (lfw-dev cycled beyond its 522)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each batch size and node count (figure 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each setting and node count (figure 3)")
     parser.add_argument("--skip-failover", action="store_true", help="leave out the multi-node test")
     parser.add_argument("--replica-faces", type=int, default=100_000, help="faces of the replicated shard (figure 4)")
     parser.add_argument("--replicas", type=int, default=2, help="members of the replicated shard (figure 4)")
@@ -469,8 +469,8 @@ def _roles(cpu: dict | None) -> str:
 
 def enrollment(args, s3, work: str, results: dict) -> None:
     """Figure 3: the bulk job on one worker node and on two, over ``--images`` images (lfw-dev cycled
-    under distinct names beyond its 522: every input a new face), for each of ``--batch-sizes``,
-    ``--repeats`` times; the median steady ratio per batch size."""
+    under distinct names beyond its 522: every input a new face), with each of :data:`CONFIGS`,
+    ``--repeats`` times; the median steady ratio per setting."""
     from store.embedded_pg import resolve_dsn
 
     photos = Path(work) / "photos"
@@ -517,6 +517,7 @@ def _ratios(config: str, rows: list[dict]) -> dict:
             "steady ratio per repeat": ", ".join(f"{ratio:.2f}" for ratio in steady),
             "steady ratio (median)": round(statistics.median(steady), 2) if steady else None,
             "job-time ratio (median)": round(statistics.median(job), 2)}
+
 
 if __name__ == "__main__":
     main()

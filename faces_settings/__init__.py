@@ -121,8 +121,8 @@ class Settings(BaseSettings):
     enroll_embedder_num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per bulk-job embedder actor")
     enroll_embedder_num_gpus: float = Field(0.25, gt=0, le=1,
                                             description="GPU fraction per bulk-job embedder actor (GPU clusters)")
-    enroll_batch_size: int = Field(256, ge=1, description="images per bulk-job read task and embedder call "
-                                   "(an embedder decodes 64 at a time)")
+    enroll_batch_size: int = Field(256, ge=1, description="images per bulk-job batch: one resume check and read "
+                                   "call, one embedder call (which decodes 64 at a time)")
     enroll_readers: int = Field(2, ge=1, description="concurrent read tasks of a bulk job")
     job_block_bytes: int = Field(4 << 20, ge=1 << 16, description="target size of a bulk job's Ray Data blocks "
                                  "(about one batch of photos, or its faces and crops, per block)")
