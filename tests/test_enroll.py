@@ -121,7 +121,10 @@ def job_env(server, **extra: str) -> dict[str, str]:
 def test_a_killed_job_resumes_to_exactly_the_faces_of_an_uninterrupted_run(server, admin, bulk_app, lfw_job,
                                                                             data_dir):
     service = new_service(admin, bulk_app, "resumed")
-    env = job_env(server, FACES_ENROLL_COMMIT_FACES="32", FACES_ENROLL_BATCH_SIZE="16")
+    # a fine-grained job: batches of 16, blocks of 64 KiB (about 4 lfw photos; the default 4 MiB holds
+    # about 270, so the 522 photos would be two blocks, done before the kill), commits of 32 faces
+    env = job_env(server, FACES_ENROLL_COMMIT_FACES="32", FACES_ENROLL_BATCH_SIZE="16",
+                  FACES_JOB_BLOCK_BYTES=str(1 << 16))
     tree = str(lfw_tree(data_dir))
     # The Ray Job entry point, killed for real once some commits are acknowledged.
     killed = subprocess.Popen([sys.executable, "-m", "faces_cli.main", "enroll", tree, "--service",
