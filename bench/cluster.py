@@ -310,25 +310,19 @@ def _steady_window(marks: list[dict], images: int) -> tuple[dict, dict]:
             min(marks, key=lambda mark: abs(mark["processed"] - 0.9 * images)))
 
 
-def _steady(marks: list[dict], images: int) -> float | None:
-    """Images/s in the steady window (:func:`_steady_window`)."""
+def _steady_state(marks: list[dict], images: int) -> dict:
+    """The steady window (:func:`_steady_window`): images/s, CPU ms per image done per process group
+    and by its largest roles, the sum of those, and the machine's idle share of its CPU time (all
+    cores, every process)."""
     first, last = _steady_window(marks, images)
     done = last["processed"] - first["processed"]
-    return done / (last["t"] - first["t"]) if done > 0 else None
-
-
-def _steady_cpu(marks: list[dict], images: int) -> dict[str, dict] | None:
-    """CPU ms per image done in the steady window, per process group and by its largest roles."""
-    first, last = _steady_window(marks, images)
-    done = last["processed"] - first["processed"]
-    return _cpu_table(_cpu_between(first["cpu"], last["cpu"]), done) if done > 0 else None
-
-
-def _steady_idle(marks: list[dict], images: int) -> float | None:
-    """The machine's idle share of its CPU time in the steady window (all cores, every process)."""
-    first, last = _steady_window(marks, images)
-    total = sum(last["machine"]) - sum(first["machine"])
-    return round((last["machine"].idle - first["machine"].idle) / total, 3) if total > 0 else None
+    if done <= 0:
+        return {"steady images/s": None, "steady cpu": None, "steady cpu ms/image": None, "steady machine idle": None}
+    cpu = _cpu_table(_cpu_between(first["cpu"], last["cpu"]), done)
+    machine = sum(last["machine"]) - sum(first["machine"])
+    return {"steady images/s": done / (last["t"] - first["t"]), "steady cpu": cpu,
+            "steady cpu ms/image": round(sum(group["ms/image"] for group in cpu.values()), 1),
+            "steady machine idle": round((last["machine"].idle - first["machine"].idle) / machine, 3)}
 
 
 def _progress(marks: list[dict], started: float) -> list[tuple[float, int]]:
@@ -400,13 +394,10 @@ def enrollment_rate(workers: int, config: str, s3, dsn: str, postgres_pid: int |
             return {"settings": config, "worker nodes": workers, "images": images, "job s": seconds,
                     "images/s (job summary)": float(rate.group(1)) if rate else None,
                     "first batch s": next((round(mark["t"] - started, 1) for mark in marks if mark["processed"]), None),
-                    "steady images/s": _steady(marks, images),
+                    **_steady_state(marks, images),
                     "cpu ms/image": round(sum(sum(roles.values()) for roles in spent.values()) / images * 1000, 1),
                     "pool": plan.group(1) if plan else None,
                     "cpu": _cpu_table(spent, images),  # the whole job, start-up included
-                    "steady cpu": (steady := _steady_cpu(marks, images)),
-                    "steady cpu ms/image": round(sum(cpu["ms/image"] for cpu in steady.values()), 1) if steady else None,
-                    "steady machine idle": _steady_idle(marks, images),
                     "progress": _progress(marks, started),
                     **_job_placement(head.dashboard_port, {node.node_id: node.label for node in nodes})}
         finally:
