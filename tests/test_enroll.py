@@ -35,7 +35,7 @@ from batch_jobs.face_ids import face_id
 from batch_jobs.locations import Locator, resolve
 from batch_jobs.outcomes import OnMultiple
 from batch_jobs.report import read_report
-from batch_jobs.runtime import control_plane
+from batch_jobs.runtime import control_plane, dataset_batches
 from bulk_helpers import enroll_in_process, stored_faces, wait_for_job
 from facecore.models import SFACE
 from faces_cli.service_names import resolve_service
@@ -451,6 +451,34 @@ def test_a_jobs_driver_read_tasks_and_embedders_import_neither_lancedb_nor_serve
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_a_jobs_driver_gets_each_block_as_soon_as_it_exists(server, tmp_path):
+    import ray.data
+
+    # The later blocks exist only once the driver has the first: a driver that waits for blocks ahead
+    # of the one it hands out (Ray Data's prefetching) sees none of them before they give up waiting.
+    released = str(tmp_path / "first block received")
+
+    def held_until_released(batch: dict) -> dict:  # defined here: Ray's workers cannot import this module
+        deadline = time.monotonic() + 20
+        while batch["id"][0] > 0 and not os.path.exists(released) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return {"id": batch["id"], "held_out": np.array([time.monotonic() >= deadline] * len(batch["id"]))}
+
+    dataset = ray.data.range(3, override_num_blocks=3).map_batches(held_until_released, batch_size=None, num_cpus=0)
+
+    async def receive() -> list[pa.Table]:
+        blocks = []
+        async for block in dataset_batches(dataset):
+            Path(released).touch()
+            blocks.append(block)
+        return blocks
+
+    blocks = asyncio.run(receive())
+    assert blocks[0].column("id").to_pylist() == [0]
+    assert sorted(i for block in blocks for i in block.column("id").to_pylist()) == [0, 1, 2]
+    assert not any(held for block in blocks for held in block.column("held_out").to_pylist())
 
 
 def test_manifest_paths_resolve_against_the_manifest_and_its_filesystem(tmp_path):
