@@ -640,8 +640,8 @@ def test_versions_and_files_stay_bounded_under_adds_and_deletes(uri):
         if i % 10 == 9:
             # A compaction removes the versions older than erase_after_s, and one runs at least every
             # compact_every_commits commits: so the versions kept are at most those of the commits of
-            # the last erase_after_s before that compaction and since, each compaction's own two (it
-            # rewrites files, then drops the rewritten rows' deletions) and the table's first. The
+            # the last erase_after_s before that compaction and since, each compaction's own two (one
+            # that changes no data, then the rewritten files) and the table's first. The
             # bound follows the commit rate, which a busy machine changes during the run.
             latest_compaction = commit_times[max(0, len(commit_times) - upkeep.compact_every_commits - 1)]
             recent = sum(1 for t in commit_times if t >= latest_compaction - upkeep.erase_after_s - 0.1)
