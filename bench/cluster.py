@@ -396,6 +396,7 @@ def enrollment_rate(workers: int, config: str, s3, dsn: str, postgres_pid: int |
             meter.add("driver", [job.pid])
             marks = asyncio.run(_watch(job, dsn, service_id, meter))
             seconds = time.perf_counter() - started
+            progress = _progress(marks, started)
             spent = meter.sample()
             spent["bench (S3 server)"] = {"python": time.process_time() - own_cpu}
             output.seek(0)
@@ -412,8 +413,7 @@ def enrollment_rate(workers: int, config: str, s3, dsn: str, postgres_pid: int |
                     "cpu ms/image": round(sum(sum(roles.values()) for roles in spent.values()) / images * 1000, 1),
                     "pool": plan.group(1) if plan else None,
                     "cpu": _cpu_table(spent, images),  # the whole job, start-up included
-                    "progress": _progress(marks, started),
-                    "fitted images/s": _fitted_rate(_progress(marks, started), images),
+                    "progress": progress, "fitted images/s": _fitted_rate(progress, images),
                     **_job_placement(head.dashboard_port, {node.node_id: node.label for node in nodes})}
         finally:
             ray.shutdown()
